@@ -10,3 +10,5 @@
 pub mod api;
 pub mod flags;
 pub mod render;
+pub mod validation;
+pub mod cli;

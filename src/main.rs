@@ -1,28 +1,61 @@
-use kubeplane::api::*;
-use kubeplane::render::*;
-fn main() {
-    let spec = ControlPlaneConfigSpec {
-        kubernetes_version: "v1.36.2".into(),
-        ..Default::default()
-    };
-    let node = NodeFacts {
-        node_name: "cp-1".into(),
-        advertise_address: Some("10.0.0.11".into()),
-        host_ca_directories: vec![
-            "/etc/ca-certificates".into(),
-            "/usr/local/share/ca-certificates".into(),
-            "/usr/share/ca-certificates".into(),
-        ],
-        ..Default::default()
-    };
-    let r = render(&RenderInput {
-        spec: &spec,
-        node: &node,
-        encryption_config_sha256: None,
-    })
-    .unwrap();
-    std::fs::create_dir_all("/tmp/out").unwrap();
-    for p in r.pods {
-        std::fs::write(format!("/tmp/out/{}.yaml", p.component.name()), p.yaml).unwrap();
+//! `kubeplane`: parses arguments and wires the roles together.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use kubeplane::cli;
+
+/// kubeplane keeps a cluster's control-plane static pods in the state one ControlPlaneConfig
+/// declares.
+#[derive(Parser, Debug)]
+#[command(name = "kubeplane", version, about, long_about = None)]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "KUBEPLANE_LOG_FORMAT")]
+    log_format: LogFormat,
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `kubeplane=debug`.
+    #[arg(long, global = true, default_value = "info", env = "KUBEPLANE_LOG")]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print, or write under a directory, the exact files the agent would write on a node.
+    Render(cli::RenderArgs),
+    /// List every problem in a ControlPlaneConfig; exit non-zero if there is an error.
+    Validate(cli::ValidateArgs),
+    /// Print the CustomResourceDefinitions.
+    Crd,
+}
+
+fn init_tracing(format: LogFormat, filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format, &cli.log_level);
+    let mut out = std::io::stdout().lock();
+    let mut err = std::io::stderr();
+    match cli.command {
+        Command::Render(args) => cli::render(&args, &mut out, &mut err),
+        Command::Validate(args) => cli::validate(&args, &mut out, &mut err),
+        Command::Crd => cli::crd(&mut out),
     }
 }

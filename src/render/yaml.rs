@@ -7,7 +7,10 @@ use serde::Serialize;
 pub fn to_yaml<T: Serialize>(value: &T) -> Result<String, String> {
     let value = serde_json::to_value(value).map_err(|e| e.to_string())?;
     let sorted = sort_keys(value);
-    serde_saphyr::to_string(&sorted).map_err(|e| e.to_string())
+    // Plain scalars on one line, however long, as Go's YAML writer emits them; quoting keeps
+    // YAML 1.1 readers (kubelet's) from taking `on`, `yes` or `1.2.3.4` for non-strings.
+    let options = serde_saphyr::ser_options! { prefer_block_scalars: false };
+    serde_saphyr::to_string_with_options(&sorted, options).map_err(|e| e.to_string())
 }
 
 /// A static Pod manifest as written to disk: sorted keys and `status: {}`, like kubeadm.

@@ -1,0 +1,125 @@
+//! Validation: every problem in a spec, before any node is touched. Pure: no I/O.
+//!
+//! `kubeplane validate`, `kubeplane render` and the operator all call [`validate`].
+
+mod spec;
+
+use std::fmt;
+
+use crate::api::ControlPlaneConfigSpec;
+
+/// How bad a problem is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    /// The spec must not be rolled out.
+    Error,
+    /// Worth a look; the spec can be rolled out.
+    Warning,
+}
+
+/// One problem, naming the field, the value and the fix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// Error or warning.
+    pub severity: Severity,
+    /// Field path, such as `spec.apiServer.extraArgs[2]`.
+    pub field: String,
+    /// The offending value, as given.
+    pub value: Option<String>,
+    /// What is wrong.
+    pub message: String,
+    /// What to do about it.
+    pub fix: Option<String>,
+}
+
+impl Problem {
+    /// An error.
+    pub fn error(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Problem {
+            severity: Severity::Error,
+            field: field.into(),
+            value: None,
+            message: message.into(),
+            fix: None,
+        }
+    }
+
+    /// A warning.
+    pub fn warning(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Problem {
+            severity: Severity::Warning,
+            ..Problem::error(field, message)
+        }
+    }
+
+    /// With the offending value.
+    pub fn value(mut self, value: impl Into<String>) -> Self {
+        self.value = Some(value.into());
+        self
+    }
+
+    /// With a fix.
+    pub fn fix(mut self, fix: impl Into<String>) -> Self {
+        self.fix = Some(fix.into());
+        self
+    }
+
+    /// Whether this is an error.
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let level = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        write!(f, "{level}: {}", self.field)?;
+        if let Some(v) = &self.value {
+            write!(f, " ({v:?})")?;
+        }
+        write!(f, ": {}", self.message)?;
+        if let Some(fix) = &self.fix {
+            write!(f, "; {fix}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Every problem found in a spec.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Problems in the order found.
+    pub problems: Vec<Problem>,
+}
+
+impl Report {
+    /// Whether the spec may be rolled out (no errors; warnings allowed).
+    pub fn is_ok(&self) -> bool {
+        !self.problems.iter().any(Problem::is_error)
+    }
+
+    /// The errors.
+    pub fn errors(&self) -> impl Iterator<Item = &Problem> {
+        self.problems.iter().filter(|p| p.is_error())
+    }
+
+    /// The warnings.
+    pub fn warnings(&self) -> impl Iterator<Item = &Problem> {
+        self.problems.iter().filter(|p| !p.is_error())
+    }
+
+    pub(crate) fn push(&mut self, p: Problem) {
+        self.problems.push(p);
+    }
+}
+
+/// Validates a spec: structure, values, flags for the target version, cross-component
+/// agreement. Never panics.
+pub fn validate(spec: &ControlPlaneConfigSpec) -> Report {
+    let mut report = Report::default();
+    spec::check(spec, &mut report);
+    report
+}
