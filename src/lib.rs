@@ -8,7 +8,7 @@
 //! - [`cli`]: the subcommands `main.rs` wires up.
 
 pub mod api;
+pub mod cli;
 pub mod flags;
 pub mod render;
 pub mod validation;
-pub mod cli;

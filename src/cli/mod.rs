@@ -76,9 +76,8 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CliError + '_ {
 /// Reads and parses a ControlPlaneConfig file, printing every problem to `err`.
 pub fn load_config(path: &Path, err: &mut dyn Write) -> Result<ControlPlaneConfig, CliError> {
     let bytes = std::fs::read(path).map_err(io_err(path))?;
-    let text = String::from_utf8(bytes).map_err(|_| {
-        CliError::Refused(format!("{}: not UTF-8 text", path.display()))
-    })?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| CliError::Refused(format!("{}: not UTF-8 text", path.display())))?;
     parse_config(&text).map_err(|errors| {
         for e in &errors {
             let _ = writeln!(err, "error: {e}");
@@ -115,7 +114,11 @@ pub fn validate(args: &ValidateArgs, out: &mut dyn Write, err: &mut dyn Write) -
         );
         ExitCode::FAILURE
     } else {
-        let _ = writeln!(out, "{}: valid ({warnings} warning(s))", args.file.display());
+        let _ = writeln!(
+            out,
+            "{}: valid ({warnings} warning(s))",
+            args.file.display()
+        );
         ExitCode::SUCCESS
     }
 }
@@ -141,7 +144,11 @@ struct OutFile {
     note: Option<String>,
 }
 
-fn render_inner(args: &RenderArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), CliError> {
+fn render_inner(
+    args: &RenderArgs,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<(), CliError> {
     let cfg = load_config(&args.file, err)?;
     let report = validation::validate(&cfg.spec);
     print_report(&report, err);
@@ -182,7 +189,12 @@ fn render_inner(args: &RenderArgs, out: &mut dyn Write, err: &mut dyn Write) -> 
         Some(root) => {
             for f in &files {
                 let Some(content) = &f.content else {
-                    let _ = writeln!(err, "skipped {}: {}", f.path, f.note.as_deref().unwrap_or(""));
+                    let _ = writeln!(
+                        err,
+                        "skipped {}: {}",
+                        f.path,
+                        f.note.as_deref().unwrap_or("")
+                    );
                     continue;
                 };
                 let target = root.join(f.path.trim_start_matches('/'));
@@ -238,7 +250,11 @@ fn print_files(files: &[OutFile], out: &mut dyn Write) -> std::io::Result<()> {
         writeln!(out, "# {}", f.path)?;
         match &f.content {
             Some(c) if f.note.is_none() => out.write_all(c)?,
-            _ => writeln!(out, "# {}", f.note.as_deref().unwrap_or("content not shown"))?,
+            _ => writeln!(
+                out,
+                "# {}",
+                f.note.as_deref().unwrap_or("content not shown")
+            )?,
         }
     }
     Ok(())

@@ -18,8 +18,8 @@ pub use yaml::{pod_to_yaml, to_yaml};
 use self::args::{Flag, combine, last_value};
 use self::pod::{Mount, PodParts, ProbeTarget, merge_mounts};
 use crate::api::{
-    CertificateRef, CommonSettings, Component, ControlPlaneConfigSpec, FileSource, HostPathType,
-    NodeFacts, RenderedFile, SecretKeyRef,
+    CertificateRef, CommonSettings, Component, ControlPlaneConfigSpec, ControlPlaneNodeSpec,
+    FileSource, HostPathType, NodeFacts, RenderedFile, RenderedManifest, SecretKeyRef,
 };
 use crate::flags::policy::{CertFile, certificate_flags};
 use crate::flags::{KubeVersion, VersionError};
@@ -180,6 +180,59 @@ pub fn render(input: &RenderInput<'_>) -> Result<Rendered, RenderError> {
     out.certificates.sort();
     out.certificates.dedup();
     Ok(out)
+}
+
+/// Seconds a component may take to become healthy before the agent rolls back.
+pub fn health_timeout_seconds(spec: &ControlPlaneConfigSpec, component: Component) -> i32 {
+    let t = spec
+        .rollout
+        .as_ref()
+        .and_then(|r| r.health_timeout_seconds)
+        .unwrap_or_default();
+    match component {
+        Component::ApiServer => t.api_server,
+        Component::ControllerManager => t.controller_manager,
+        Component::Scheduler => t.scheduler,
+    }
+    .unwrap_or(defaults::HEALTH_TIMEOUT_SECONDS)
+}
+
+/// Seconds every updated component must stay healthy.
+pub fn min_ready_seconds(spec: &ControlPlaneConfigSpec) -> i32 {
+    spec.rollout
+        .as_ref()
+        .and_then(|r| r.min_ready_seconds)
+        .unwrap_or(defaults::MIN_READY_SECONDS)
+}
+
+/// The `ControlPlaneNode` spec that carries a render to a node: manifests in apply order
+/// (kube-apiserver first), side files, certificate files, and the rollout timing. The
+/// operator writes it; `kubeplane apply` hands it to the agent's engine directly.
+pub fn node_spec(
+    config_name: &str,
+    spec: &ControlPlaneConfigSpec,
+    revision: &str,
+    rendered: &Rendered,
+) -> ControlPlaneNodeSpec {
+    ControlPlaneNodeSpec {
+        config_name: config_name.to_string(),
+        revision: revision.to_string(),
+        kubernetes_version: spec.kubernetes_version.clone(),
+        manifests: rendered
+            .pods
+            .iter()
+            .map(|p| RenderedManifest {
+                component: p.component,
+                file_name: p.component.manifest_file().to_string(),
+                config_hash: p.uid.clone(),
+                content: p.yaml.clone(),
+                health_timeout_seconds: health_timeout_seconds(spec, p.component),
+            })
+            .collect(),
+        files: rendered.files.clone(),
+        certificates: rendered.certificates.clone(),
+        min_ready_seconds: min_ready_seconds(spec),
+    }
 }
 
 /// One component's flags, mounts and annotations before they become a Pod.

@@ -125,14 +125,23 @@ fn kubeadm_defaults_are_byte_identical_but_for_uid_and_ip_quoting() {
             .yaml
             .lines()
             .filter(|l| !l.starts_with("  uid: "))
-            .map(|l| l.replace("\"10.0.0.11\"", "10.0.0.11").replace("\"127.0.0.1\"", "127.0.0.1") + "\n")
+            .map(|l| {
+                l.replace("\"10.0.0.11\"", "10.0.0.11")
+                    .replace("\"127.0.0.1\"", "127.0.0.1")
+                    + "\n"
+            })
             .collect();
         let path = format!(
             "{}/tests/fixtures/kubeadm-v1.36.2/{}",
             env!("CARGO_MANIFEST_DIR"),
             p.component.manifest_file()
         );
-        assert_eq!(ours, std::fs::read_to_string(path).unwrap(), "{}", p.component);
+        assert_eq!(
+            ours,
+            std::fs::read_to_string(path).unwrap(),
+            "{}",
+            p.component
+        );
     }
 }
 
@@ -155,23 +164,53 @@ fn kubeadm_defaults_value_by_value() {
         ("enable-admission-plugins", "NodeRestriction"),
         ("enable-bootstrap-token-auth", "true"),
         ("etcd-cafile", "/etc/kubernetes/pki/etcd/ca.crt"),
-        ("etcd-certfile", "/etc/kubernetes/pki/apiserver-etcd-client.crt"),
-        ("etcd-keyfile", "/etc/kubernetes/pki/apiserver-etcd-client.key"),
+        (
+            "etcd-certfile",
+            "/etc/kubernetes/pki/apiserver-etcd-client.crt",
+        ),
+        (
+            "etcd-keyfile",
+            "/etc/kubernetes/pki/apiserver-etcd-client.key",
+        ),
         ("etcd-servers", "https://127.0.0.1:2379"),
-        ("kubelet-client-certificate", "/etc/kubernetes/pki/apiserver-kubelet-client.crt"),
-        ("kubelet-client-key", "/etc/kubernetes/pki/apiserver-kubelet-client.key"),
-        ("kubelet-preferred-address-types", "InternalIP,ExternalIP,Hostname"),
-        ("proxy-client-cert-file", "/etc/kubernetes/pki/front-proxy-client.crt"),
-        ("proxy-client-key-file", "/etc/kubernetes/pki/front-proxy-client.key"),
+        (
+            "kubelet-client-certificate",
+            "/etc/kubernetes/pki/apiserver-kubelet-client.crt",
+        ),
+        (
+            "kubelet-client-key",
+            "/etc/kubernetes/pki/apiserver-kubelet-client.key",
+        ),
+        (
+            "kubelet-preferred-address-types",
+            "InternalIP,ExternalIP,Hostname",
+        ),
+        (
+            "proxy-client-cert-file",
+            "/etc/kubernetes/pki/front-proxy-client.crt",
+        ),
+        (
+            "proxy-client-key-file",
+            "/etc/kubernetes/pki/front-proxy-client.key",
+        ),
         ("requestheader-allowed-names", "front-proxy-client"),
-        ("requestheader-client-ca-file", "/etc/kubernetes/pki/front-proxy-ca.crt"),
+        (
+            "requestheader-client-ca-file",
+            "/etc/kubernetes/pki/front-proxy-ca.crt",
+        ),
         ("requestheader-extra-headers-prefix", "X-Remote-Extra-"),
         ("requestheader-group-headers", "X-Remote-Group"),
         ("requestheader-username-headers", "X-Remote-User"),
         ("secure-port", "6443"),
-        ("service-account-issuer", "https://kubernetes.default.svc.cluster.local"),
+        (
+            "service-account-issuer",
+            "https://kubernetes.default.svc.cluster.local",
+        ),
         ("service-account-key-file", "/etc/kubernetes/pki/sa.pub"),
-        ("service-account-signing-key-file", "/etc/kubernetes/pki/sa.key"),
+        (
+            "service-account-signing-key-file",
+            "/etc/kubernetes/pki/sa.key",
+        ),
         ("service-cluster-ip-range", "10.96.0.0/12"),
         ("tls-cert-file", "/etc/kubernetes/pki/apiserver.crt"),
         ("tls-private-key-file", "/etc/kubernetes/pki/apiserver.key"),
@@ -183,8 +222,14 @@ fn kubeadm_defaults_value_by_value() {
     // manifests.go getControllerManagerCommand
     let kcm = pod(&r, Component::ControllerManager);
     let expected_kcm = [
-        ("authentication-kubeconfig", "/etc/kubernetes/controller-manager.conf"),
-        ("authorization-kubeconfig", "/etc/kubernetes/controller-manager.conf"),
+        (
+            "authentication-kubeconfig",
+            "/etc/kubernetes/controller-manager.conf",
+        ),
+        (
+            "authorization-kubeconfig",
+            "/etc/kubernetes/controller-manager.conf",
+        ),
         ("bind-address", "127.0.0.1"),
         ("client-ca-file", "/etc/kubernetes/pki/ca.crt"),
         ("cluster-name", "kubernetes"),
@@ -193,9 +238,15 @@ fn kubeadm_defaults_value_by_value() {
         ("controllers", "*,bootstrapsigner,tokencleaner"),
         ("kubeconfig", "/etc/kubernetes/controller-manager.conf"),
         ("leader-elect", "true"),
-        ("requestheader-client-ca-file", "/etc/kubernetes/pki/front-proxy-ca.crt"),
+        (
+            "requestheader-client-ca-file",
+            "/etc/kubernetes/pki/front-proxy-ca.crt",
+        ),
         ("root-ca-file", "/etc/kubernetes/pki/ca.crt"),
-        ("service-account-private-key-file", "/etc/kubernetes/pki/sa.key"),
+        (
+            "service-account-private-key-file",
+            "/etc/kubernetes/pki/sa.key",
+        ),
         ("use-service-account-credentials", "true"),
     ];
     let mut want = vec!["kube-controller-manager".to_string()];
@@ -217,7 +268,15 @@ fn kubeadm_defaults_value_by_value() {
     );
 
     // utils.go LivenessProbe / ReadinessProbe / StartupProbe; constants.go ports.
-    type P = (&'static str, Option<&'static str>, i32, Option<i32>, i32, i32, i32);
+    type P = (
+        &'static str,
+        Option<&'static str>,
+        i32,
+        Option<i32>,
+        i32,
+        i32,
+        i32,
+    );
     let check = |probe: &Option<Probe>, (path, host, port, delay, period, timeout, failure): P| {
         let probe = probe.as_ref().expect("probe set");
         let get = probe.http_get.as_ref().unwrap();
@@ -235,19 +294,50 @@ fn kubeadm_defaults_value_by_value() {
         let _ = port;
     };
     let c = container(api);
-    check(&c.liveness_probe, ("/livez", Some("10.0.0.11"), 6443, Some(10), 10, 15, 8));
-    check(&c.readiness_probe, ("/readyz", Some("10.0.0.11"), 6443, None, 1, 15, 3));
-    check(&c.startup_probe, ("/livez", Some("10.0.0.11"), 6443, Some(10), 10, 15, 24));
+    check(
+        &c.liveness_probe,
+        ("/livez", Some("10.0.0.11"), 6443, Some(10), 10, 15, 8),
+    );
+    check(
+        &c.readiness_probe,
+        ("/readyz", Some("10.0.0.11"), 6443, None, 1, 15, 3),
+    );
+    check(
+        &c.startup_probe,
+        ("/livez", Some("10.0.0.11"), 6443, Some(10), 10, 15, 24),
+    );
     let c = container(kcm);
-    check(&c.liveness_probe, ("/healthz", Some("127.0.0.1"), 10257, Some(10), 10, 15, 8));
-    assert!(c.readiness_probe.is_none(), "kube-controller-manager has no readiness probe");
-    check(&c.startup_probe, ("/healthz", Some("127.0.0.1"), 10257, Some(10), 10, 15, 24));
+    check(
+        &c.liveness_probe,
+        ("/healthz", Some("127.0.0.1"), 10257, Some(10), 10, 15, 8),
+    );
+    assert!(
+        c.readiness_probe.is_none(),
+        "kube-controller-manager has no readiness probe"
+    );
+    check(
+        &c.startup_probe,
+        ("/healthz", Some("127.0.0.1"), 10257, Some(10), 10, 15, 24),
+    );
     let c = container(sched);
-    check(&c.liveness_probe, ("/livez", Some("127.0.0.1"), 10259, Some(10), 10, 15, 8));
-    check(&c.readiness_probe, ("/readyz", Some("127.0.0.1"), 10259, None, 1, 15, 3));
-    check(&c.startup_probe, ("/livez", Some("127.0.0.1"), 10259, Some(10), 10, 15, 24));
+    check(
+        &c.liveness_probe,
+        ("/livez", Some("127.0.0.1"), 10259, Some(10), 10, 15, 8),
+    );
+    check(
+        &c.readiness_probe,
+        ("/readyz", Some("127.0.0.1"), 10259, None, 1, 15, 3),
+    );
+    check(
+        &c.startup_probe,
+        ("/livez", Some("127.0.0.1"), 10259, Some(10), 10, 15, 24),
+    );
 
-    for (p, port, cpu) in [(api, 6443, "250m"), (kcm, 10257, "200m"), (sched, 10259, "100m")] {
+    for (p, port, cpu) in [
+        (api, 6443, "250m"),
+        (kcm, 10257, "200m"),
+        (sched, 10259, "100m"),
+    ] {
         let c = container(p);
         let ports = c.ports.as_ref().unwrap();
         assert_eq!(ports[0].container_port, port);
@@ -264,10 +354,19 @@ fn kubeadm_defaults_value_by_value() {
         assert_eq!(c.image_pull_policy.as_deref(), Some("IfNotPresent"));
         let spec = p.pod.spec.as_ref().unwrap();
         assert_eq!(spec.host_network, Some(true));
-        assert_eq!(spec.priority_class_name.as_deref(), Some("system-node-critical"));
+        assert_eq!(
+            spec.priority_class_name.as_deref(),
+            Some("system-node-critical")
+        );
         assert_eq!(spec.priority, Some(2_000_001_000));
         assert_eq!(
-            spec.security_context.as_ref().unwrap().seccomp_profile.as_ref().unwrap().type_,
+            spec.security_context
+                .as_ref()
+                .unwrap()
+                .seccomp_profile
+                .as_ref()
+                .unwrap()
+                .type_,
             "RuntimeDefault"
         );
         let labels = p.pod.metadata.labels.as_ref().unwrap();
@@ -283,10 +382,26 @@ fn kubeadm_defaults_value_by_value() {
         volumes(api),
         vec![
             ("ca-certs".into(), "/etc/ssl/certs".into(), dir.clone()),
-            ("etc-ca-certificates".into(), "/etc/ca-certificates".into(), dir.clone()),
-            ("k8s-certs".into(), "/etc/kubernetes/pki".into(), dir.clone()),
-            ("usr-local-share-ca-certificates".into(), "/usr/local/share/ca-certificates".into(), dir.clone()),
-            ("usr-share-ca-certificates".into(), "/usr/share/ca-certificates".into(), dir.clone()),
+            (
+                "etc-ca-certificates".into(),
+                "/etc/ca-certificates".into(),
+                dir.clone()
+            ),
+            (
+                "k8s-certs".into(),
+                "/etc/kubernetes/pki".into(),
+                dir.clone()
+            ),
+            (
+                "usr-local-share-ca-certificates".into(),
+                "/usr/local/share/ca-certificates".into(),
+                dir.clone()
+            ),
+            (
+                "usr-share-ca-certificates".into(),
+                "/usr/share/ca-certificates".into(),
+                dir.clone()
+            ),
         ]
     );
     assert!(mounts(api).iter().all(|(_, _, ro)| *ro));
@@ -305,8 +420,7 @@ fn kubeadm_defaults_value_by_value() {
     );
     // The apiserver's kubeadm annotation.
     assert_eq!(
-        api.pod.metadata.annotations.as_ref().unwrap()
-            ["kubeadm.kubernetes.io/kube-apiserver.advertise-address.endpoint"],
+        api.pod.metadata.annotations.as_ref().unwrap()["kubeadm.kubernetes.io/kube-apiserver.advertise-address.endpoint"],
         "10.0.0.11:6443"
     );
 }
@@ -315,12 +429,31 @@ fn kubeadm_defaults_value_by_value() {
 fn host_ca_directories_follow_node_facts() {
     let mut n = node("cp-1");
     let r = render_ok(&spec(), &n);
-    let names: Vec<String> = volumes(pod(&r, Component::ApiServer)).into_iter().map(|v| v.0).collect();
+    let names: Vec<String> = volumes(pod(&r, Component::ApiServer))
+        .into_iter()
+        .map(|v| v.0)
+        .collect();
     assert_eq!(names, vec!["ca-certs", "k8s-certs"]);
-    n.host_ca_directories = vec!["/etc/pki/ca-trust".into(), "/etc/pki/tls/certs".into(), "/not/known".into()];
+    n.host_ca_directories = vec![
+        "/etc/pki/ca-trust".into(),
+        "/etc/pki/tls/certs".into(),
+        "/not/known".into(),
+    ];
     let r = render_ok(&spec(), &n);
-    let names: Vec<String> = volumes(pod(&r, Component::ControllerManager)).into_iter().map(|v| v.0).collect();
-    assert_eq!(names, vec!["ca-certs", "etc-pki-ca-trust", "etc-pki-tls-certs", "k8s-certs", "kubeconfig"]);
+    let names: Vec<String> = volumes(pod(&r, Component::ControllerManager))
+        .into_iter()
+        .map(|v| v.0)
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            "ca-certs",
+            "etc-pki-ca-trust",
+            "etc-pki-tls-certs",
+            "k8s-certs",
+            "kubeconfig"
+        ]
+    );
 }
 
 #[test]
@@ -330,7 +463,10 @@ fn extra_args_replace_every_default_and_repeat_in_order() {
         extra_args: vec![
             Arg::new("service-account-issuer", "https://vip:6443"),
             Arg::new("audit-log-maxage", "30"),
-            Arg::new("service-account-issuer", "https://kubernetes.default.svc.cluster.local"),
+            Arg::new(
+                "service-account-issuer",
+                "https://kubernetes.default.svc.cluster.local",
+            ),
             Arg::new("authorization-mode", "Node,Webhook,RBAC"),
         ],
         ..Default::default()
@@ -339,9 +475,15 @@ fn extra_args_replace_every_default_and_repeat_in_order() {
     let api = pod(&r, Component::ApiServer);
     assert_eq!(
         flag_values(api, "service-account-issuer"),
-        vec!["https://vip:6443", "https://kubernetes.default.svc.cluster.local"]
+        vec![
+            "https://vip:6443",
+            "https://kubernetes.default.svc.cluster.local"
+        ]
     );
-    assert_eq!(flag_values(api, "authorization-mode"), vec!["Node,Webhook,RBAC"]);
+    assert_eq!(
+        flag_values(api, "authorization-mode"),
+        vec!["Node,Webhook,RBAC"]
+    );
     assert_eq!(flag_values(api, "audit-log-maxage"), vec!["30"]);
     let cmd = command(api);
     let names: Vec<&str> = cmd[1..]
@@ -374,8 +516,14 @@ fn extra_volumes_and_env_merge_by_name() {
             },
         ],
         extra_env: vec![
-            EnvVar { name: "HTTPS_PROXY".into(), value: "http://proxy:3128".into() },
-            EnvVar { name: "NO_PROXY".into(), value: "10.0.0.0/8".into() },
+            EnvVar {
+                name: "HTTPS_PROXY".into(),
+                value: "http://proxy:3128".into(),
+            },
+            EnvVar {
+                name: "NO_PROXY".into(),
+                value: "10.0.0.0/8".into(),
+            },
         ],
         ..Default::default()
     });
@@ -384,15 +532,31 @@ fn extra_volumes_and_env_merge_by_name() {
     assert_eq!(
         volumes(sched),
         vec![
-            ("config".into(), "/etc/kubernetes/scheduler-config.yaml".into(), "DirectoryOrCreate".into()),
-            ("kubeconfig".into(), "/srv/scheduler.conf".into(), "File".into()),
+            (
+                "config".into(),
+                "/etc/kubernetes/scheduler-config.yaml".into(),
+                "DirectoryOrCreate".into()
+            ),
+            (
+                "kubeconfig".into(),
+                "/srv/scheduler.conf".into(),
+                "File".into()
+            ),
         ]
     );
     assert_eq!(
         mounts(sched),
         vec![
-            ("config".into(), "/etc/kubernetes/scheduler-config.yaml".into(), false),
-            ("kubeconfig".into(), "/etc/kubernetes/scheduler.conf".into(), true),
+            (
+                "config".into(),
+                "/etc/kubernetes/scheduler-config.yaml".into(),
+                false
+            ),
+            (
+                "kubeconfig".into(),
+                "/etc/kubernetes/scheduler.conf".into(),
+                true
+            ),
         ]
     );
     let env = container(sched).env.clone().unwrap();
@@ -400,9 +564,13 @@ fn extra_volumes_and_env_merge_by_name() {
     assert_eq!(env[0].name, "HTTPS_PROXY");
     assert_eq!(env[1].value.as_deref(), Some("10.0.0.0/8"));
     // The kubeconfig certificate is reported at its host path.
-    assert!(r.certificates.iter().any(|c| c.component == Component::Scheduler
-        && c.path == "/srv/scheduler.conf"
-        && c.kubeconfig));
+    assert!(
+        r.certificates
+            .iter()
+            .any(|c| c.component == Component::Scheduler
+                && c.path == "/srv/scheduler.conf"
+                && c.kubeconfig)
+    );
 }
 
 #[test]
@@ -417,7 +585,10 @@ fn uid_is_a_content_hash_that_includes_the_node_name() {
     // Identical Pod content, different node: different uid.
     assert_eq!(container(sched_a).command, container(sched_b).command);
     assert_ne!(sched_a.uid, sched_b.uid);
-    assert_eq!(sched_a.pod.metadata.uid.as_deref(), Some(sched_a.uid.as_str()));
+    assert_eq!(
+        sched_a.pod.metadata.uid.as_deref(),
+        Some(sched_a.uid.as_str())
+    );
     assert_eq!(sched_a.uid, pod_uid(&sched_a.pod, "cp-1"));
     // Any content change moves it.
     let mut s2 = spec();
@@ -428,7 +599,10 @@ fn uid_is_a_content_hash_that_includes_the_node_name() {
     let c = render_ok(&s2, &node("cp-1"));
     assert_ne!(pod(&c, Component::Scheduler).uid, sched_a.uid);
     // A component whose input did not change keeps its uid (no needless restart).
-    assert_eq!(pod(&c, Component::ControllerManager).uid, pod(&a, Component::ControllerManager).uid);
+    assert_eq!(
+        pod(&c, Component::ControllerManager).uid,
+        pod(&a, Component::ControllerManager).uid
+    );
 }
 
 #[test]
@@ -440,8 +614,16 @@ fn every_pod_round_trips_through_k8s_openapi() {
     .unwrap();
     let cfg = parse_config(&text).unwrap();
     for name in ["cp-1", "cp-2", "cp-3"] {
-        let n = NodeFacts { node_name: name.into(), ..Default::default() };
-        let r = render(&RenderInput { spec: &cfg.spec, node: &n, encryption_config_sha256: Some("ab") }).unwrap();
+        let n = NodeFacts {
+            node_name: name.into(),
+            ..Default::default()
+        };
+        let r = render(&RenderInput {
+            spec: &cfg.spec,
+            node: &n,
+            encryption_config_sha256: Some("ab"),
+        })
+        .unwrap();
         for p in &r.pods {
             let back: k8s_openapi::api::core::v1::Pod = serde_saphyr::from_str(&p.yaml).unwrap();
             let mut expected = p.pod.clone();
@@ -454,18 +636,48 @@ fn every_pod_round_trips_through_k8s_openapi() {
 #[test]
 fn advertise_address_comes_from_spec_then_facts_else_error() {
     let mut s = spec();
-    s.nodes = vec![NodeOverride { name: "cp-1".into(), advertise_address: Some("192.168.1.5".into()) }];
+    s.nodes = vec![NodeOverride {
+        name: "cp-1".into(),
+        advertise_address: Some("192.168.1.5".into()),
+    }];
     let r = render_ok(&s, &node("cp-1"));
-    assert_eq!(flag_values(pod(&r, Component::ApiServer), "advertise-address"), vec!["192.168.1.5"]);
+    assert_eq!(
+        flag_values(pod(&r, Component::ApiServer), "advertise-address"),
+        vec!["192.168.1.5"]
+    );
     let r = render_ok(&s, &node("cp-2"));
-    assert_eq!(flag_values(pod(&r, Component::ApiServer), "advertise-address"), vec!["10.0.0.11"]);
-    let bare = NodeFacts { node_name: "cp-9".into(), ..Default::default() };
-    let err = render(&RenderInput { spec: &s, node: &bare, encryption_config_sha256: None }).unwrap_err();
-    assert_eq!(err, RenderError::NoAdvertiseAddress { node: "cp-9".into() });
+    assert_eq!(
+        flag_values(pod(&r, Component::ApiServer), "advertise-address"),
+        vec!["10.0.0.11"]
+    );
+    let bare = NodeFacts {
+        node_name: "cp-9".into(),
+        ..Default::default()
+    };
+    let err = render(&RenderInput {
+        spec: &s,
+        node: &bare,
+        encryption_config_sha256: None,
+    })
+    .unwrap_err();
+    assert_eq!(
+        err,
+        RenderError::NoAdvertiseAddress {
+            node: "cp-9".into()
+        }
+    );
     assert!(err.to_string().contains("--address"));
     // Without the apiserver, no address is needed.
-    s.api_server = Some(ApiServer { managed: Some(false), ..Default::default() });
-    let r = render(&RenderInput { spec: &s, node: &bare, encryption_config_sha256: None }).unwrap();
+    s.api_server = Some(ApiServer {
+        managed: Some(false),
+        ..Default::default()
+    });
+    let r = render(&RenderInput {
+        spec: &s,
+        node: &bare,
+        encryption_config_sha256: None,
+    })
+    .unwrap();
     assert_eq!(r.pods.len(), 2);
     assert!(r.pods.iter().all(|p| p.component != Component::ApiServer));
 }
@@ -477,8 +689,7 @@ fn ipv6_advertise_address_is_bracketed_in_the_endpoint_annotation() {
     let r = render_ok(&spec(), &n);
     let api = pod(&r, Component::ApiServer);
     assert_eq!(
-        api.pod.metadata.annotations.as_ref().unwrap()
-            ["kubeadm.kubernetes.io/kube-apiserver.advertise-address.endpoint"],
+        api.pod.metadata.annotations.as_ref().unwrap()["kubeadm.kubernetes.io/kube-apiserver.advertise-address.endpoint"],
         "[fd00::11]:6443"
     );
 }
@@ -495,33 +706,57 @@ fn audit_and_encryption_make_side_files_flags_and_mounts() {
             max_size: Some(100),
         }),
         encryption: Some(Encryption {
-            secret_ref: SecretKeyRef { name: "enc".into(), namespace: None, key: None },
+            secret_ref: SecretKeyRef {
+                name: "enc".into(),
+                namespace: None,
+                key: None,
+            },
         }),
         ..Default::default()
     });
     let mut n = node("cp-1");
     n.state_dir = Some("/var/lib/kubeplane".into());
-    let r = render(&RenderInput { spec: &s, node: &n, encryption_config_sha256: Some("d1") }).unwrap();
+    let r = render(&RenderInput {
+        spec: &s,
+        node: &n,
+        encryption_config_sha256: Some("d1"),
+    })
+    .unwrap();
     let api = pod(&r, Component::ApiServer);
     let dir = "/var/lib/kubeplane/files/kube-apiserver";
-    assert_eq!(flag_values(api, "audit-policy-file"), vec![format!("{dir}/audit-policy.yaml")]);
-    assert_eq!(flag_values(api, "audit-log-path"), vec!["/var/log/k8s/audit.log"]);
+    assert_eq!(
+        flag_values(api, "audit-policy-file"),
+        vec![format!("{dir}/audit-policy.yaml")]
+    );
+    assert_eq!(
+        flag_values(api, "audit-log-path"),
+        vec!["/var/log/k8s/audit.log"]
+    );
     assert_eq!(flag_values(api, "audit-log-maxage"), vec!["30"]);
     assert_eq!(flag_values(api, "audit-log-maxbackup"), vec!["10"]);
     assert_eq!(flag_values(api, "audit-log-maxsize"), vec!["100"]);
-    assert_eq!(flag_values(api, "encryption-provider-config"), vec![format!("{dir}/encryption-config.yaml")]);
+    assert_eq!(
+        flag_values(api, "encryption-provider-config"),
+        vec![format!("{dir}/encryption-config.yaml")]
+    );
     assert!(mounts(api).contains(&("kubeplane-files".into(), dir.into(), true)));
     assert!(mounts(api).contains(&("audit-log".into(), "/var/log/k8s".into(), false)));
     assert_eq!(r.files.len(), 2);
     let policy = &r.files[0];
     assert_eq!(policy.path, format!("{dir}/audit-policy.yaml"));
-    let FileSource::Inline(content) = &policy.source else { panic!("inline policy") };
+    let FileSource::Inline(content) = &policy.source else {
+        panic!("inline policy")
+    };
     assert!(content.contains("kind: Policy"));
     assert_eq!(policy.sha256, sha256_hex(content.as_bytes()));
     let enc = &r.files[1];
     assert_eq!(
         enc.source,
-        FileSource::Secret(SecretKeyRef { name: "enc".into(), namespace: Some("kube-system".into()), key: Some("config.yaml".into()) })
+        FileSource::Secret(SecretKeyRef {
+            name: "enc".into(),
+            namespace: Some("kube-system".into()),
+            key: Some("config.yaml".into())
+        })
     );
     assert_eq!(enc.sha256, "d1");
     let ann = api.pod.metadata.annotations.as_ref().unwrap();
@@ -529,10 +764,20 @@ fn audit_and_encryption_make_side_files_flags_and_mounts() {
     assert_eq!(ann["kubeplane.io/audit-policy-sha256"], policy.sha256);
     assert!(r.warnings.is_empty());
     // A new Secret content is a new config hash: the component restarts.
-    let r2 = render(&RenderInput { spec: &s, node: &n, encryption_config_sha256: Some("d2") }).unwrap();
+    let r2 = render(&RenderInput {
+        spec: &s,
+        node: &n,
+        encryption_config_sha256: Some("d2"),
+    })
+    .unwrap();
     assert_ne!(pod(&r2, Component::ApiServer).uid, api.uid);
     // Unknown Secret content: provisional hash, with a warning.
-    let r3 = render(&RenderInput { spec: &s, node: &n, encryption_config_sha256: None }).unwrap();
+    let r3 = render(&RenderInput {
+        spec: &s,
+        node: &n,
+        encryption_config_sha256: None,
+    })
+    .unwrap();
     assert_eq!(r3.warnings.len(), 1);
     assert!(r3.warnings[0].contains("kube-system/enc"));
 }
@@ -559,7 +804,11 @@ fn external_etcd_flags_and_cert_directories() {
     let mut s = spec();
     s.etcd = Some(Etcd {
         external: Some(ExternalEtcd {
-            endpoints: vec!["https://10.0.0.21:2379".into(), "https://10.0.0.22:2379".into(), "https://10.0.0.23:2379".into()],
+            endpoints: vec![
+                "https://10.0.0.21:2379".into(),
+                "https://10.0.0.22:2379".into(),
+                "https://10.0.0.23:2379".into(),
+            ],
             ca_file: Some("/etc/etcd/ca.pem".into()),
             cert_file: Some("/etc/etcd/client/apiserver.pem".into()),
             key_file: Some("/etc/kubernetes/pki/etcd-client.key".into()),
@@ -572,12 +821,32 @@ fn external_etcd_flags_and_cert_directories() {
         vec!["https://10.0.0.21:2379,https://10.0.0.22:2379,https://10.0.0.23:2379"]
     );
     assert_eq!(flag_values(api, "etcd-cafile"), vec!["/etc/etcd/ca.pem"]);
-    assert_eq!(flag_values(api, "etcd-certfile"), vec!["/etc/etcd/client/apiserver.pem"]);
-    assert_eq!(flag_values(api, "etcd-keyfile"), vec!["/etc/kubernetes/pki/etcd-client.key"]);
+    assert_eq!(
+        flag_values(api, "etcd-certfile"),
+        vec!["/etc/etcd/client/apiserver.pem"]
+    );
+    assert_eq!(
+        flag_values(api, "etcd-keyfile"),
+        vec!["/etc/kubernetes/pki/etcd-client.key"]
+    );
     // /etc/etcd covers /etc/etcd/client; the key lives in the certificates dir already.
-    let etcd: Vec<_> = volumes(api).into_iter().filter(|v| v.0.starts_with("etcd-certs")).collect();
-    assert_eq!(etcd, vec![("etcd-certs-0".into(), "/etc/etcd".into(), "DirectoryOrCreate".into())]);
-    assert!(r.certificates.iter().any(|c| c.flag == "etcd-certfile" && c.path == "/etc/etcd/client/apiserver.pem"));
+    let etcd: Vec<_> = volumes(api)
+        .into_iter()
+        .filter(|v| v.0.starts_with("etcd-certs"))
+        .collect();
+    assert_eq!(
+        etcd,
+        vec![(
+            "etcd-certs-0".into(),
+            "/etc/etcd".into(),
+            "DirectoryOrCreate".into()
+        )]
+    );
+    assert!(
+        r.certificates
+            .iter()
+            .any(|c| c.flag == "etcd-certfile" && c.path == "/etc/etcd/client/apiserver.pem")
+    );
 }
 
 #[test]
@@ -602,22 +871,37 @@ fn pod_subnet_turns_on_node_cidr_allocation() {
     let kcm = pod(&r, Component::ControllerManager);
     assert_eq!(flag_values(kcm, "allocate-node-cidrs"), vec!["true"]);
     assert_eq!(flag_values(kcm, "cluster-cidr"), vec!["10.244.0.0/16"]);
-    assert_eq!(flag_values(kcm, "service-cluster-ip-range"), vec!["10.32.0.0/24"]);
+    assert_eq!(
+        flag_values(kcm, "service-cluster-ip-range"),
+        vec!["10.32.0.0/24"]
+    );
     assert_eq!(flag_values(kcm, "node-cidr-mask-size"), vec!["25"]);
     assert_eq!(flag_values(kcm, "cluster-signing-duration"), vec!["8760h"]);
     assert_eq!(flag_values(kcm, "leader-elect-lease-duration"), vec!["30s"]);
     let api = pod(&r, Component::ApiServer);
-    assert_eq!(flag_values(api, "service-cluster-ip-range"), vec!["10.32.0.0/24"]);
-    assert_eq!(flag_values(api, "service-node-port-range"), vec!["30000-31000"]);
+    assert_eq!(
+        flag_values(api, "service-cluster-ip-range"),
+        vec!["10.32.0.0/24"]
+    );
+    assert_eq!(
+        flag_values(api, "service-node-port-range"),
+        vec!["30000-31000"]
+    );
 }
 
 #[test]
 fn probes_follow_bind_address_port_and_overrides() {
     let mut s = spec();
     s.scheduler = Some(Scheduler {
-        extra_args: vec![Arg::new("bind-address", "0.0.0.0"), Arg::new("secure-port", "11259")],
+        extra_args: vec![
+            Arg::new("bind-address", "0.0.0.0"),
+            Arg::new("secure-port", "11259"),
+        ],
         probes: Some(Probes {
-            liveness: Some(ProbeTiming { failure_threshold: Some(3), ..Default::default() }),
+            liveness: Some(ProbeTiming {
+                failure_threshold: Some(3),
+                ..Default::default()
+            }),
             ..Default::default()
         }),
         ..Default::default()
@@ -635,7 +919,14 @@ fn probes_follow_bind_address_port_and_overrides() {
     assert_eq!(c.ports.as_ref().unwrap()[0].container_port, 11259);
     let c = container(pod(&r, Component::ControllerManager));
     assert_eq!(
-        c.liveness_probe.as_ref().unwrap().http_get.as_ref().unwrap().host.as_deref(),
+        c.liveness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap()
+            .host
+            .as_deref(),
         Some("10.0.0.11")
     );
 }
@@ -654,7 +945,10 @@ fn image_repository_pull_policy_and_resources() {
     });
     let r = render_ok(&s, &node("cp-1"));
     let c = container(pod(&r, Component::ControllerManager));
-    assert_eq!(c.image.as_deref(), Some("registry.example.com:5000/k8s/kube-controller-manager:v1.36.2"));
+    assert_eq!(
+        c.image.as_deref(),
+        Some("registry.example.com:5000/k8s/kube-controller-manager:v1.36.2")
+    );
     assert_eq!(c.image_pull_policy.as_deref(), Some("Never"));
     let res = c.resources.as_ref().unwrap();
     assert_eq!(res.requests.as_ref().unwrap()["cpu"].0, "1");
@@ -665,16 +959,40 @@ fn image_repository_pull_policy_and_resources() {
 fn errors_for_bad_version_empty_node_and_nothing_managed() {
     let mut s = spec();
     s.kubernetes_version = "v1.30.0".into();
-    let err = render(&RenderInput { spec: &s, node: &node("cp-1"), encryption_config_sha256: None }).unwrap_err();
+    let err = render(&RenderInput {
+        spec: &s,
+        node: &node("cp-1"),
+        encryption_config_sha256: None,
+    })
+    .unwrap_err();
     assert!(matches!(err, RenderError::Version(_)));
     assert!(err.to_string().starts_with("spec.kubernetesVersion"));
-    let err = render(&RenderInput { spec: &spec(), node: &node(""), encryption_config_sha256: None }).unwrap_err();
+    let err = render(&RenderInput {
+        spec: &spec(),
+        node: &node(""),
+        encryption_config_sha256: None,
+    })
+    .unwrap_err();
     assert_eq!(err, RenderError::NoNodeName);
     let mut s = spec();
-    s.api_server = Some(ApiServer { managed: Some(false), ..Default::default() });
-    s.controller_manager = Some(ControllerManager { managed: Some(false), ..Default::default() });
-    s.scheduler = Some(Scheduler { managed: Some(false), ..Default::default() });
-    let err = render(&RenderInput { spec: &s, node: &node("cp-1"), encryption_config_sha256: None }).unwrap_err();
+    s.api_server = Some(ApiServer {
+        managed: Some(false),
+        ..Default::default()
+    });
+    s.controller_manager = Some(ControllerManager {
+        managed: Some(false),
+        ..Default::default()
+    });
+    s.scheduler = Some(Scheduler {
+        managed: Some(false),
+        ..Default::default()
+    });
+    let err = render(&RenderInput {
+        spec: &s,
+        node: &node("cp-1"),
+        encryption_config_sha256: None,
+    })
+    .unwrap_err();
     assert_eq!(err, RenderError::NothingManaged);
 }
 
@@ -716,15 +1034,19 @@ mod properties {
 
     fn arb_volumes() -> impl Strategy<Value = Vec<HostPathVolume>> {
         prop::collection::vec(
-            ("[a-z-]{1,12}", arb_string(), arb_string(), any::<Option<bool>>()).prop_map(
-                |(name, host_path, mount_path, read_only)| HostPathVolume {
+            (
+                "[a-z-]{1,12}",
+                arb_string(),
+                arb_string(),
+                any::<Option<bool>>(),
+            )
+                .prop_map(|(name, host_path, mount_path, read_only)| HostPathVolume {
                     name,
                     host_path,
                     mount_path,
                     read_only,
                     path_type: None,
-                },
-            ),
+                }),
             0..4,
         )
     }
@@ -800,4 +1122,30 @@ mod properties {
             }
         }
     }
+}
+
+#[test]
+fn node_spec_carries_manifests_in_apply_order_with_timeouts() {
+    let mut s = spec();
+    s.rollout = Some(Rollout {
+        min_ready_seconds: Some(30),
+        health_timeout_seconds: Some(HealthTimeouts {
+            scheduler: Some(60),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let r = render_ok(&s, &node("cp-1"));
+    let ns = node_spec("prod", &s, "abc", &r);
+    assert_eq!(ns.config_name, "prod");
+    assert_eq!(ns.revision, "abc");
+    assert_eq!(ns.min_ready_seconds, 30);
+    let order: Vec<Component> = ns.manifests.iter().map(|m| m.component).collect();
+    assert_eq!(order, Component::ALL.to_vec());
+    assert_eq!(ns.manifests[2].health_timeout_seconds, 60);
+    assert_eq!(ns.manifests[0].health_timeout_seconds, 300);
+    assert_eq!(ns.manifests[0].config_hash, r.pods[0].uid);
+    assert_eq!(ns.manifests[0].file_name, "kube-apiserver.yaml");
+    assert_eq!(ns.manifests[1].content, r.pods[1].yaml);
+    assert_eq!(min_ready_seconds(&spec()), 10);
 }

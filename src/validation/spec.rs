@@ -13,8 +13,7 @@ use crate::render::{is_managed, settings};
 pub(super) fn check(spec: &ControlPlaneConfigSpec, r: &mut Report) {
     if let Err(e) = KubeVersion::parse(&spec.kubernetes_version) {
         r.push(
-            Problem::error("spec.kubernetesVersion", e.to_string())
-                .value(&spec.kubernetes_version),
+            Problem::error("spec.kubernetesVersion", e.to_string()).value(&spec.kubernetes_version),
         );
     }
     if let Some(repo) = &spec.image_repository {
@@ -38,8 +37,11 @@ pub(super) fn check(spec: &ControlPlaneConfigSpec, r: &mut Report) {
     }
     if Component::ALL.iter().all(|c| !is_managed(spec, *c)) {
         r.push(
-            Problem::error("spec", "every component has managed: false; there is nothing to roll out")
-                .fix("manage at least one of apiServer, controllerManager, scheduler"),
+            Problem::error(
+                "spec",
+                "every component has managed: false; there is nothing to roll out",
+            )
+            .fix("manage at least one of apiServer, controllerManager, scheduler"),
         );
     }
     for c in Component::ALL {
@@ -234,11 +236,18 @@ pub(super) fn parse_cidrs(field: &str, value: &str, r: &mut Report) -> Option<Ve
         }
     }
     let dual_ok = nets.len() == 1
-        || (nets.len() == 2 && matches!((&nets[0], &nets[1]), (IpNet::V4(_), IpNet::V6(_)) | (IpNet::V6(_), IpNet::V4(_))));
+        || (nets.len() == 2
+            && matches!(
+                (&nets[0], &nets[1]),
+                (IpNet::V4(_), IpNet::V6(_)) | (IpNet::V6(_), IpNet::V4(_))
+            ));
     if !dual_ok {
         r.push(
-            Problem::error(field, "give one CIDR, or one IPv4 and one IPv6 CIDR for dual-stack")
-                .value(value),
+            Problem::error(
+                field,
+                "give one CIDR, or one IPv4 and one IPv6 CIDR for dual-stack",
+            )
+            .value(value),
         );
         return None;
     }
@@ -312,7 +321,11 @@ pub fn parse_url_host_port(url: &str) -> Option<(&str, &str, u16)> {
     } else {
         rest.rsplit_once(':')?
     };
-    if host.is_empty() || !host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:".contains(&b)) {
+    if host.is_empty()
+        || !host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:".contains(&b))
+    {
         return None;
     }
     let port: u16 = port.parse().ok()?;
@@ -327,9 +340,12 @@ fn check_common(c: Component, s: CommonSettings<'_>, r: &mut Report) {
             r.push(Problem::error(format!("{field}.name"), "empty flag name"));
         } else if a.name.starts_with('-') {
             r.push(
-                Problem::error(format!("{field}.name"), "flag names are given without leading dashes")
-                    .value(&a.name)
-                    .fix(format!("write {:?}", a.name.trim_start_matches('-'))),
+                Problem::error(
+                    format!("{field}.name"),
+                    "flag names are given without leading dashes",
+                )
+                .value(&a.name)
+                .fix(format!("write {:?}", a.name.trim_start_matches('-'))),
             );
         } else if a.name.contains('=') {
             let (n, v) = a.name.split_once('=').unwrap_or_default();
@@ -369,9 +385,12 @@ fn check_common(c: Component, s: CommonSettings<'_>, r: &mut Report) {
         }
         if seen.contains(&v.name.as_str()) {
             r.push(
-                Problem::error(format!("{field}.name"), "a volume of this name is already listed")
-                    .value(&v.name)
-                    .fix("give each extra volume its own name"),
+                Problem::error(
+                    format!("{field}.name"),
+                    "a volume of this name is already listed",
+                )
+                .value(&v.name)
+                .fix("give each extra volume its own name"),
             );
         }
         seen.push(&v.name);
@@ -445,9 +464,12 @@ fn check_audit(audit: &Audit, r: &mut Report) {
     }
     if api_version != Some("audit.k8s.io/v1") {
         r.push(
-            Problem::error(format!("{f}.policy.apiVersion"), "kube-apiserver reads audit policies of audit.k8s.io/v1")
-                .value(api_version.unwrap_or_default())
-                .fix("set apiVersion: audit.k8s.io/v1"),
+            Problem::error(
+                format!("{f}.policy.apiVersion"),
+                "kube-apiserver reads audit policies of audit.k8s.io/v1",
+            )
+            .value(api_version.unwrap_or_default())
+            .fix("set apiVersion: audit.k8s.io/v1"),
         );
     }
     if kind != Some("Policy") {
@@ -461,18 +483,27 @@ fn check_audit(audit: &Audit, r: &mut Report) {
         Some(rules) if !rules.is_empty() => {
             for (i, rule) in rules.iter().enumerate() {
                 let level = rule.get("level").and_then(|v| v.as_str());
-                if !matches!(level, Some("None" | "Metadata" | "Request" | "RequestResponse")) {
+                if !matches!(
+                    level,
+                    Some("None" | "Metadata" | "Request" | "RequestResponse")
+                ) {
                     r.push(
-                        Problem::error(format!("{f}.policy.rules[{i}].level"), "not an audit level")
-                            .value(level.unwrap_or_default())
-                            .fix("use None, Metadata, Request or RequestResponse"),
+                        Problem::error(
+                            format!("{f}.policy.rules[{i}].level"),
+                            "not an audit level",
+                        )
+                        .value(level.unwrap_or_default())
+                        .fix("use None, Metadata, Request or RequestResponse"),
                     );
                 }
             }
         }
         _ => r.push(
-            Problem::error(format!("{f}.policy.rules"), "an audit policy needs at least one rule")
-                .fix("add a rule, for example - level: Metadata"),
+            Problem::error(
+                format!("{f}.policy.rules"),
+                "an audit policy needs at least one rule",
+            )
+            .fix("add a rule, for example - level: Metadata"),
         ),
     }
     if let Some(p) = &audit.log_path
@@ -481,9 +512,12 @@ fn check_audit(audit: &Audit, r: &mut Report) {
         check_abs_path(&format!("{f}.logPath"), p, r);
         if p.ends_with('/') {
             r.push(
-                Problem::error(format!("{f}.logPath"), "names a directory; give the log file")
-                    .value(p)
-                    .fix("write it like /var/log/kubernetes/audit/audit.log"),
+                Problem::error(
+                    format!("{f}.logPath"),
+                    "names a directory; give the log file",
+                )
+                .value(p)
+                .fix("write it like /var/log/kubernetes/audit/audit.log"),
             );
         }
     }
@@ -494,10 +528,7 @@ fn check_nodes(spec: &ControlPlaneConfigSpec, r: &mut Report) {
     for (i, n) in spec.nodes.iter().enumerate() {
         let f = format!("spec.nodes[{i}]");
         if !is_dns_subdomain(&n.name) {
-            r.push(
-                Problem::error(format!("{f}.name"), "not a valid Node name")
-                    .value(&n.name),
-            );
+            r.push(Problem::error(format!("{f}.name"), "not a valid Node name").value(&n.name));
         }
         if seen.contains(&n.name.as_str()) {
             r.push(
@@ -510,13 +541,19 @@ fn check_nodes(spec: &ControlPlaneConfigSpec, r: &mut Report) {
         if let Some(a) = &n.advertise_address {
             match a.parse::<IpAddr>() {
                 Ok(ip) if ip.is_unspecified() => r.push(
-                    Problem::error(format!("{f}.advertiseAddress"), "the unspecified address cannot be advertised")
-                        .value(a)
-                        .fix("give the node's own IP address"),
+                    Problem::error(
+                        format!("{f}.advertiseAddress"),
+                        "the unspecified address cannot be advertised",
+                    )
+                    .value(a)
+                    .fix("give the node's own IP address"),
                 ),
                 Ok(ip) if ip.is_loopback() => r.push(
-                    Problem::warning(format!("{f}.advertiseAddress"), "a loopback address is unreachable from other nodes")
-                        .value(a),
+                    Problem::warning(
+                        format!("{f}.advertiseAddress"),
+                        "a loopback address is unreachable from other nodes",
+                    )
+                    .value(a),
                 ),
                 Ok(_) => {}
                 Err(_) => r.push(
@@ -593,7 +630,21 @@ pub fn is_quantity(q: &str) -> bool {
         && num != ".";
     let suffix_ok = matches!(
         suffix,
-        "" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei" | "n" | "u" | "m" | "k" | "M" | "G" | "T" | "P" | "E"
+        "" | "Ki"
+            | "Mi"
+            | "Gi"
+            | "Ti"
+            | "Pi"
+            | "Ei"
+            | "n"
+            | "u"
+            | "m"
+            | "k"
+            | "M"
+            | "G"
+            | "T"
+            | "P"
+            | "E"
     ) || (suffix.len() > 1
         && suffix.starts_with(['e', 'E'])
         && suffix[1..]
@@ -629,7 +680,13 @@ mod tests {
             parse_url_host_port("https://[fd00::1]:2379/"),
             Some(("https", "fd00::1", 2379))
         );
-        for bad in ["10.0.0.21:2379", "https://10.0.0.21", "ftp://a:1", "https://a:0", "https://a:1/x"] {
+        for bad in [
+            "10.0.0.21:2379",
+            "https://10.0.0.21",
+            "ftp://a:1",
+            "https://a:0",
+            "https://a:1/x",
+        ] {
             assert_eq!(parse_url_host_port(bad), None, "{bad}");
         }
     }
