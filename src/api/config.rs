@@ -1,4 +1,7 @@
 //! `ControlPlaneConfig`: the desired state of a cluster's control plane.
+// kube-derive printcolumn(...) attributes repeat `type_ = ...`, which clippy takes for
+// duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
 
 use std::collections::BTreeMap;
 

@@ -1,4 +1,7 @@
 //! `ControlPlaneNode`: one node's target revision and what its agent observed.
+// kube-derive printcolumn(...) attributes repeat `type_ = ...`, which clippy takes for
+// duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
 
 use kube::CustomResource;
 use schemars::JsonSchema;

@@ -20,63 +20,60 @@ fn hex(bytes: &[u8]) -> String {
         })
 }
 
-/// The content hash of a Pod on a node: SHA-256 over the Pod's JSON (keys sorted, without
-/// `metadata.uid`) and the node name, first 128 bits in hex — the length of kubelet's own
-/// config hashes. kubelet keeps a manifest's `metadata.uid` as the mirror pod's
-/// `kubernetes.io/config.hash`, so this is the value to wait for.
+/// Feeds serialized JSON straight into the hasher.
+struct HashWriter(Sha256);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// SHA-256 over the JSON of a value. Deterministic: struct fields serialize in declaration
+/// order and every map in the API types is a `BTreeMap`.
+fn json_digest<T: serde::Serialize>(value: &T, extra: &[&[u8]]) -> [u8; 32] {
+    let mut w = HashWriter(Sha256::new());
+    // Serializing API types cannot fail: they hold only strings, numbers, maps and lists.
+    let _ = serde_json::to_writer(&mut w, value);
+    for e in extra {
+        w.0.update(e);
+    }
+    w.0.finalize().into()
+}
+
+/// The content hash of a Pod on a node: SHA-256 over the Pod's JSON without `metadata.uid`
+/// and the node name, first 128 bits in hex — the length of kubelet's own config hashes.
+/// kubelet keeps a manifest's `metadata.uid` as the mirror pod's `kubernetes.io/config.hash`,
+/// so this is the value to wait for.
 pub fn pod_uid(pod: &Pod, node_name: &str) -> String {
-    let mut pod = pod.clone();
-    pod.metadata.uid = None;
-    // Serializing k8s-openapi types to a Value cannot fail: they hold only strings, numbers,
-    // maps and lists.
-    let value = serde_json::to_value(&pod).unwrap_or_default();
-    let mut hasher = Sha256::new();
-    hasher.update(canonical_json(&value).as_bytes());
-    hasher.update(b"\0node=");
-    hasher.update(node_name.as_bytes());
-    hex(&hasher.finalize()[..16])
+    if pod.metadata.uid.is_some() {
+        let mut pod = pod.clone();
+        pod.metadata.uid = None;
+        return pod_uid(&pod, node_name);
+    }
+    hex(&json_digest(pod, &[b"\0node=", node_name.as_bytes()])[..16])
 }
 
 /// Sets `metadata.uid` to the Pod's content hash on the node and returns it.
 pub fn stamp_uid(pod: &mut Pod, node_name: &str) -> String {
+    pod.metadata.uid = None;
     let uid = pod_uid(pod, node_name);
     pod.metadata.uid = Some(uid.clone());
     uid
 }
 
-/// The revision of a spec: the first 10 hex digits of SHA-256 over the spec's JSON (keys
-/// sorted) and the digest of the encryption configuration, so a changed Secret is a new
-/// revision too.
+/// The revision of a spec: the first 10 hex digits of SHA-256 over the spec's JSON and the
+/// digest of the encryption configuration, so a changed Secret is a new revision too.
 pub fn revision(spec: &ControlPlaneConfigSpec, encryption_config_sha256: Option<&str>) -> String {
-    let value = serde_json::to_value(spec).unwrap_or_default();
-    let mut hasher = Sha256::new();
-    hasher.update(canonical_json(&value).as_bytes());
-    if let Some(d) = encryption_config_sha256 {
-        hasher.update(b"\0encryption=");
-        hasher.update(d.as_bytes());
-    }
-    hex(&hasher.finalize()[..5])
-}
-
-/// JSON with object keys sorted at every level, whatever map type serde_json was built with.
-fn canonical_json(v: &serde_json::Value) -> String {
-    use serde_json::Value;
-    match v {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            let body: Vec<String> = keys
-                .into_iter()
-                .map(|k| format!("{}:{}", Value::String(k.clone()), canonical_json(&map[k])))
-                .collect();
-            format!("{{{}}}", body.join(","))
-        }
-        Value::Array(items) => {
-            let body: Vec<String> = items.iter().map(canonical_json).collect();
-            format!("[{}]", body.join(","))
-        }
-        other => other.to_string(),
-    }
+    let digest = match encryption_config_sha256 {
+        Some(d) => json_digest(spec, &[b"\0encryption=", d.as_bytes()]),
+        None => json_digest(spec, &[]),
+    };
+    hex(&digest[..5])
 }
 
 #[cfg(test)]
@@ -92,12 +89,13 @@ mod tests {
     }
 
     #[test]
-    fn canonical_json_sorts_keys_at_every_level() {
-        let v = serde_json::json!({"b": 1, "a": {"d": [true, null], "c": "x"}});
-        assert_eq!(
-            canonical_json(&v),
-            r#"{"a":{"c":"x","d":[true,null]},"b":1}"#
-        );
+    fn json_maps_are_sorted_so_hashes_and_yaml_are_stable() {
+        // serde_json is built without `preserve_order`: objects iterate in key order. The
+        // YAML writer and the hashes rely on it.
+        let mut m = serde_json::Map::new();
+        m.insert("b".into(), 1.into());
+        m.insert("a".into(), 2.into());
+        assert_eq!(m.keys().next().map(String::as_str), Some("a"));
     }
 
     #[test]
@@ -109,6 +107,8 @@ mod tests {
         assert_ne!(a, pod_uid(&pod, "cp-2"));
         pod.metadata.uid = Some("something".into());
         assert_eq!(a, pod_uid(&pod, "cp-1"));
+        assert_eq!(a, stamp_uid(&mut pod, "cp-1"));
+        assert_eq!(pod.metadata.uid.as_deref(), Some(a.as_str()));
         pod.metadata.name = Some("kube-scheduler2".into());
         assert_ne!(a, pod_uid(&pod, "cp-1"));
     }
@@ -121,6 +121,7 @@ mod tests {
         };
         let r1 = revision(&spec, None);
         assert_eq!(r1.len(), 10);
+        assert_eq!(r1, revision(&spec, None));
         assert_ne!(r1, revision(&spec, Some("abc")));
         spec.kubernetes_version = "v1.36.3".into();
         assert_ne!(r1, revision(&spec, None));

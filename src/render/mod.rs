@@ -514,7 +514,7 @@ impl<'a> Context<'a> {
         }
 
         let settings = self.settings(Component::ApiServer);
-        let flags = combine(Component::ApiServer, flags, &settings.extra_args);
+        let flags = combine(Component::ApiServer, flags, settings.extra_args);
         let host = last_value(&flags, "advertise-address")
             .map(probe_host)
             .unwrap_or_else(|| Some(advertise.clone()));
@@ -619,7 +619,7 @@ impl<'a> Context<'a> {
             HostPathType::FileOrCreate,
         ));
         let settings = self.settings(Component::ControllerManager);
-        let flags = combine(Component::ControllerManager, flags, &settings.extra_args);
+        let flags = combine(Component::ControllerManager, flags, settings.extra_args);
         // A FlexVolume plugin directory given by flag is mounted read-write, as kubeadm does.
         if let Some(dir) = last_value(&flags, "flex-volume-plugin-dir") {
             mounts.push(Mount::same_path(
@@ -661,7 +661,7 @@ impl<'a> Context<'a> {
             HostPathType::FileOrCreate,
         )];
         let settings = self.settings(Component::Scheduler);
-        let flags = combine(Component::Scheduler, flags, &settings.extra_args);
+        let flags = combine(Component::Scheduler, flags, settings.extra_args);
         self.local_plan(
             Component::Scheduler,
             flags,

@@ -26,7 +26,7 @@ fn render_ok(spec: &ControlPlaneConfigSpec, node: &NodeFacts) -> Rendered {
     .expect("renders")
 }
 
-fn pod<'a>(r: &'a Rendered, c: Component) -> &'a RenderedPod {
+fn pod(r: &Rendered, c: Component) -> &RenderedPod {
     r.pods
         .iter()
         .find(|p| p.component == c)
