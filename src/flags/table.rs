@@ -41,8 +41,9 @@ impl fmt::Display for Minor {
 impl<'de> Deserialize<'de> for Minor {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        Minor::parse(&s)
-            .ok_or_else(|| serde::de::Error::custom(format!("{s:?} is not a version like \"1.24\"")))
+        Minor::parse(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!("{s:?} is not a version like \"1.24\""))
+        })
     }
 }
 
@@ -155,9 +156,10 @@ impl FlagInfo {
     /// The status of the flag in a release.
     pub fn status_in(&'static self, minor: u32) -> FlagStatus {
         match (self.removed, self.since, self.deprecated) {
-            (Some(removed_in), _, _) if removed_in.0 <= minor => {
-                FlagStatus::Removed { flag: self, removed_in }
-            }
+            (Some(removed_in), _, _) if removed_in.0 <= minor => FlagStatus::Removed {
+                flag: self,
+                removed_in,
+            },
             (_, Some(since), _) if since.0 > minor => FlagStatus::NotYet { flag: self, since },
             (_, _, Some(since)) if since.0 <= minor => FlagStatus::Deprecated { flag: self, since },
             _ => FlagStatus::Accepted { flag: self },
@@ -378,8 +380,20 @@ mod tests {
         }
         // The wrong component name is refused.
         assert!(parse_table(Component::Scheduler, SOURCES[0].1).is_err());
-        assert!(parse_table(Component::Scheduler, "component: kube-scheduler\nflags: [{name: x, type: nope}]").is_err());
-        assert!(parse_table(Component::Scheduler, "component: kube-scheduler\nflags: [{name: x, type: bool, removed: \"2.1\"}]").is_err());
+        assert!(
+            parse_table(
+                Component::Scheduler,
+                "component: kube-scheduler\nflags: [{name: x, type: nope}]"
+            )
+            .is_err()
+        );
+        assert!(
+            parse_table(
+                Component::Scheduler,
+                "component: kube-scheduler\nflags: [{name: x, type: bool, removed: \"2.1\"}]"
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -442,9 +456,15 @@ mod tests {
                 .copied()
                 .chain(certificate_flags(c).iter().map(|(n, _)| *n))
                 .chain(displaces(c, "authorization-config").iter().copied())
-                .chain(["enable-admission-plugins", "disable-admission-plugins", "runtime-config"]
+                .chain(
+                    [
+                        "enable-admission-plugins",
+                        "disable-admission-plugins",
+                        "runtime-config",
+                    ]
                     .into_iter()
-                    .filter(|_| c == Component::ApiServer))
+                    .filter(|_| c == Component::ApiServer),
+                )
                 .chain(["feature-gates"]);
             for n in names {
                 let f = find(c, n).unwrap_or_else(|| panic!("{c}: policy names unknown --{n}"));
@@ -482,16 +502,29 @@ mod tests {
         }
         assert!(matches!(
             lookup(api, "admission-control", &v(36)),
-            FlagStatus::Deprecated { since: Minor(10), .. }
+            FlagStatus::Deprecated {
+                since: Minor(10),
+                ..
+            }
         ));
         assert!(matches!(
             lookup(api, "tls-curve-preferences", &v(35)),
-            FlagStatus::NotYet { since: Minor(36), .. }
+            FlagStatus::NotYet {
+                since: Minor(36),
+                ..
+            }
         ));
         assert!(lookup(api, "tls-curve-preferences", &v(36)).is_accepted());
         assert!(matches!(
-            lookup(Component::ControllerManager, "concurrent-disruption-syncs", &v(36)),
-            FlagStatus::NotYet { since: Minor(37), .. }
+            lookup(
+                Component::ControllerManager,
+                "concurrent-disruption-syncs",
+                &v(36)
+            ),
+            FlagStatus::NotYet {
+                since: Minor(37),
+                ..
+            }
         ));
     }
 

@@ -61,16 +61,31 @@ pub(super) fn check(
             }
             continue;
         }
-        check_entries(c, &base, s, version, r);
-        check_repeats(c, &base, s, version, r);
-        check_protected(c, &base, s, r);
+        let mut found = Report::default();
+        check_entries(c, &base, s, version, &mut found);
+        check_repeats(c, &base, s, version, &mut found);
+        check_protected(c, &base, s, &mut found);
         if c == Component::ApiServer {
-            check_api_server_merge(&base, s, r);
+            check_api_server_merge(&base, s, &mut found);
         }
         if let Some(pod) = effective.and_then(|e| e.pod(c)) {
-            check_mounts(spec, c, &base, pod, version, r);
+            check_mounts(spec, c, &base, pod, version, &mut found);
+        }
+        // In the order of the entries, so each entry's problems read together.
+        found.problems.sort_by_key(|p| entry_index(&p.field));
+        for p in found.problems {
+            r.push(p);
         }
     }
+}
+
+/// The `extraArgs` index a field names (`usize::MAX` for other fields).
+fn entry_index(field: &str) -> usize {
+    field
+        .split_once(".extraArgs[")
+        .and_then(|(_, rest)| rest.split_once(']'))
+        .and_then(|(i, _)| i.parse().ok())
+        .unwrap_or(usize::MAX)
 }
 
 /// What to do instead of a removed or deprecated flag.
@@ -278,7 +293,9 @@ fn check_protected(c: Component, base: &str, s: CommonSettings<'_>, r: &mut Repo
         r.push(
             Problem::warning(
                 format!("{base}.allowProtectedOverrides[{i}]"),
-                format!("--{n} is not a protected flag of {c}; extraArgs may set it without opt-in"),
+                format!(
+                    "--{n} is not a protected flag of {c}; extraArgs may set it without opt-in"
+                ),
             )
             .value(n)
             .fix(format!(

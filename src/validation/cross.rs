@@ -49,24 +49,30 @@ fn sourced(
 /// The Service range(s) as kube-apiserver gets them (or the spec's, when it is not managed).
 fn service_range(spec: &ControlPlaneConfigSpec, e: Option<&Effective>) -> Sourced {
     let field = "spec.networking.serviceSubnet";
-    sourced(spec, e, Component::ApiServer, "service-cluster-ip-range", field)
-        .or_else(|| {
-            sourced(
-                spec,
-                e,
-                Component::ControllerManager,
-                "service-cluster-ip-range",
-                field,
-            )
-        })
-        .unwrap_or_else(|| Sourced {
-            field: field.to_string(),
-            value: spec
-                .networking
-                .as_ref()
-                .and_then(|n| n.service_subnet.clone())
-                .unwrap_or_else(|| defaults::SERVICE_SUBNET.to_string()),
-        })
+    sourced(
+        spec,
+        e,
+        Component::ApiServer,
+        "service-cluster-ip-range",
+        field,
+    )
+    .or_else(|| {
+        sourced(
+            spec,
+            e,
+            Component::ControllerManager,
+            "service-cluster-ip-range",
+            field,
+        )
+    })
+    .unwrap_or_else(|| Sourced {
+        field: field.to_string(),
+        value: spec
+            .networking
+            .as_ref()
+            .and_then(|n| n.service_subnet.clone())
+            .unwrap_or_else(|| defaults::SERVICE_SUBNET.to_string()),
+    })
 }
 
 /// The Pod range(s) as kube-controller-manager gets them (or the spec's).
@@ -121,8 +127,10 @@ fn overlap(a: &IpNet, b: &IpNet) -> bool {
 /// kube-controller-manager keeps node Pod ranges clear of its own copy. Two different copies
 /// let Pod and Service addresses collide.
 fn service_range_agreement(spec: &ControlPlaneConfigSpec, e: &Effective, r: &mut Report) {
-    let (Some(api), Some(kcm)) = (e.pod(Component::ApiServer), e.pod(Component::ControllerManager))
-    else {
+    let (Some(api), Some(kcm)) = (
+        e.pod(Component::ApiServer),
+        e.pod(Component::ControllerManager),
+    ) else {
         return;
     };
     let flag = "service-cluster-ip-range";
@@ -182,7 +190,7 @@ fn well_known_ports(e: &Effective, spec: &ControlPlaneConfigSpec) -> Vec<(u16, S
     for (port, what) in [
         (2379, "etcd client"),
         (2380, "etcd peer"),
-        (2381, "etcd metrics (kubeadm)"),
+        (2381, "etcd metrics, as kubeadm sets it up"),
         (10248, "kubelet healthz"),
         (10249, "kube-proxy metrics"),
         (10250, "kubelet API"),
@@ -220,10 +228,11 @@ fn node_port_range(spec: &ControlPlaneConfigSpec, e: &Effective, r: &mut Report)
     let Some((first, last)) = parse_port_range_flag(&value) else {
         return; // reported by the value checks
     };
-    let covered: Vec<(u16, String)> = well_known_ports(e, spec)
+    let mut covered: Vec<(u16, String)> = well_known_ports(e, spec)
         .into_iter()
         .filter(|(p, _)| (first..=last).contains(p))
         .collect();
+    covered.sort();
     if covered.is_empty() {
         return;
     }
@@ -280,8 +289,10 @@ fn public_halves(private: &str) -> Vec<String> {
 /// `--service-account-key-file`. Both signers must use the same private key (kubeadm: `sa.key`),
 /// and the verification list must hold its public half (kubeadm: `sa.pub`).
 fn service_account_keys(spec: &ControlPlaneConfigSpec, e: &Effective, r: &mut Report) {
-    let (Some(api), Some(kcm)) = (e.pod(Component::ApiServer), e.pod(Component::ControllerManager))
-    else {
+    let (Some(api), Some(kcm)) = (
+        e.pod(Component::ApiServer),
+        e.pod(Component::ControllerManager),
+    ) else {
         return;
     };
     let (Some(k), Some(s)) = (
@@ -296,7 +307,13 @@ fn service_account_keys(spec: &ControlPlaneConfigSpec, e: &Effective, r: &mut Re
             Component::ControllerManager,
             "service-account-private-key-file",
         )
-        .or_else(|| arg_field(spec, Component::ApiServer, "service-account-signing-key-file"))
+        .or_else(|| {
+            arg_field(
+                spec,
+                Component::ApiServer,
+                "service-account-signing-key-file",
+            )
+        })
         .map(|f| format!("{f}.value"))
         .unwrap_or_else(|| "spec.controllerManager".to_string());
         r.push(
@@ -320,7 +337,13 @@ fn service_account_keys(spec: &ControlPlaneConfigSpec, e: &Effective, r: &mut Re
     let halves = public_halves(s);
     if !keys.iter().any(|k| halves.iter().any(|h| h == k)) {
         let field = arg_field(spec, Component::ApiServer, "service-account-key-file")
-            .or_else(|| arg_field(spec, Component::ApiServer, "service-account-signing-key-file"))
+            .or_else(|| {
+                arg_field(
+                    spec,
+                    Component::ApiServer,
+                    "service-account-signing-key-file",
+                )
+            })
             .map(|f| format!("{f}.value"))
             .unwrap_or_else(|| "spec.apiServer".to_string());
         r.push(
@@ -351,31 +374,149 @@ fn owned_flags(spec: &ControlPlaneConfigSpec) -> Vec<(Component, &'static str, &
         .controller_manager
         .as_ref()
         .is_some_and(|c| c.kubeconfig.is_some());
-    let sched_kubeconfig = spec.scheduler.as_ref().is_some_and(|c| c.kubeconfig.is_some());
+    let sched_kubeconfig = spec
+        .scheduler
+        .as_ref()
+        .is_some_and(|c| c.kubeconfig.is_some());
     let rows: Vec<(bool, Component, &'static str, &'static str)> = vec![
-        (api.secure_port.is_some(), A, "secure-port", "spec.apiServer.securePort"),
-        (net.service_subnet.is_some(), A, "service-cluster-ip-range", "spec.networking.serviceSubnet"),
-        (net.service_subnet.is_some(), K, "service-cluster-ip-range", "spec.networking.serviceSubnet"),
-        (net.pod_subnet.is_some(), K, "cluster-cidr", "spec.networking.podSubnet"),
-        (net.pod_subnet.is_some(), K, "allocate-node-cidrs", "spec.networking.podSubnet"),
-        (net.service_node_port_range.is_some(), A, "service-node-port-range", "spec.networking.serviceNodePortRange"),
-        (audit.is_some(), A, "audit-policy-file", "spec.apiServer.audit.policy"),
-        (audit.is_some(), A, "audit-log-path", "spec.apiServer.audit.logPath"),
-        (audit.is_some_and(|a| a.max_age.is_some()), A, "audit-log-maxage", "spec.apiServer.audit.maxAge"),
-        (audit.is_some_and(|a| a.max_backup.is_some()), A, "audit-log-maxbackup", "spec.apiServer.audit.maxBackup"),
-        (audit.is_some_and(|a| a.max_size.is_some()), A, "audit-log-maxsize", "spec.apiServer.audit.maxSize"),
-        (api.encryption.is_some(), A, "encryption-provider-config", "spec.apiServer.encryption"),
-        (ext.is_some(), A, "etcd-servers", "spec.etcd.external.endpoints"),
-        (ext.is_some_and(|x| x.ca_file.is_some()), A, "etcd-cafile", "spec.etcd.external.caFile"),
-        (ext.is_some_and(|x| x.cert_file.is_some()), A, "etcd-certfile", "spec.etcd.external.certFile"),
-        (ext.is_some_and(|x| x.key_file.is_some()), A, "etcd-keyfile", "spec.etcd.external.keyFile"),
-        (kcm_kubeconfig, K, "kubeconfig", "spec.controllerManager.kubeconfig"),
-        (kcm_kubeconfig, K, "authentication-kubeconfig", "spec.controllerManager.kubeconfig"),
-        (kcm_kubeconfig, K, "authorization-kubeconfig", "spec.controllerManager.kubeconfig"),
-        (sched_kubeconfig, S, "kubeconfig", "spec.scheduler.kubeconfig"),
-        (sched_kubeconfig, S, "authentication-kubeconfig", "spec.scheduler.kubeconfig"),
-        (sched_kubeconfig, S, "authorization-kubeconfig", "spec.scheduler.kubeconfig"),
-        (spec.cluster_name.is_some(), K, "cluster-name", "spec.clusterName"),
+        (
+            api.secure_port.is_some(),
+            A,
+            "secure-port",
+            "spec.apiServer.securePort",
+        ),
+        (
+            net.service_subnet.is_some(),
+            A,
+            "service-cluster-ip-range",
+            "spec.networking.serviceSubnet",
+        ),
+        (
+            net.service_subnet.is_some(),
+            K,
+            "service-cluster-ip-range",
+            "spec.networking.serviceSubnet",
+        ),
+        (
+            net.pod_subnet.is_some(),
+            K,
+            "cluster-cidr",
+            "spec.networking.podSubnet",
+        ),
+        (
+            net.pod_subnet.is_some(),
+            K,
+            "allocate-node-cidrs",
+            "spec.networking.podSubnet",
+        ),
+        (
+            net.service_node_port_range.is_some(),
+            A,
+            "service-node-port-range",
+            "spec.networking.serviceNodePortRange",
+        ),
+        (
+            audit.is_some(),
+            A,
+            "audit-policy-file",
+            "spec.apiServer.audit.policy",
+        ),
+        (
+            audit.is_some(),
+            A,
+            "audit-log-path",
+            "spec.apiServer.audit.logPath",
+        ),
+        (
+            audit.is_some_and(|a| a.max_age.is_some()),
+            A,
+            "audit-log-maxage",
+            "spec.apiServer.audit.maxAge",
+        ),
+        (
+            audit.is_some_and(|a| a.max_backup.is_some()),
+            A,
+            "audit-log-maxbackup",
+            "spec.apiServer.audit.maxBackup",
+        ),
+        (
+            audit.is_some_and(|a| a.max_size.is_some()),
+            A,
+            "audit-log-maxsize",
+            "spec.apiServer.audit.maxSize",
+        ),
+        (
+            api.encryption.is_some(),
+            A,
+            "encryption-provider-config",
+            "spec.apiServer.encryption",
+        ),
+        (
+            ext.is_some(),
+            A,
+            "etcd-servers",
+            "spec.etcd.external.endpoints",
+        ),
+        (
+            ext.is_some_and(|x| x.ca_file.is_some()),
+            A,
+            "etcd-cafile",
+            "spec.etcd.external.caFile",
+        ),
+        (
+            ext.is_some_and(|x| x.cert_file.is_some()),
+            A,
+            "etcd-certfile",
+            "spec.etcd.external.certFile",
+        ),
+        (
+            ext.is_some_and(|x| x.key_file.is_some()),
+            A,
+            "etcd-keyfile",
+            "spec.etcd.external.keyFile",
+        ),
+        (
+            kcm_kubeconfig,
+            K,
+            "kubeconfig",
+            "spec.controllerManager.kubeconfig",
+        ),
+        (
+            kcm_kubeconfig,
+            K,
+            "authentication-kubeconfig",
+            "spec.controllerManager.kubeconfig",
+        ),
+        (
+            kcm_kubeconfig,
+            K,
+            "authorization-kubeconfig",
+            "spec.controllerManager.kubeconfig",
+        ),
+        (
+            sched_kubeconfig,
+            S,
+            "kubeconfig",
+            "spec.scheduler.kubeconfig",
+        ),
+        (
+            sched_kubeconfig,
+            S,
+            "authentication-kubeconfig",
+            "spec.scheduler.kubeconfig",
+        ),
+        (
+            sched_kubeconfig,
+            S,
+            "authorization-kubeconfig",
+            "spec.scheduler.kubeconfig",
+        ),
+        (
+            spec.cluster_name.is_some(),
+            K,
+            "cluster-name",
+            "spec.clusterName",
+        ),
         (
             spec.nodes.iter().any(|n| n.advertise_address.is_some()),
             A,
@@ -402,8 +543,7 @@ fn field_conflicts(spec: &ControlPlaneConfigSpec, r: &mut Report) {
                 continue;
             };
             let field = format!("spec.{}.extraArgs[{i}].name", c.spec_field());
-            if let Some((_, flag, owner)) = owned.iter().find(|(oc, f, _)| *oc == c && *f == name)
-            {
+            if let Some((_, flag, owner)) = owned.iter().find(|(oc, f, _)| *oc == c && *f == name) {
                 if !reported.contains(flag) {
                     reported.push(flag);
                     r.push(

@@ -153,7 +153,10 @@ mod tests {
         assert!(covers("/etc/kubernetes/pki/", "/etc/kubernetes/pki/ca.crt"));
         assert!(covers("/etc/kubernetes/a.conf", "/etc/kubernetes/a.conf"));
         assert!(covers("/", "/anything"));
-        assert!(!covers("/etc/kubernetes/pki", "/etc/kubernetes/pki2/ca.crt"));
+        assert!(!covers(
+            "/etc/kubernetes/pki",
+            "/etc/kubernetes/pki2/ca.crt"
+        ));
         assert!(!covers("/etc/kubernetes/pki", "/etc/kubernetes"));
     }
 
@@ -171,7 +174,11 @@ mod tests {
         assert!(api.mount_covering("/etc/kubernetes/pki/ca.crt").is_some());
         assert!(api.mount_covering("/var/lib/kubernetes/ca.crt").is_none());
         let sched = e.pod(Component::Scheduler).unwrap();
-        assert!(sched.mount_covering("/etc/kubernetes/scheduler.conf").is_some());
+        assert!(
+            sched
+                .mount_covering("/etc/kubernetes/scheduler.conf")
+                .is_some()
+        );
         assert!(sched.mount_covering("/etc/kubernetes/pki/ca.crt").is_none());
     }
 }

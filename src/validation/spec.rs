@@ -729,8 +729,17 @@ mod tests {
     #[test]
     fn cidr_lists() {
         assert_eq!(parse_cidr_list("10.96.0.0/12").unwrap().len(), 1);
-        assert_eq!(parse_cidr_list("fd00::/108, 10.96.0.0/12").unwrap().len(), 2);
-        for bad in ["", "10.96.0.1/12", "10.96.0.0/12,10.97.0.0/16", "x", "10.0.0.0/8,fd00::/64,10.1.0.0/16"] {
+        assert_eq!(
+            parse_cidr_list("fd00::/108, 10.96.0.0/12").unwrap().len(),
+            2
+        );
+        for bad in [
+            "",
+            "10.96.0.1/12",
+            "10.96.0.0/12,10.97.0.0/16",
+            "x",
+            "10.0.0.0/8,fd00::/64,10.1.0.0/16",
+        ] {
             assert!(parse_cidr_list(bad).is_err(), "{bad}");
         }
     }

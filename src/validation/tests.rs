@@ -43,7 +43,9 @@ fn set_args(s: &mut ControlPlaneConfigSpec, c: Component, list: &[(&str, &str)])
 fn set_allow(s: &mut ControlPlaneConfigSpec, c: Component, names: &[&str]) {
     match c {
         Component::ApiServer => {
-            s.api_server.get_or_insert_default().allow_protected_overrides = allow(names)
+            s.api_server
+                .get_or_insert_default()
+                .allow_protected_overrides = allow(names)
         }
         Component::ControllerManager => {
             s.controller_manager
@@ -51,7 +53,9 @@ fn set_allow(s: &mut ControlPlaneConfigSpec, c: Component, names: &[&str]) {
                 .allow_protected_overrides = allow(names)
         }
         Component::Scheduler => {
-            s.scheduler.get_or_insert_default().allow_protected_overrides = allow(names)
+            s.scheduler
+                .get_or_insert_default()
+                .allow_protected_overrides = allow(names)
         }
     }
 }
@@ -74,7 +78,11 @@ fn lines(r: &Report) -> String {
 
 fn assert_clean(s: &ControlPlaneConfigSpec) {
     let r = validate(s);
-    assert!(r.problems.is_empty(), "expected no problems:\n{}", lines(&r));
+    assert!(
+        r.problems.is_empty(),
+        "expected no problems:\n{}",
+        lines(&r)
+    );
 }
 
 fn version(minor: u32) -> String {
@@ -204,9 +212,24 @@ fn the_examples_shape_is_clean() {
 /// The flags the issue names, on the components guides put them on, with the release that
 /// removed them and the replacement (facts: src/flags/data/SOURCES.md).
 const LEGACY: &[(Component, &str, &str, Option<&str>)] = &[
-    (Component::ApiServer, "insecure-port", "1.24", Some("secure-port")),
-    (Component::ApiServer, "insecure-bind-address", "1.24", Some("bind-address")),
-    (Component::ApiServer, "address", "1.24", Some("bind-address")),
+    (
+        Component::ApiServer,
+        "insecure-port",
+        "1.24",
+        Some("secure-port"),
+    ),
+    (
+        Component::ApiServer,
+        "insecure-bind-address",
+        "1.24",
+        Some("bind-address"),
+    ),
+    (
+        Component::ApiServer,
+        "address",
+        "1.24",
+        Some("bind-address"),
+    ),
     (Component::ApiServer, "port", "1.24", Some("secure-port")),
     (Component::ApiServer, "kubelet-https", "1.22", None),
     (Component::ApiServer, "enable-swagger-ui", "1.24", None),
@@ -216,15 +239,30 @@ const LEGACY: &[(Component, &str, &str, Option<&str>)] = &[
         "1.24",
         Some("encryption-provider-config"),
     ),
-    (Component::ControllerManager, "address", "1.24", Some("bind-address")),
-    (Component::ControllerManager, "port", "1.24", Some("secure-port")),
+    (
+        Component::ControllerManager,
+        "address",
+        "1.24",
+        Some("bind-address"),
+    ),
+    (
+        Component::ControllerManager,
+        "port",
+        "1.24",
+        Some("secure-port"),
+    ),
     (
         Component::ControllerManager,
         "experimental-cluster-signing-duration",
         "1.25",
         Some("cluster-signing-duration"),
     ),
-    (Component::ControllerManager, "pod-eviction-timeout", "1.27", None),
+    (
+        Component::ControllerManager,
+        "pod-eviction-timeout",
+        "1.27",
+        None,
+    ),
     (
         Component::ControllerManager,
         "horizontal-pod-autoscaler-use-rest-clients",
@@ -243,7 +281,12 @@ const LEGACY: &[(Component, &str, &str, Option<&str>)] = &[
         "1.24",
         None,
     ),
-    (Component::Scheduler, "address", "1.24", Some("bind-address")),
+    (
+        Component::Scheduler,
+        "address",
+        "1.24",
+        Some("bind-address"),
+    ),
     (Component::Scheduler, "port", "1.24", Some("secure-port")),
 ];
 
@@ -275,7 +318,11 @@ fn legacy_flags_are_refused_with_their_removal_version_and_replacement() {
 fn unknown_flags_suggest_the_nearest_known_one() {
     for (c, typo, meant) in [
         (Component::ApiServer, "bind-adress", "bind-address"),
-        (Component::ControllerManager, "feature-gate", "feature-gates"),
+        (
+            Component::ControllerManager,
+            "feature-gate",
+            "feature-gates",
+        ),
         (Component::Scheduler, "leader-elec", "leader-elect"),
     ] {
         let r = validate(&with_args(c, &[(typo, "x")]));
@@ -288,16 +335,25 @@ fn unknown_flags_suggest_the_nearest_known_one() {
             Some(format!("did you mean --{meant}?").as_str())
         );
     }
-    let r = validate(&with_args(Component::ApiServer, &[("frobnicate-widgets", "1")]));
+    let r = validate(&with_args(
+        Component::ApiServer,
+        &[("frobnicate-widgets", "1")],
+    ));
     let p = at(&r, "spec.apiServer.extraArgs[0]");
     assert_eq!(p.len(), 1);
     assert!(!p[0].to_string().contains("did you mean"), "{}", p[0]);
-    assert!(p[0].to_string().contains("kubeplane flags kube-apiserver --version 1.36"));
+    assert!(
+        p[0].to_string()
+            .contains("kubeplane flags kube-apiserver --version 1.36")
+    );
 }
 
 #[test]
 fn a_flag_of_another_component_says_where_it_belongs() {
-    let r = validate(&with_args(Component::ApiServer, &[("cluster-cidr", "10.244.0.0/16")]));
+    let r = validate(&with_args(
+        Component::ApiServer,
+        &[("cluster-cidr", "10.244.0.0/16")],
+    ));
     let p = at(&r, "spec.apiServer.extraArgs[0]");
     assert_eq!(p.len(), 1, "{}", lines(&r));
     assert!(
@@ -312,10 +368,16 @@ fn a_flag_of_another_component_says_where_it_belongs() {
 
 #[test]
 fn leading_dashes_are_reported_and_the_flag_still_judged() {
-    let r = validate(&with_args(Component::ApiServer, &[("--insecure-port", "8080")]));
+    let r = validate(&with_args(
+        Component::ApiServer,
+        &[("--insecure-port", "8080")],
+    ));
     let text = lines(&r);
     assert!(text.contains("without leading dashes"), "{text}");
-    assert!(text.contains("removed from kube-apiserver in Kubernetes 1.24"), "{text}");
+    assert!(
+        text.contains("removed from kube-apiserver in Kubernetes 1.24"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -342,9 +404,21 @@ fn deprecated_flags_warn_and_reach_status_strings() {
     assert!(r.is_ok(), "{}", lines(&r));
     let w = r.warning_messages();
     assert_eq!(w.len(), 1, "{w:?}");
-    assert!(w[0].starts_with("spec.apiServer.extraArgs[0].name"), "{}", w[0]);
-    assert!(w[0].contains("deprecated since Kubernetes 1.10"), "{}", w[0]);
-    assert!(w[0].contains("use --enable-admission-plugins instead"), "{}", w[0]);
+    assert!(
+        w[0].starts_with("spec.apiServer.extraArgs[0].name"),
+        "{}",
+        w[0]
+    );
+    assert!(
+        w[0].contains("deprecated since Kubernetes 1.10"),
+        "{}",
+        w[0]
+    );
+    assert!(
+        w[0].contains("use --enable-admission-plugins instead"),
+        "{}",
+        w[0]
+    );
     assert!(r.error_messages().is_empty());
 }
 
@@ -355,7 +429,11 @@ fn flags_that_exit_are_refused() {
         (Component::ControllerManager, "version"),
         (Component::Scheduler, "write-config-to"),
     ] {
-        let value = if flag == "write-config-to" { "/tmp/x" } else { "true" };
+        let value = if flag == "write-config-to" {
+            "/tmp/x"
+        } else {
+            "true"
+        };
         let r = validate(&with_args(c, &[(flag, value)]));
         assert!(!r.is_ok());
         assert!(lines(&r).contains("exit"), "{}", lines(&r));
@@ -373,17 +451,67 @@ fn values_are_checked_by_type_naming_flag_and_value() {
         (Component::ControllerManager, "kube-api-qps", "fast", "50.5"),
         (Component::ApiServer, "event-ttl", "1day", "1h30m"),
         (Component::ApiServer, "bind-address", "localhost", "0.0.0.0"),
-        (Component::ControllerManager, "cluster-cidr", "10.244.0.1/16", "10.244.0.0/16"),
-        (Component::ControllerManager, "secure-port", "70000", "10257"),
-        (Component::ApiServer, "service-node-port-range", "32767-30000", "30000-32767"),
-        (Component::ApiServer, "authorization-mode", "Node,RBAC,Foo", "Node,RBAC,Webhook"),
-        (Component::ApiServer, "feature-gates", "SomeGate", "SomeGate=true"),
-        (Component::ApiServer, "runtime-config", "api/all=yes", "api/all=true"),
-        (Component::ApiServer, "audit-policy-file", "audit.yaml", "/etc/kubernetes/pki/audit.yaml"),
-        (Component::ApiServer, "oidc-issuer-url", "issuer.example.com", "https://issuer.example.com"),
-        (Component::ApiServer, "etcd-servers", "10.0.0.1:2379", "https://10.0.0.1:2379"),
+        (
+            Component::ControllerManager,
+            "cluster-cidr",
+            "10.244.0.1/16",
+            "10.244.0.0/16",
+        ),
+        (
+            Component::ControllerManager,
+            "secure-port",
+            "70000",
+            "10257",
+        ),
+        (
+            Component::ApiServer,
+            "service-node-port-range",
+            "32767-30000",
+            "30000-32767",
+        ),
+        (
+            Component::ApiServer,
+            "authorization-mode",
+            "Node,RBAC,Foo",
+            "Node,RBAC,Webhook",
+        ),
+        (
+            Component::ApiServer,
+            "feature-gates",
+            "SomeGate",
+            "SomeGate=true",
+        ),
+        (
+            Component::ApiServer,
+            "runtime-config",
+            "api/all=yes",
+            "api/all=true",
+        ),
+        (
+            Component::ApiServer,
+            "audit-policy-file",
+            "audit.yaml",
+            "/etc/kubernetes/pki/audit.yaml",
+        ),
+        (
+            Component::ApiServer,
+            "oidc-issuer-url",
+            "issuer.example.com",
+            "https://issuer.example.com",
+        ),
+        (
+            Component::ApiServer,
+            "etcd-servers",
+            "10.0.0.1:2379",
+            "https://10.0.0.1:2379",
+        ),
         (Component::Scheduler, "logging-format", "xml", "json"),
-        (Component::ControllerManager, "node-monitor-grace-period", "40", "40s"),
+        (
+            Component::ControllerManager,
+            "node-monitor-grace-period",
+            "40",
+            "40s",
+        ),
     ];
     for (c, flag, bad, good) in cases {
         let r = validate(&with_args(*c, &[(flag, bad)]));
@@ -415,14 +543,21 @@ fn a_single_value_flag_given_twice_is_refused_but_lists_and_maps_may_repeat() {
     let r = validate(&with_args(Component::ApiServer, &[("v", "2"), ("v", "4")]));
     let p = at(&r, "spec.apiServer.extraArgs[1].name");
     assert_eq!(p.len(), 1, "{}", lines(&r));
-    assert!(p[0].message.contains("2 times") && p[0].message.contains("\"4\""), "{}", p[0]);
+    assert!(
+        p[0].message.contains("2 times") && p[0].message.contains("\"4\""),
+        "{}",
+        p[0]
+    );
     assert!(at(&r, "spec.apiServer.extraArgs[0]").is_empty());
 
     let mut s = with_args(
         Component::ApiServer,
         &[
             ("service-account-issuer", "https://new.example"),
-            ("service-account-issuer", "https://kubernetes.default.svc.cluster.local"),
+            (
+                "service-account-issuer",
+                "https://kubernetes.default.svc.cluster.local",
+            ),
             ("feature-gates", "A=true"),
             ("feature-gates", "B=false"),
             ("api-audiences", "a"),
@@ -461,7 +596,11 @@ fn protected_flags_need_the_opt_in() {
 #[test]
 fn opting_in_to_a_flag_that_is_not_protected_warns() {
     let mut s = spec();
-    set_allow(&mut s, Component::Scheduler, &["bind-address", "tls-cert-file"]);
+    set_allow(
+        &mut s,
+        Component::Scheduler,
+        &["bind-address", "tls-cert-file"],
+    );
     let r = validate(&s);
     assert!(r.is_ok());
     let p = at(&r, "spec.scheduler.allowProtectedOverrides");
@@ -500,14 +639,20 @@ fn additive_flags_merge_with_the_defaults() {
 
 #[test]
 fn an_authorization_mode_without_node_or_rbac_warns() {
-    let r = validate(&with_args(Component::ApiServer, &[("authorization-mode", "Webhook,RBAC")]));
+    let r = validate(&with_args(
+        Component::ApiServer,
+        &[("authorization-mode", "Webhook,RBAC")],
+    ));
     assert!(r.is_ok());
     let w = r.warning_messages();
     assert_eq!(w.len(), 1, "{w:?}");
     assert!(w[0].contains("has no Node"), "{}", w[0]);
     assert!(w[0].contains("Node,RBAC,Webhook"), "{}", w[0]);
 
-    let r = validate(&with_args(Component::ApiServer, &[("authorization-mode", "AlwaysAllow")]));
+    let r = validate(&with_args(
+        Component::ApiServer,
+        &[("authorization-mode", "AlwaysAllow")],
+    ));
     assert_eq!(r.warnings().count(), 2, "{}", lines(&r));
 }
 
@@ -541,7 +686,11 @@ fn a_plugin_both_enabled_and_disabled_is_refused() {
     ));
     let p = at(&r, "spec.apiServer.extraArgs[1]");
     assert_eq!(p.len(), 1, "{}", lines(&r));
-    assert!(p[0].message.contains("EventRateLimit is both enabled"), "{}", p[0]);
+    assert!(
+        p[0].message.contains("EventRateLimit is both enabled"),
+        "{}",
+        p[0]
+    );
     // Disabling a default plugin is fine: it leaves the default list.
     assert_clean(&with_args(
         Component::ApiServer,
@@ -563,7 +712,11 @@ fn a_path_outside_every_volume_is_refused_with_the_fix() {
     let p = at(&r, "spec.apiServer.extraArgs[0].value");
     assert_eq!(p.len(), 1, "{}", lines(&r));
     let fix = p[0].fix.as_deref().unwrap();
-    assert!(p[0].message.contains("/var/lib/kubernetes/x.pem"), "{}", p[0]);
+    assert!(
+        p[0].message.contains("/var/lib/kubernetes/x.pem"),
+        "{}",
+        p[0]
+    );
     assert!(fix.contains("spec.apiServer.extraVolumes") && fix.contains("/var/lib/kubernetes"));
     assert!(fix.contains("certificatesDir"), "{fix}");
 
@@ -653,12 +806,18 @@ fn pod_and_service_ranges_must_not_overlap() {
     let r = validate(&s);
     let p = at(&r, "spec.networking.podSubnet");
     assert_eq!(p.len(), 1, "{}", lines(&r));
-    assert!(p[0].message.contains("overlaps the Service range 10.96.0.0/12"));
+    assert!(
+        p[0].message
+            .contains("overlaps the Service range 10.96.0.0/12")
+    );
 
     // The effective value counts: a cluster-cidr in extraArgs that overlaps.
     let mut s = with_args(
         Component::ControllerManager,
-        &[("cluster-cidr", "10.100.0.0/16"), ("allocate-node-cidrs", "true")],
+        &[
+            ("cluster-cidr", "10.100.0.0/16"),
+            ("allocate-node-cidrs", "true"),
+        ],
     );
     let r = validate(&s);
     let p = at(&r, "spec.controllerManager.extraArgs[0].value");
@@ -666,7 +825,10 @@ fn pod_and_service_ranges_must_not_overlap() {
     set_args(
         &mut s,
         Component::ControllerManager,
-        &[("cluster-cidr", "10.244.0.0/16"), ("allocate-node-cidrs", "true")],
+        &[
+            ("cluster-cidr", "10.244.0.0/16"),
+            ("allocate-node-cidrs", "true"),
+        ],
     );
     assert_clean(&s);
 
@@ -714,9 +876,16 @@ fn the_node_port_range_must_not_cover_component_ports() {
 fn the_controller_manager_signs_with_the_apiserver_signing_key() {
     let mut s = with_args(
         Component::ControllerManager,
-        &[("service-account-private-key-file", "/etc/kubernetes/pki/other.key")],
+        &[(
+            "service-account-private-key-file",
+            "/etc/kubernetes/pki/other.key",
+        )],
     );
-    set_allow(&mut s, Component::ControllerManager, &["service-account-private-key-file"]);
+    set_allow(
+        &mut s,
+        Component::ControllerManager,
+        &["service-account-private-key-file"],
+    );
     let r = validate(&s);
     let p = at(&r, "spec.controllerManager.extraArgs[0].value");
     assert_eq!(p.len(), 1, "{}", lines(&r));
@@ -727,14 +896,24 @@ fn the_controller_manager_signs_with_the_apiserver_signing_key() {
     set_args(
         &mut s,
         Component::ControllerManager,
-        &[("service-account-private-key-file", "/etc/kubernetes/pki/new.key")],
+        &[(
+            "service-account-private-key-file",
+            "/etc/kubernetes/pki/new.key",
+        )],
     );
     set_args(
         &mut s,
         Component::ApiServer,
-        &[("service-account-signing-key-file", "/etc/kubernetes/pki/new.key")],
+        &[(
+            "service-account-signing-key-file",
+            "/etc/kubernetes/pki/new.key",
+        )],
     );
-    set_allow(&mut s, Component::ApiServer, &["service-account-signing-key-file"]);
+    set_allow(
+        &mut s,
+        Component::ApiServer,
+        &["service-account-signing-key-file"],
+    );
     let r = validate(&s);
     assert!(r.is_ok(), "{}", lines(&r));
     let w = r.warning_messages();
@@ -746,7 +925,10 @@ fn the_controller_manager_signs_with_the_apiserver_signing_key() {
         &mut s,
         Component::ApiServer,
         &[
-            ("service-account-signing-key-file", "/etc/kubernetes/pki/new.key"),
+            (
+                "service-account-signing-key-file",
+                "/etc/kubernetes/pki/new.key",
+            ),
             (
                 "service-account-key-file",
                 "/etc/kubernetes/pki/sa.pub,/etc/kubernetes/pki/new.pub",
@@ -756,7 +938,10 @@ fn the_controller_manager_signs_with_the_apiserver_signing_key() {
     set_allow(
         &mut s,
         Component::ApiServer,
-        &["service-account-signing-key-file", "service-account-key-file"],
+        &[
+            "service-account-signing-key-file",
+            "service-account-key-file",
+        ],
     );
     assert_clean(&s);
 }
@@ -769,9 +954,17 @@ fn first_class_fields_and_extra_args_do_not_both_set_a_flag() {
     let r = validate(&s);
     let p = at(&r, "spec.apiServer.extraArgs[0].name");
     assert_eq!(p.len(), 1, "{}", lines(&r));
-    assert!(p[0].fix.as_deref().unwrap().contains("spec.apiServer.securePort"));
+    assert!(
+        p[0].fix
+            .as_deref()
+            .unwrap()
+            .contains("spec.apiServer.securePort")
+    );
 
-    let mut s = with_args(Component::ApiServer, &[("service-cluster-ip-range", "10.100.0.0/16")]);
+    let mut s = with_args(
+        Component::ApiServer,
+        &[("service-cluster-ip-range", "10.100.0.0/16")],
+    );
     assert_clean(&s);
     s.networking.get_or_insert_default().service_subnet = Some("10.100.0.0/16".into());
     let r = validate(&s);
@@ -794,8 +987,14 @@ fn first_class_fields_and_extra_args_do_not_both_set_a_flag() {
     );
     let r = validate(&s);
     let text = lines(&r);
-    assert!(text.contains("also set by spec.apiServer.audit.policy"), "{text}");
-    assert!(text.contains("also set by spec.apiServer.encryption"), "{text}");
+    assert!(
+        text.contains("also set by spec.apiServer.audit.policy"),
+        "{text}"
+    );
+    assert!(
+        text.contains("also set by spec.apiServer.encryption"),
+        "{text}"
+    );
     assert_eq!(r.errors().count(), 2, "{text}");
 }
 

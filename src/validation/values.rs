@@ -279,7 +279,9 @@ pub(super) fn parse_go_int(v: &str) -> Option<i64> {
         || digits.starts_with('_')
         || digits.ends_with('_')
         || digits.contains("__")
-        || !digits.bytes().all(|b| b == b'_' || b.is_ascii_alphanumeric())
+        || !digits
+            .bytes()
+            .all(|b| b == b'_' || b.is_ascii_alphanumeric())
     {
         return None;
     }
@@ -414,14 +416,26 @@ mod tests {
         assert_eq!(parse_go_int("017"), Some(15));
         assert_eq!(parse_go_int("1_000"), Some(1000));
         assert_eq!(parse_go_int("0"), Some(0));
-        for bad in ["", "-", "1.5", "08", "ten", "1__0", "_1", "99999999999999999999", " 1"] {
+        for bad in [
+            "",
+            "-",
+            "1.5",
+            "08",
+            "ten",
+            "1__0",
+            "_1",
+            "99999999999999999999",
+            " 1",
+        ] {
             assert_eq!(parse_go_int(bad), None, "{bad}");
         }
     }
 
     #[test]
     fn durations_follow_go_parse_duration() {
-        for good in ["0", "1h30m", "500ms", "1.5h", "-2s", "30s", "10us", "3µs", ".5s", "1h0m0s"] {
+        for good in [
+            "0", "1h30m", "500ms", "1.5h", "-2s", "30s", "10us", "3µs", ".5s", "1h0m0s",
+        ] {
             assert!(is_go_duration(good), "{good}");
         }
         for bad in ["", "30", "1d", "s", "1h 30m", "1.5", "-", "1hour", "."] {
@@ -435,13 +449,29 @@ mod tests {
             (FlagType::Float, "0.5", "half"),
             (FlagType::Ip, "::1", "10.0.0.256"),
             (FlagType::Cidr, "10.244.0.0/16", "10.244.0.1/16"),
-            (FlagType::Cidrs, "10.96.0.0/12,fd00::/108", "10.96.0.0/12,10.97.0.0/16"),
+            (
+                FlagType::Cidrs,
+                "10.96.0.0/12,fd00::/108",
+                "10.96.0.0/12,10.97.0.0/16",
+            ),
             (FlagType::Port, "6443", "70000"),
             (FlagType::PortRange, "30000-32767", "32767-30000"),
             (FlagType::Map, "a=b,c=d", "abc"),
-            (FlagType::Path, "/etc/kubernetes/a.yaml", "etc/kubernetes/a.yaml"),
-            (FlagType::Url, "https://issuer.example.com/x", "issuer.example.com"),
-            (FlagType::Urls, "https://10.0.0.1:2379,https://[fd00::1]:2379", "https://10.0.0.1:2379,10.0.0.2:2379"),
+            (
+                FlagType::Path,
+                "/etc/kubernetes/a.yaml",
+                "etc/kubernetes/a.yaml",
+            ),
+            (
+                FlagType::Url,
+                "https://issuer.example.com/x",
+                "issuer.example.com",
+            ),
+            (
+                FlagType::Urls,
+                "https://10.0.0.1:2379,https://[fd00::1]:2379",
+                "https://10.0.0.1:2379,10.0.0.2:2379",
+            ),
             (FlagType::Int, "5", "5s"),
             (FlagType::Duration, "5s", "5"),
             (FlagType::Bool, "true", "enabled"),
@@ -468,7 +498,11 @@ mod tests {
         assert!(check_value(&e, "json").is_ok());
         let err = check_value(&e, "JSON").unwrap_err();
         assert!(err.fix.contains("text, json"), "{}", err.fix);
-        let s = flag("authorization-mode", FlagType::Strings, &["Node", "RBAC", "Webhook"]);
+        let s = flag(
+            "authorization-mode",
+            FlagType::Strings,
+            &["Node", "RBAC", "Webhook"],
+        );
         assert!(check_value(&s, "Node,RBAC").is_ok());
         let err = check_value(&s, "Node,rbac,Foo").unwrap_err();
         assert!(err.message.contains("\"rbac\", \"Foo\""), "{}", err.message);
