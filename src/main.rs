@@ -34,6 +34,8 @@ enum Command {
     Validate(cli::ValidateArgs),
     /// Print the CustomResourceDefinitions.
     Crd,
+    /// List the flags a component accepts in a Kubernetes version, with type and status.
+    Flags(cli::FlagsArgs),
 }
 
 fn init_tracing(format: LogFormat, filter: &str) {
@@ -57,5 +59,6 @@ fn main() -> ExitCode {
         Command::Render(args) => cli::render(&args, &mut out, &mut err),
         Command::Validate(args) => cli::validate(&args, &mut out, &mut err),
         Command::Crd => cli::crd(&mut out),
+        Command::Flags(args) => cli::flags(&args, &mut out, &mut err),
     }
 }

@@ -1,4 +1,6 @@
-//! The subcommands that run without a cluster: `render`, `validate`, `crd`.
+//! The subcommands that run without a cluster: `render`, `validate`, `crd`, `flags`.
+
+mod flags;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -9,6 +11,8 @@ use clap::Args;
 use crate::api::{ControlPlaneConfig, FileSource, NodeFacts, parse_config};
 use crate::render::{self, RenderInput, Rendered, defaults, sha256_hex};
 use crate::validation::{self, Report};
+
+pub use self::flags::{FlagsArgs, FlagsError, flags, flags_table};
 
 /// Arguments of `kubeplane render`.
 #[derive(Args, Debug, Clone)]

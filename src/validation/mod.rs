@@ -2,11 +2,17 @@
 //!
 //! `kubeplane validate`, `kubeplane render` and the operator all call [`validate`].
 
+mod args;
+mod cross;
+mod effective;
 mod spec;
+mod values;
 
 use std::fmt;
 
 use crate::api::ControlPlaneConfigSpec;
+use crate::flags::KubeVersion;
+use crate::render::RenderError;
 
 /// How bad a problem is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -68,6 +74,21 @@ impl Problem {
     pub fn is_error(&self) -> bool {
         self.severity == Severity::Error
     }
+
+    /// The problem in one line without its severity: `FIELD ("VALUE"): MESSAGE; FIX`.
+    pub fn summary(&self) -> String {
+        let mut s = self.field.clone();
+        if let Some(v) = &self.value {
+            s.push_str(&format!(" ({v:?})"));
+        }
+        s.push_str(": ");
+        s.push_str(&self.message);
+        if let Some(fix) = &self.fix {
+            s.push_str("; ");
+            s.push_str(fix);
+        }
+        s
+    }
 }
 
 impl fmt::Display for Problem {
@@ -76,15 +97,7 @@ impl fmt::Display for Problem {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
-        write!(f, "{level}: {}", self.field)?;
-        if let Some(v) = &self.value {
-            write!(f, " ({v:?})")?;
-        }
-        write!(f, ": {}", self.message)?;
-        if let Some(fix) = &self.fix {
-            write!(f, "; {fix}")?;
-        }
-        Ok(())
+        write!(f, "{level}: {}", self.summary())
     }
 }
 
@@ -111,6 +124,17 @@ impl Report {
         self.problems.iter().filter(|p| !p.is_error())
     }
 
+    /// The warnings as one line each (`FIELD ("VALUE"): MESSAGE; FIX`, without the
+    /// `warning:` prefix), ready for `ControlPlaneConfig` `status.warnings`.
+    pub fn warning_messages(&self) -> Vec<String> {
+        self.warnings().map(Problem::summary).collect()
+    }
+
+    /// The errors as one line each, like [`Report::warning_messages`].
+    pub fn error_messages(&self) -> Vec<String> {
+        self.errors().map(Problem::summary).collect()
+    }
+
     pub(crate) fn push(&mut self, p: Problem) {
         self.problems.push(p);
     }
@@ -121,5 +145,28 @@ impl Report {
 pub fn validate(spec: &ControlPlaneConfigSpec) -> Report {
     let mut report = Report::default();
     spec::check(spec, &mut report);
+    // The flag table is chosen by the version; without a supported version (reported by the
+    // structural checks) the flags cannot be judged.
+    let Ok(version) = KubeVersion::parse(&spec.kubernetes_version) else {
+        cross::check(spec, None, &mut report);
+        return report;
+    };
+    let effective = match effective::render_effective(spec) {
+        Ok(e) => Some(e),
+        // Reported by the structural checks already.
+        Err(RenderError::Version(_) | RenderError::NothingManaged) => None,
+        Err(e) => {
+            report.push(
+                Problem::error("spec", format!("cannot be rendered: {e}"))
+                    .fix("fix the field the message names"),
+            );
+            None
+        }
+    };
+    args::check(spec, &version, effective.as_ref(), &mut report);
+    cross::check(spec, effective.as_ref(), &mut report);
     report
 }
+
+#[cfg(test)]
+mod tests;

@@ -163,29 +163,13 @@ fn check_image_repository(repo: &str, r: &mut Report) {
 
 fn check_networking(spec: &ControlPlaneConfigSpec, r: &mut Report) {
     let Some(net) = &spec.networking else { return };
-    let svc = net
-        .service_subnet
-        .as_ref()
-        .map(|s| (s, parse_cidrs("spec.networking.serviceSubnet", s, r)));
-    let pods = net
-        .pod_subnet
-        .as_ref()
-        .map(|s| (s, parse_cidrs("spec.networking.podSubnet", s, r)));
-    if let (Some((_, Some(svc))), Some((_, Some(pods)))) = (&svc, &pods) {
-        for s in svc {
-            for p in pods {
-                if s.contains(&p.network()) || p.contains(&s.network()) {
-                    r.push(
-                        Problem::error(
-                            "spec.networking.podSubnet",
-                            format!("overlaps the Service range {s}: Pod IPs and Service IPs would collide"),
-                        )
-                        .value(p.to_string())
-                        .fix("pick disjoint ranges, like 10.244.0.0/16 for Pods and 10.96.0.0/12 for Services"),
-                    );
-                }
-            }
-        }
+    // Overlap of the Pod and Service ranges is a cross-component check (cross.rs), made on
+    // the values the components really get.
+    if let Some(s) = &net.service_subnet {
+        parse_cidrs("spec.networking.serviceSubnet", s, r);
+    }
+    if let Some(s) = &net.pod_subnet {
+        parse_cidrs("spec.networking.podSubnet", s, r);
     }
     if let Some(d) = &net.dns_domain
         && !is_dns_subdomain(d)
@@ -212,26 +196,33 @@ fn check_networking(spec: &ControlPlaneConfigSpec, r: &mut Report) {
 
 /// Parses one CIDR or a dual-stack pair; pushes an error and returns `None` when invalid.
 pub(super) fn parse_cidrs(field: &str, value: &str, r: &mut Report) -> Option<Vec<IpNet>> {
-    let parts: Vec<&str> = value.split(',').map(str::trim).collect();
+    match parse_cidr_list(value) {
+        Ok(nets) => Some(nets),
+        Err((message, fix)) => {
+            r.push(Problem::error(field, message).value(value).fix(fix));
+            None
+        }
+    }
+}
+
+/// One CIDR, or one IPv4 and one IPv6 CIDR for dual-stack, comma-separated, without host
+/// bits. The error is what is wrong and how to fix it.
+pub fn parse_cidr_list(value: &str) -> Result<Vec<IpNet>, (String, String)> {
     let mut nets = Vec::new();
-    for p in &parts {
+    for p in value.split(',').map(str::trim) {
         match p.parse::<IpNet>() {
             Ok(n) if n.network() == n.addr() => nets.push(n),
             Ok(n) => {
-                r.push(
-                    Problem::error(field, format!("{p} has host bits set"))
-                        .value(value)
-                        .fix(format!("use the network address: {}", n.trunc())),
-                );
-                return None;
+                return Err((
+                    format!("{p} has host bits set"),
+                    format!("use the network address: {}", n.trunc()),
+                ));
             }
             Err(_) => {
-                r.push(
-                    Problem::error(field, format!("{p:?} is not a CIDR"))
-                        .value(value)
-                        .fix("write an address and prefix length, like 10.96.0.0/12"),
-                );
-                return None;
+                return Err((
+                    format!("{p:?} is not a CIDR"),
+                    "write an address and prefix length, like 10.96.0.0/12".to_string(),
+                ));
             }
         }
     }
@@ -242,16 +233,12 @@ pub(super) fn parse_cidrs(field: &str, value: &str, r: &mut Report) -> Option<Ve
                 (IpNet::V4(_), IpNet::V6(_)) | (IpNet::V6(_), IpNet::V4(_))
             ));
     if !dual_ok {
-        r.push(
-            Problem::error(
-                field,
-                "give one CIDR, or one IPv4 and one IPv6 CIDR for dual-stack",
-            )
-            .value(value),
-        );
-        return None;
+        return Err((
+            "give one CIDR, or one IPv4 and one IPv6 CIDR for dual-stack".to_string(),
+            "write it like 10.96.0.0/12 or 10.96.0.0/12,fd00:10:96::/112".to_string(),
+        ));
     }
-    Some(nets)
+    Ok(nets)
 }
 
 /// `FIRST-LAST` with 1 <= FIRST <= LAST <= 65535.
@@ -259,6 +246,23 @@ pub fn parse_port_range(s: &str) -> Option<(u16, u16)> {
     let (a, b) = s.split_once('-')?;
     let (a, b): (u16, u16) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
     (a >= 1 && a <= b).then_some((a, b))
+}
+
+/// A port range as kube-apiserver's `--service-node-port-range` parses it: `FIRST-LAST`,
+/// `FIRST+SIZE` (FIRST to FIRST+SIZE) or a single port, within 1..=65535.
+pub fn parse_port_range_flag(s: &str) -> Option<(u16, u16)> {
+    let s = s.trim();
+    if let Some((a, n)) = s.split_once('+') {
+        let a: u16 = a.trim().parse().ok()?;
+        let n: u16 = n.trim().parse().ok()?;
+        let b = a.checked_add(n)?;
+        return (a >= 1).then_some((a, b));
+    }
+    if s.contains('-') {
+        return parse_port_range(s);
+    }
+    let p: u16 = s.parse().ok()?;
+    (p >= 1).then_some((p, p))
 }
 
 fn check_external_etcd(ext: &ExternalEtcd, r: &mut Report) {
@@ -713,6 +717,30 @@ mod tests {
         assert_eq!(parse_port_range("30000-32767"), Some((30000, 32767)));
         for bad in ["0-10", "10-5", "1-70000", "30000", "a-b"] {
             assert_eq!(parse_port_range(bad), None, "{bad}");
+        }
+        assert_eq!(parse_port_range_flag("30000+2767"), Some((30000, 32767)));
+        assert_eq!(parse_port_range_flag("30000"), Some((30000, 30000)));
+        assert_eq!(parse_port_range_flag(" 30000-32767 "), Some((30000, 32767)));
+        for bad in ["", "0", "65535+1", "10-5", "x+1", "1+-1"] {
+            assert_eq!(parse_port_range_flag(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn cidr_lists() {
+        assert_eq!(parse_cidr_list("10.96.0.0/12").unwrap().len(), 1);
+        assert_eq!(
+            parse_cidr_list("fd00::/108, 10.96.0.0/12").unwrap().len(),
+            2
+        );
+        for bad in [
+            "",
+            "10.96.0.1/12",
+            "10.96.0.0/12,10.97.0.0/16",
+            "x",
+            "10.0.0.0/8,fd00::/64,10.1.0.0/16",
+        ] {
+            assert!(parse_cidr_list(bad).is_err(), "{bad}");
         }
     }
 }
