@@ -237,3 +237,36 @@ fn bad_input_never_panics() {
         }
     }
 }
+
+#[test]
+fn render_refuses_a_bad_address_and_warns_about_unknown_ca_dirs() {
+    let o = kubeplane(&[
+        "render",
+        "-f",
+        "examples/kubeadm-defaults.yaml",
+        "--node",
+        "cp-1",
+        "--address",
+        "cp-1.example",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("not an IP address"), "{}", text(&o));
+    let o = kubeplane(&[
+        "render",
+        "-f",
+        "examples/kubeadm-defaults.yaml",
+        "--node",
+        "cp-1",
+        "--address",
+        "10.0.0.11",
+        "--host-ca-dir",
+        "/opt/certs",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.contains("--host-ca-dir /opt/certs") && t.contains("ignored"),
+        "{t}"
+    );
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("/opt/certs"));
+}

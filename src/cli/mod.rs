@@ -162,6 +162,22 @@ fn render_inner(
             args.file.display()
         )));
     }
+    if let Some(a) = &args.address
+        && a.parse::<std::net::IpAddr>().is_err()
+    {
+        return Err(CliError::Refused(format!(
+            "--address {a:?} is not an IP address; give the node's IPv4 or IPv6 address, like 10.0.0.11"
+        )));
+    }
+    for d in &args.host_ca_dirs {
+        if !defaults::OPTIONAL_CA_DIRS.contains(&d.as_str()) {
+            let _ = writeln!(
+                err,
+                "warning: --host-ca-dir {d}: not one of the optional CA directories kubeplane mounts ({}); ignored",
+                defaults::OPTIONAL_CA_DIRS.join(", ")
+            );
+        }
+    }
     let encryption = match &args.encryption_config {
         Some(p) => Some(std::fs::read(p).map_err(io_err(p))?),
         None => None,
