@@ -65,6 +65,20 @@ fn assert_render_reproduces(files: &[ManifestFile], imported: &Imported) {
             .find(|p| p.component == *component)
             .unwrap()
             .pod;
+        // The file the agent would write means the same Pod as the one it renders.
+        let written = rendered
+            .pods
+            .iter()
+            .find(|p| p.component == *component)
+            .unwrap();
+        match parse_pod(&written.yaml).unwrap() {
+            Parsed::Pod(p) => {
+                assert!(equivalent(&p, pod));
+                // Identical but for the `status: {}` the file carries.
+                assert_eq!(Pod { status: None, ..*p }, *pod);
+            }
+            other => panic!("{other:?}"),
+        }
         let changes = kubeplane::adopt::changes(&disk, pod);
         assert!(
             equivalent(&disk, pod),

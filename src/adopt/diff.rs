@@ -406,7 +406,8 @@ impl FileStatus {
 /// Compares a manifest on disk (`None`: no such file) with the rendered one. The line diff
 /// is between normalized YAML (sorted keys, flags sorted by name, no `metadata.uid`), so it
 /// shows what changes, not how the file was formatted.
-pub fn compare_manifest(current: Option<&[u8]>, desired: &RenderedPod) -> FileStatus {
+pub fn compare_manifest(path: &str, current: Option<&[u8]>, desired: &RenderedPod) -> FileStatus {
+    let (on_disk, rendered) = labels(path);
     let Some(bytes) = current else {
         return FileStatus::New;
     };
@@ -426,7 +427,12 @@ pub fn compare_manifest(current: Option<&[u8]>, desired: &RenderedPod) -> FileSt
             let current_yaml = pod_to_yaml(&normalize(&pod)).unwrap_or_default();
             FileStatus::Changed {
                 changes: changes(&pod, &desired.pod),
-                diff: unified_diff(&current_yaml, &desired_yaml, "on disk", "rendered"),
+                diff: unified_diff(
+                    &current_yaml,
+                    &desired_yaml,
+                    &format!("{on_disk}, normalized: sorted keys and flags, no uid"),
+                    &rendered,
+                ),
             }
         }
         Ok(Parsed::NotAPod(why)) => FileStatus::Changed {
@@ -435,7 +441,7 @@ pub fn compare_manifest(current: Option<&[u8]>, desired: &RenderedPod) -> FileSt
                 from: Some(format!("not a Pod ({why})")),
                 to: Some(format!("the {} Pod", desired.component)),
             }],
-            diff: unified_diff(&text, &desired.yaml, "on disk", "rendered"),
+            diff: unified_diff(&text, &desired.yaml, &on_disk, &rendered),
         },
         Err(why) => FileStatus::Changed {
             changes: vec![Change::Field {
@@ -443,7 +449,7 @@ pub fn compare_manifest(current: Option<&[u8]>, desired: &RenderedPod) -> FileSt
                 from: Some(format!("does not parse ({why})")),
                 to: Some(format!("the {} Pod", desired.component)),
             }],
-            diff: unified_diff(&text, &desired.yaml, "on disk", "rendered"),
+            diff: unified_diff(&text, &desired.yaml, &on_disk, &rendered),
         },
     }
 }
@@ -452,6 +458,7 @@ pub fn compare_manifest(current: Option<&[u8]>, desired: &RenderedPod) -> FileSt
 /// Secret-sourced file when known (the encryption configuration); such content is compared
 /// by digest and never shown.
 pub fn compare_side_file(
+    path: &str,
     current: Option<&[u8]>,
     desired: &RenderedFile,
     secret_content: Option<&[u8]>,
@@ -488,14 +495,21 @@ pub fn compare_side_file(
         },
         Some(c) => FileStatus::Changed {
             changes: Vec::new(),
-            diff: unified_diff(
-                &String::from_utf8_lossy(c),
-                &String::from_utf8_lossy(content),
-                "on disk",
-                "rendered",
-            ),
+            diff: {
+                let (on_disk, rendered) = labels(path);
+                unified_diff(
+                    &String::from_utf8_lossy(c),
+                    &String::from_utf8_lossy(content),
+                    &on_disk,
+                    &rendered,
+                )
+            },
         },
     }
+}
+
+fn labels(path: &str) -> (String, String) {
+    (format!("{path} (on disk)"), format!("{path} (rendered)"))
 }
 
 /// Lines of context around each change in [`unified_diff`].
@@ -598,12 +612,13 @@ fn line_ops(a: &[&str], b: &[&str]) -> Vec<(Op, usize, usize)> {
                 ops.push((Op::Keep, prefix + i, prefix + j));
                 i += 1;
                 j += 1;
-            } else if j < m && (i == n || lcs[i * w + j + 1] >= lcs[(i + 1) * w + j]) {
-                ops.push((Op::Add, prefix + i, prefix + j));
-                j += 1;
-            } else {
+            } else if i < n && (j == m || lcs[(i + 1) * w + j] >= lcs[i * w + j + 1]) {
+                // Deletions before additions, as diff(1) prints them.
                 ops.push((Op::Del, prefix + i, prefix + j));
                 i += 1;
+            } else {
+                ops.push((Op::Add, prefix + i, prefix + j));
+                j += 1;
             }
         }
     }
@@ -652,11 +667,13 @@ mod tests {
     #[test]
     fn image_volumes_and_other_fields_are_listed() {
         let a = pod(BASE);
-        let b = pod(&BASE
+        let edited = BASE
             .replace("v1.36.2", "v1.36.3")
             .replace("type: FileOrCreate", "type: File")
-            .replace("  volumes:\n", "  hostNetwork: true\n  volumes:\n")
-            + "  - name: extra\n    hostPath: {path: /x}\n");
+            .replace("  volumes:\n", "  hostNetwork: true\n  volumes:\n");
+        let b = pod(&format!(
+            "{edited}  - name: extra\n    hostPath: {{path: /x}}\n"
+        ));
         let got: Vec<String> = changes(&a, &b).iter().map(|c| c.to_string()).collect();
         assert_eq!(
             got,
@@ -688,12 +705,19 @@ mod tests {
 
     #[test]
     fn unified_diff_shows_hunks_with_context() {
+        // Six unchanged lines between two changes: one hunk, as diff -u prints it.
         let old = "a\nb\nc\nd\ne\nf\ng\nh\ni\nj\n";
         let new = "a\nb\nc\nD\ne\nf\ng\nh\ni\nj\nk\n";
-        let d = unified_diff(old, new, "old", "new");
         assert_eq!(
-            d,
-            "--- old\n+++ new\n@@ -1,7 +1,7 @@\n a\n b\n c\n-d\n+D\n e\n f\n g\n@@ -8,3 +8,4 @@\n h\n i\n j\n+k\n"
+            unified_diff(old, new, "old", "new"),
+            "--- old\n+++ new\n@@ -1,10 +1,11 @@\n a\n b\n c\n-d\n+D\n e\n f\n g\n h\n i\n j\n+k\n"
+        );
+        // Seven: two hunks.
+        let old = "a\nb\nc\nd\ne\nf\ng\nh\ni\nj\nk\n";
+        let new = "a\nb\nc\nD\ne\nf\ng\nh\ni\nj\nk\nl\n";
+        assert_eq!(
+            unified_diff(old, new, "old", "new"),
+            "--- old\n+++ new\n@@ -1,7 +1,7 @@\n a\n b\n c\n-d\n+D\n e\n f\n g\n@@ -9,3 +9,4 @@\n i\n j\n k\n+l\n"
         );
         assert_eq!(unified_diff("x\n", "x\n", "a", "b"), "");
         let d = unified_diff("", "x\n", "a", "b");
@@ -720,12 +744,16 @@ mod tests {
             source: FileSource::Inline("a: 1\n".into()),
             sha256: String::new(),
         };
-        assert_eq!(compare_side_file(None, &inline, None), FileStatus::New);
         assert_eq!(
-            compare_side_file(Some(b"a: 1\n"), &inline, None),
+            compare_side_file("/p", None, &inline, None),
+            FileStatus::New
+        );
+        assert_eq!(
+            compare_side_file("/p", Some(b"a: 1\n"), &inline, None),
             FileStatus::Unchanged
         );
-        let FileStatus::Changed { diff, .. } = compare_side_file(Some(b"a: 2\n"), &inline, None)
+        let FileStatus::Changed { diff, .. } =
+            compare_side_file("/p", Some(b"a: 2\n"), &inline, None)
         else {
             panic!("changed")
         };
@@ -738,20 +766,20 @@ mod tests {
             }),
             ..inline
         };
-        let s = compare_side_file(Some(b"k"), &secret, None);
+        let s = compare_side_file("/p", Some(b"k"), &secret, None);
         assert!(
             matches!(&s, FileStatus::Unknown { reason } if reason.contains("--encryption-config"))
         );
         assert!(s.would_change());
         let FileStatus::Changed { diff, changes } =
-            compare_side_file(Some(b"old-key"), &secret, Some(b"new-key"))
+            compare_side_file("/p", Some(b"old-key"), &secret, Some(b"new-key"))
         else {
             panic!("changed")
         };
         assert!(diff.is_empty());
         assert!(!format!("{changes:?}").contains("new-key"));
         assert_eq!(
-            compare_side_file(Some(b"k"), &secret, Some(b"k")),
+            compare_side_file("/p", Some(b"k"), &secret, Some(b"k")),
             FileStatus::Unchanged
         );
     }

@@ -259,7 +259,8 @@ fn read_sources(files: &[ManifestFile]) -> Result<(Vec<Source>, Vec<Skipped>), I
                 continue;
             }
             Err(why) => {
-                skipped.push(skip(why));
+                // Not named like a manifest: the parser's first line says enough.
+                skipped.push(skip(why.lines().next().unwrap_or_default().to_string()));
                 continue;
             }
         };
@@ -631,7 +632,7 @@ pub fn import(input: &ImportInput<'_>) -> Result<Imported, ImportError> {
         let rendered_uses = volume_uses(rendered, 0);
         let mut extra_volumes = Vec::new();
         for u in s.volumes() {
-            if rendered_uses.iter().any(|r| *r == u) {
+            if rendered_uses.contains(&u) {
                 continue;
             }
             if let Some(v) = as_host_path_volume(&u) {

@@ -285,6 +285,30 @@ mod tests {
         assert_eq!(parse_command(&[]), ParsedCommand::default());
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_reordering_of_distinct_flags_is_equivalent_and_sorting_is_idempotent(
+            flags in proptest::collection::btree_map("[a-z][a-z-]{0,10}", "[a-z0-9=,]{0,6}", 0..10),
+            seed in proptest::prelude::any::<u64>(),
+        ) {
+            let mut words: Vec<String> = flags.iter().map(|(n, v)| format!("--{n}={v}")).collect();
+            let original = words.clone();
+            let n = words.len();
+            for k in 0..n {
+                let j = (seed.rotate_left(k as u32) as usize) % n;
+                words.swap(k, j);
+            }
+            let mut a = vec!["kube-scheduler".to_string()];
+            a.extend(original);
+            let mut b = vec!["kube-scheduler".to_string()];
+            b.extend(words);
+            let (pa, pb) = (pod(&a.iter().map(|s| s.as_str()).collect::<Vec<_>>()), pod(&b.iter().map(|s| s.as_str()).collect::<Vec<_>>()));
+            proptest::prop_assert!(equivalent(&pa, &pb));
+            let once = normalize(&pb);
+            proptest::prop_assert_eq!(normalize(&once), once);
+        }
+    }
+
     #[test]
     fn flag_names() {
         assert_eq!(flag_name("--a=b=c"), Some("a"));
