@@ -183,8 +183,8 @@ fn malformed_list(s: &[Skipped]) -> String {
         .map(|s| format!("{}: {}", s.file, s.reason))
         .collect();
     format!(
-        "{}; kubelet cannot run such a file either: fix or move it, then import again",
-        items.join("; ")
+        "{}\nkubelet cannot run such a file either: fix or move it, then import again",
+        items.join("\n")
     )
 }
 
@@ -457,7 +457,12 @@ pub fn import(input: &ImportInput<'_>) -> Result<Imported, ImportError> {
     };
     let advertise = match api {
         None => None,
-        Some(a) => match a.single("advertise-address") {
+        // The last value is the one kube-apiserver uses.
+        Some(a) => match a
+            .values("advertise-address")
+            .last()
+            .filter(|v| !v.is_empty())
+        {
             Some(v) => Some(v.to_string()),
             None => match input.advertise_address {
                 Some(v) => Some(v.to_string()),
