@@ -36,6 +36,12 @@ enum Command {
     Crd,
     /// List the flags a component accepts in a Kubernetes version, with type and status.
     Flags(cli::FlagsArgs),
+    /// Print the ControlPlaneConfig that reproduces a node's existing control-plane manifests.
+    /// Exit 0: exact; 1: the render would change a manifest, or the config is invalid; 2: error.
+    Import(cli::ImportArgs),
+    /// Show, per file, what writing the render for a node would change on disk.
+    /// Exit 0: nothing would change; 1: something would; 2: error.
+    Diff(cli::DiffArgs),
 }
 
 fn init_tracing(format: LogFormat, filter: &str) {
@@ -60,5 +66,7 @@ fn main() -> ExitCode {
         Command::Validate(args) => cli::validate(&args, &mut out, &mut err),
         Command::Crd => cli::crd(&mut out),
         Command::Flags(args) => cli::flags(&args, &mut out, &mut err),
+        Command::Import(args) => cli::import(&args, &mut out, &mut err),
+        Command::Diff(args) => cli::diff(&args, &mut out, &mut err),
     }
 }

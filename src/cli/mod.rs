@@ -1,5 +1,7 @@
-//! The subcommands that run without a cluster: `render`, `validate`, `crd`, `flags`.
+//! The subcommands that run without a cluster: `render`, `validate`, `crd`, `flags`,
+//! `import`, `diff`.
 
+mod adopt;
 mod flags;
 
 use std::io::Write;
@@ -12,6 +14,7 @@ use crate::api::{ControlPlaneConfig, FileSource, NodeFacts, parse_config};
 use crate::render::{self, RenderInput, Rendered, defaults, sha256_hex};
 use crate::validation::{self, Report};
 
+pub use self::adopt::{DiffArgs, ImportArgs, diff, import};
 pub use self::flags::{FlagsArgs, FlagsError, flags, flags_table};
 
 /// Arguments of `kubeplane render`.

@@ -1,0 +1,417 @@
+//! `kubeplane import` and `kubeplane diff`: reading the node's files around the pure
+//! [`crate::adopt`] module.
+//!
+//! Exit codes of both: `0` nothing would change (import: the config reproduces every
+//! manifest and is valid), `1` something would change (import: the config does not
+//! reproduce a manifest exactly, or does not validate), `2` error (unreadable directory,
+//! malformed manifest, invalid config file).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Args;
+
+use super::{CliError, load_config, print_report};
+use crate::adopt::{
+    self, Change, FileStatus, ImportInput, Imported, ManifestFile, Parsed, compare_manifest,
+    compare_side_file,
+};
+use crate::api::{Component, NodeFacts};
+use crate::render::{self, RenderInput, defaults, sha256_hex};
+use crate::validation;
+
+/// Exit code: something would change.
+const EXIT_CHANGES: u8 = 1;
+/// Exit code: error.
+const EXIT_ERROR: u8 = 2;
+
+/// Arguments of `kubeplane import`.
+#[derive(Args, Debug, Clone)]
+pub struct ImportArgs {
+    /// The node's static Pod manifest directory (kubeadm: /etc/kubernetes/manifests).
+    #[arg(long, value_name = "DIR")]
+    pub manifest_dir: PathBuf,
+    /// The node's name, needed for its kube-apiserver advertise address. Default: this
+    /// machine's hostname, lowercased, as kubelet names its Node.
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
+    /// The node's address, used only when the kube-apiserver manifest has no
+    /// --advertise-address.
+    #[arg(long, value_name = "IP")]
+    pub address: Option<String>,
+    /// `metadata.name` of the printed config. Default: the cluster name
+    /// (kube-controller-manager's --cluster-name), else `kubernetes`.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Exit 0 even when the render of the imported config would change a manifest (the
+    /// changes are still listed).
+    #[arg(long)]
+    pub allow_lossy: bool,
+}
+
+/// Arguments of `kubeplane diff`.
+#[derive(Args, Debug, Clone)]
+pub struct DiffArgs {
+    /// The ControlPlaneConfig file.
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    pub file: PathBuf,
+    /// Node to render for.
+    #[arg(long, value_name = "NAME")]
+    pub node: String,
+    /// The node's static Pod manifest directory.
+    #[arg(long, value_name = "DIR")]
+    pub manifest_dir: PathBuf,
+    /// Address kube-apiserver advertises on this node, unless the config's spec.nodes sets one.
+    #[arg(long, value_name = "IP")]
+    pub address: Option<String>,
+    /// The agent's state directory, where side files live.
+    #[arg(long, value_name = "DIR", default_value = defaults::STATE_DIR)]
+    pub state_dir: String,
+    /// A host CA directory the node has (repeatable). Default: the ones that exist on this
+    /// machine, of /etc/ca-certificates, /etc/pki/ca-trust, /etc/pki/tls/certs,
+    /// /usr/share/ca-certificates and /usr/local/share/ca-certificates.
+    #[arg(long = "host-ca-dir", value_name = "DIR")]
+    pub host_ca_dirs: Vec<String>,
+    /// A local copy of the EncryptionConfiguration the spec's Secret holds, to compare the
+    /// exact kube-apiserver manifest and the file (its content is never printed).
+    #[arg(long, value_name = "FILE")]
+    pub encryption_config: Option<PathBuf>,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CliError + '_ {
+    move |source| CliError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn check_address(address: Option<&str>) -> Result<(), CliError> {
+    match address {
+        Some(a) if a.parse::<std::net::IpAddr>().is_err() => Err(CliError::Refused(format!(
+            "--address {a:?} is not an IP address; give the node's IPv4 or IPv6 address, like 10.0.0.11"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The files kubelet would read from a manifest directory: every regular file whose name
+/// does not start with a dot, sorted by name. Directories are listed in `skipped`.
+fn read_manifest_dir(dir: &Path) -> Result<(Vec<ManifestFile>, Vec<String>), CliError> {
+    let mut files = Vec::new();
+    let mut skipped = Vec::new();
+    let mut entries: Vec<std::fs::DirEntry> = std::fs::read_dir(dir)
+        .map_err(io_err(dir))?
+        .collect::<Result<_, _>>()
+        .map_err(io_err(dir))?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue; // kubelet ignores dot files
+        }
+        let path = entry.path();
+        let meta = std::fs::metadata(&path).map_err(io_err(&path))?;
+        if !meta.is_file() {
+            skipped.push(name);
+            continue;
+        }
+        let content = std::fs::read(&path).map_err(io_err(&path))?;
+        files.push(ManifestFile { name, content });
+    }
+    Ok((files, skipped))
+}
+
+/// This machine's hostname, lowercased (kubelet's default Node name).
+fn hostname() -> Option<String> {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .map(|h| h.trim().to_lowercase())
+        .filter(|h| !h.is_empty())
+}
+
+/// The optional host CA directories that exist on this machine.
+fn detect_host_ca_dirs() -> Vec<String> {
+    defaults::OPTIONAL_CA_DIRS
+        .iter()
+        .filter(|d| Path::new(d).is_dir())
+        .map(|d| d.to_string())
+        .collect()
+}
+
+fn change_line(c: &Change) -> String {
+    match c {
+        Change::FlagAdded { .. } => format!(
+            "{c} (a default kubeplane always writes; it cannot express \"remove this default flag\")"
+        ),
+        _ => c.to_string(),
+    }
+}
+
+/// `kubeplane import`: prints the ControlPlaneConfig that reproduces a node's manifests.
+pub fn import(args: &ImportArgs, out: &mut dyn Write, err: &mut dyn Write) -> ExitCode {
+    match import_inner(args, out, err) {
+        Ok(code) => code,
+        Err(e) => {
+            let _ = writeln!(err, "error: {e}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+fn import_inner(
+    args: &ImportArgs,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<ExitCode, CliError> {
+    check_address(args.address.as_deref())?;
+    let dir = &args.manifest_dir;
+    let (files, dirs) = read_manifest_dir(dir)?;
+    let node = args.node.clone().or_else(hostname);
+    let imported = adopt::import(&ImportInput {
+        files: &files,
+        node_name: node.as_deref(),
+        advertise_address: args.address.as_deref(),
+        config_name: args.name.as_deref(),
+    })
+    .map_err(|e| CliError::Refused(format!("{}: {e}", dir.display())))?;
+
+    let d = dir.display();
+    for (c, file) in &imported.sources {
+        let _ = writeln!(err, "imported {c} from {d}/{file}");
+    }
+    for s in &imported.skipped {
+        let _ = writeln!(err, "skipped {d}/{}: {}", s.file, s.reason);
+    }
+    for name in dirs {
+        let _ = writeln!(err, "skipped {d}/{name}: not a regular file");
+    }
+    for n in &imported.notes {
+        let _ = writeln!(err, "note: {n}");
+    }
+    for l in &imported.lossy {
+        let _ = writeln!(
+            err,
+            "warning: {} ({d}/{}): rendering this config would change the manifest:",
+            l.component, l.file
+        );
+        for c in &l.changes {
+            let _ = writeln!(err, "  {}", change_line(c));
+        }
+    }
+    print_report(&imported.report, err);
+
+    let yaml = render::to_yaml(&imported.config).map_err(CliError::Refused)?;
+    let header = import_header(&imported, dir);
+    out.write_all(header.as_bytes())
+        .and_then(|()| out.write_all(yaml.as_bytes()))
+        .map_err(|source| CliError::Io {
+            path: "stdout".into(),
+            source,
+        })?;
+
+    let mut failed = false;
+    if !imported.is_exact() {
+        let n = imported.lossy.len();
+        if args.allow_lossy {
+            let _ = writeln!(
+                err,
+                "warning: the config does not reproduce {n} manifest(s) exactly; accepted with --allow-lossy: adopting it rewrites and restarts them"
+            );
+        } else {
+            let _ = writeln!(
+                err,
+                "error: the config does not reproduce {n} manifest(s) exactly: adopting it would rewrite and restart them (see the changes above); edit the manifests or the config, or pass --allow-lossy to accept"
+            );
+            failed = true;
+        }
+    }
+    if !imported.report.is_ok() {
+        let _ = writeln!(
+            err,
+            "error: the imported config does not validate (see above); fix the manifests' flags or edit the config before applying it"
+        );
+        failed = true;
+    }
+    Ok(if failed {
+        ExitCode::from(EXIT_CHANGES)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn import_header(imported: &Imported, dir: &Path) -> String {
+    let mut h = format!(
+        "# Imported by `kubeplane import` from {} on node {}.\n",
+        dir.display(),
+        imported.node.node_name
+    );
+    let ca: String = imported
+        .node
+        .host_ca_directories
+        .iter()
+        .map(|d| format!(" --host-ca-dir {d}"))
+        .collect();
+    h.push_str(&format!(
+        "# Check it before applying: kubeplane diff -f FILE --node {} --manifest-dir {}{ca}\n",
+        imported.node.node_name,
+        dir.display()
+    ));
+    h
+}
+
+/// `kubeplane diff`: per file, what writing the render for a node would change on disk.
+pub fn diff(args: &DiffArgs, out: &mut dyn Write, err: &mut dyn Write) -> ExitCode {
+    match diff_inner(args, out, err) {
+        Ok(true) => ExitCode::from(EXIT_CHANGES),
+        Ok(false) => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = writeln!(err, "error: {e}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+/// Reads a file, `None` when it does not exist.
+fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, CliError> {
+    match std::fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err(path)(e)),
+    }
+}
+
+fn print_status(out: &mut dyn Write, path: &str, status: &FileStatus) -> std::io::Result<()> {
+    match status {
+        FileStatus::Unchanged => writeln!(out, "{path}: unchanged"),
+        FileStatus::Equivalent => writeln!(
+            out,
+            "{path}: equivalent (differs only in uid/flag order/formatting; the agent adopts it without a restart)"
+        ),
+        FileStatus::New => writeln!(out, "{path}: new file"),
+        FileStatus::Unknown { reason } => writeln!(out, "{path}: unknown ({reason})"),
+        FileStatus::Changed { changes, diff } => {
+            writeln!(out, "{path}: would change")?;
+            for c in changes {
+                writeln!(out, "  {c}")?;
+            }
+            for line in diff.lines() {
+                writeln!(out, "  {line}")?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn diff_inner(args: &DiffArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<bool, CliError> {
+    check_address(args.address.as_deref())?;
+    let cfg = load_config(&args.file, err)?;
+    let report = validation::validate(&cfg.spec);
+    print_report(&report, err);
+    if !report.is_ok() {
+        return Err(CliError::Refused(format!(
+            "{}: invalid, nothing compared (run kubeplane validate -f {0} for the list)",
+            args.file.display()
+        )));
+    }
+    let host_ca_dirs = if args.host_ca_dirs.is_empty() {
+        let found = detect_host_ca_dirs();
+        let _ = writeln!(
+            err,
+            "host CA directories found on this machine: {}",
+            if found.is_empty() {
+                "none".to_string()
+            } else {
+                found.join(" ")
+            }
+        );
+        found
+    } else {
+        args.host_ca_dirs.clone()
+    };
+    let encryption = match &args.encryption_config {
+        Some(p) => Some(std::fs::read(p).map_err(io_err(p))?),
+        None => None,
+    };
+    let digest = encryption.as_deref().map(sha256_hex);
+    let manifest_dir = args.manifest_dir.display().to_string();
+    let node = NodeFacts {
+        node_name: args.node.clone(),
+        advertise_address: args.address.clone(),
+        host_ca_directories: host_ca_dirs,
+        manifest_dir: Some(manifest_dir.clone()),
+        state_dir: Some(args.state_dir.clone()),
+        ..Default::default()
+    };
+    let rendered = render::render(&RenderInput {
+        spec: &cfg.spec,
+        node: &node,
+        encryption_config_sha256: digest.as_deref(),
+    })
+    .map_err(|e| CliError::Refused(e.to_string()))?;
+    for w in &rendered.warnings {
+        let _ = writeln!(err, "warning: {w}");
+    }
+
+    let (files, _) = read_manifest_dir(&args.manifest_dir)?;
+    let io = |source| CliError::Io {
+        path: "stdout".into(),
+        source,
+    };
+    let mut changed = 0;
+    for p in &rendered.pods {
+        let file = p.component.manifest_file();
+        let current = files
+            .iter()
+            .find(|f| f.name == file)
+            .map(|f| f.content.as_slice());
+        let path = format!("{manifest_dir}/{file}");
+        let status = compare_manifest(&path, current, p);
+        changed += usize::from(status.would_change());
+        print_status(out, &path, &status).map_err(io)?;
+    }
+    for c in Component::ALL {
+        if !render::is_managed(&cfg.spec, c) {
+            writeln!(
+                out,
+                "{manifest_dir}/{}: not managed (left alone)",
+                c.manifest_file()
+            )
+            .map_err(io)?;
+        }
+    }
+    for f in &rendered.files {
+        let path = Path::new(&f.path);
+        let current = read_optional(path)?;
+        let status = compare_side_file(&f.path, current.as_deref(), f, encryption.as_deref());
+        changed += usize::from(status.would_change());
+        print_status(out, &f.path, &status).map_err(io)?;
+    }
+    // Another file running a managed component: kubelet would run both.
+    for f in &files {
+        let Ok(text) = std::str::from_utf8(&f.content) else {
+            continue;
+        };
+        if let Ok(Parsed::Pod(pod)) = adopt::parse_pod(text)
+            && let Some((c, _)) = adopt::component_of(&pod)
+            && render::is_managed(&cfg.spec, c)
+            && f.name != c.manifest_file()
+        {
+            changed += 1;
+            writeln!(
+                out,
+                "{manifest_dir}/{}: also runs {c}: kubelet would run it beside {}; remove or rename it",
+                f.name,
+                c.manifest_file()
+            )
+            .map_err(io)?;
+        }
+    }
+    if changed == 0 {
+        writeln!(out, "nothing would change").map_err(io)?;
+    } else {
+        writeln!(out, "{changed} file(s) would change").map_err(io)?;
+    }
+    Ok(changed > 0)
+}
