@@ -10,5 +10,7 @@
 pub mod api;
 pub mod cli;
 pub mod flags;
+pub mod operator;
 pub mod render;
+pub mod telemetry;
 pub mod validation;

@@ -1,0 +1,4 @@
+//! The operator: reconciles each `ControlPlaneConfig` into one `ControlPlaneNode` per selected
+//! node and rolls revisions out one node at a time.
+
+pub mod rollout;
