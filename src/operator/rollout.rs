@@ -16,7 +16,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::api::NodePhase;
+use crate::api::{ControlPlaneNode, NodePhase};
 
 /// What the operator knows about one selected node, read from its `ControlPlaneNode`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -42,6 +42,30 @@ pub struct NodeView {
 }
 
 impl NodeView {
+    /// What a `ControlPlaneNode` says about its node.
+    pub fn from_cpn(cpn: &ControlPlaneNode) -> Self {
+        let st = cpn.status.as_ref();
+        NodeView {
+            name: cpn.metadata.name.clone().unwrap_or_default(),
+            has_cpn: true,
+            spec_revision: cpn.spec.revision.clone(),
+            target_revision: st.and_then(|s| s.target_revision.clone()),
+            applied_revision: st.and_then(|s| s.applied_revision.clone()),
+            phase: st.and_then(|s| s.phase),
+            reason: st.and_then(|s| s.reason.clone()),
+            message: st.and_then(|s| s.message.clone()),
+            has_facts: st.is_some_and(|s| s.node_facts.is_some()),
+        }
+    }
+
+    /// A selected node that has no `ControlPlaneNode` yet.
+    pub fn without_cpn(name: &str) -> Self {
+        NodeView {
+            name: name.to_string(),
+            ..Default::default()
+        }
+    }
+
     /// Whether the node is in flight: it was given a revision and its agent has not settled on
     /// it yet (not taken it up, or still `Pending`, `Applying` or `WaitingForKubelet`).
     pub fn in_flight(&self) -> bool {
