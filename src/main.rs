@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use kubeplane::cli;
+use kubeplane::{cli, operator};
 
 /// kubeplane keeps a cluster's control-plane static pods in the state one ControlPlaneConfig
 /// declares.
@@ -34,6 +34,21 @@ enum Command {
     Validate(cli::ValidateArgs),
     /// Print the CustomResourceDefinitions.
     Crd,
+    /// Run the operator: reconcile ControlPlaneConfigs into ControlPlaneNodes, one node at a time.
+    Operator(operator::OperatorArgs),
+    /// Follow the rollout of a ControlPlaneConfig.
+    Rollout(operator::RolloutArgs),
+}
+
+/// A multi-threaded tokio runtime for the roles that talk to a cluster.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(1)
+        })
 }
 
 fn init_tracing(format: LogFormat, filter: &str) {
@@ -57,5 +72,11 @@ fn main() -> ExitCode {
         Command::Render(args) => cli::render(&args, &mut out, &mut err),
         Command::Validate(args) => cli::validate(&args, &mut out, &mut err),
         Command::Crd => cli::crd(&mut out),
+        Command::Operator(args) => runtime().block_on(operator::operator_command(&args)),
+        Command::Rollout(args) => {
+            drop(out);
+            let mut stdout = std::io::stdout();
+            runtime().block_on(operator::rollout_command(&args, &mut stdout, &mut err))
+        }
     }
 }
