@@ -41,7 +41,11 @@ fn seed(fake: &Fake, nodes: usize) {
     );
     for i in 1..=nodes + 3 {
         let control_plane = i <= nodes;
-        let name = if control_plane { format!("cp-{i}") } else { format!("worker-{i}") };
+        let name = if control_plane {
+            format!("cp-{i}")
+        } else {
+            format!("worker-{i}")
+        };
         let mut labels = json!({
             "kubernetes.io/hostname": name,
             "kubernetes.io/os": "linux",
@@ -79,7 +83,10 @@ fn seed(fake: &Fake, nodes: usize) {
             );
         }
     }
-    for (lease, holder) in [("kube-controller-manager", "cp-1_3b9c0f0e"), ("kube-scheduler", "cp-2_7d2e1a4b")] {
+    for (lease, holder) in [
+        ("kube-controller-manager", "cp-1_3b9c0f0e"),
+        ("kube-scheduler", "cp-2_7d2e1a4b"),
+    ] {
         fake.put(
             "leases",
             "kube-system",
@@ -108,21 +115,34 @@ fn complete(fake: &Fake) -> bool {
         return false;
     };
     let current = cpc["status"]["observedGeneration"] == cpc["metadata"]["generation"];
-    let ready = cpc["status"]["conditions"]
-        .as_array()
-        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
+    let ready = cpc["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    });
     current && ready
 }
 
-async fn wait_for(what: &str, timeout: Duration, child: &mut Child, log: &std::path::Path, mut f: impl FnMut() -> bool) {
+async fn wait_for(
+    what: &str,
+    timeout: Duration,
+    child: &mut Child,
+    log: &std::path::Path,
+    mut f: impl FnMut() -> bool,
+) {
     let start = Instant::now();
     while !f() {
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("operator exited ({status}) while waiting for {what}:\n{}", std::fs::read_to_string(log).unwrap_or_default());
+            panic!(
+                "operator exited ({status}) while waiting for {what}:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
         }
         if start.elapsed() > timeout {
             let _ = child.kill();
-            panic!("timed out waiting for {what}; operator log:\n{}", std::fs::read_to_string(log).unwrap_or_default());
+            panic!(
+                "timed out waiting for {what}; operator log:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -161,7 +181,11 @@ async fn run() {
         .expect("free port");
     let log = dir.path().join("operator.log");
     let mut child = Command::new(env!("CARGO_BIN_EXE_kubeplane"))
-        .args(["operator", "--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+        .args([
+            "operator",
+            "--metrics-addr",
+            &format!("127.0.0.1:{metrics_port}"),
+        ])
         .env("KUBECONFIG", &kubeconfig)
         .env("KUBEPLANE_LOG", "warn")
         .env("POD_NAMESPACE", "kube-system")
@@ -172,10 +196,21 @@ async fn run() {
     let pid = child.id();
 
     let started = Instant::now();
-    wait_for("the first rollout", Duration::from_secs(120), &mut child, &log, || complete(&fake)).await;
+    wait_for(
+        "the first rollout",
+        Duration::from_secs(120),
+        &mut child,
+        &log,
+        || complete(&fake),
+    )
+    .await;
     let first_rollout = started.elapsed();
     let writes = fake.cpn_writes();
-    assert_eq!(writes.len(), nodes, "one write per node in the first rollout");
+    assert_eq!(
+        writes.len(),
+        nodes,
+        "one write per node in the first rollout"
+    );
     check_one_at_a_time(&fake);
 
     tokio::time::sleep(settle).await;
@@ -192,16 +227,28 @@ async fn run() {
         let before = fake.cpn_writes().len();
         let mut cpc: Value = fake.get("controlplaneconfigs", "", "prod").expect("config");
         cpc["spec"]["rollout"]["minReadySeconds"] = json!(i % 600);
-        cpc["spec"]["apiServer"] = json!({"extraArgs": [{"name": "audit-log-maxage", "value": format!("{}", i + 1)}]});
+        cpc["spec"]["apiServer"] =
+            json!({"extraArgs": [{"name": "audit-log-maxage", "value": format!("{}", i + 1)}]});
         let t0 = Instant::now();
         fake.put("controlplaneconfigs", "", cpc);
-        wait_for("the first ControlPlaneNode write", Duration::from_secs(30), &mut child, &log, || {
-            fake.cpn_writes().len() > before
-        })
+        wait_for(
+            "the first ControlPlaneNode write",
+            Duration::from_secs(30),
+            &mut child,
+            &log,
+            || fake.cpn_writes().len() > before,
+        )
         .await;
         let first = fake.cpn_writes()[before].clone();
         latencies.push(first.at.duration_since(t0));
-        wait_for("the rollout", Duration::from_secs(60), &mut child, &log, || complete(&fake)).await;
+        wait_for(
+            "the rollout",
+            Duration::from_secs(60),
+            &mut child,
+            &log,
+            || complete(&fake),
+        )
+        .await;
     }
     check_one_at_a_time(&fake);
     let (rss_after, hwm) = rss_kib(pid);
@@ -213,7 +260,9 @@ async fn run() {
         libc::kill(pid as i32, libc::SIGTERM);
     }
     let status = child.wait().expect("wait");
-    let lease = fake.get("leases", "kube-system", "kubeplane-operator").expect("operator lease");
+    let lease = fake
+        .get("leases", "kube-system", "kubeplane-operator")
+        .expect("operator lease");
 
     latencies.sort();
     let log_text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -222,9 +271,20 @@ async fn run() {
         .filter(|l| l.contains("WARN") || l.contains("ERROR"))
         .collect();
     let mut out = std::io::stdout().lock();
-    let build = if cfg!(debug_assertions) { "debug" } else { "release" };
-    let _ = writeln!(out, "kubeplane operator bench ({nodes} control-plane nodes, 3 workers, {build} binary)");
-    let _ = writeln!(out, "  first rollout of {nodes} nodes (start to Ready): {}", ms(first_rollout));
+    let build = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    let _ = writeln!(
+        out,
+        "kubeplane operator bench ({nodes} control-plane nodes, 3 workers, {build} binary)"
+    );
+    let _ = writeln!(
+        out,
+        "  first rollout of {nodes} nodes (start to Ready): {}",
+        ms(first_rollout)
+    );
     let _ = writeln!(
         out,
         "  RSS settled: {:.1} MiB (median of 10 samples after {}s idle)",
@@ -249,10 +309,14 @@ async fn run() {
     let _ = writeln!(out, "  API requests served: {requests}");
     let _ = writeln!(
         out,
-        "  SIGTERM: exit {status}; lease holder after exit: {}",
+        "  SIGTERM: {status}; lease holder after exit: {}",
         lease["spec"]["holderIdentity"]
     );
-    let _ = writeln!(out, "  operator log: {} warning/error lines", problems.len());
+    let _ = writeln!(
+        out,
+        "  operator log: {} warning/error lines",
+        problems.len()
+    );
     for l in problems.iter().take(10) {
         let _ = writeln!(out, "    {l}");
     }
@@ -266,17 +330,26 @@ fn check_one_at_a_time(fake: &Fake) {
     let writes = fake.cpn_writes();
     let mut by_rev: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
     for w in &writes {
-        by_rev.entry(w.revision.as_str()).or_default().push(w.node.as_str());
+        by_rev
+            .entry(w.revision.as_str())
+            .or_default()
+            .push(w.node.as_str());
     }
     for (rev, nodes) in by_rev {
         let mut sorted = nodes.clone();
         sorted.sort_unstable();
         sorted.dedup();
-        assert_eq!(sorted.len(), nodes.len(), "revision {rev} written twice to a node: {nodes:?}");
+        assert_eq!(
+            sorted.len(),
+            nodes.len(),
+            "revision {rev} written twice to a node: {nodes:?}"
+        );
         // Lease holders cp-1 and cp-2 go last.
         if nodes.len() > 2 {
             assert!(
-                nodes[nodes.len() - 2..].iter().all(|n| *n == "cp-1" || *n == "cp-2"),
+                nodes[nodes.len() - 2..]
+                    .iter()
+                    .all(|n| *n == "cp-1" || *n == "cp-2"),
                 "lease holders last: {nodes:?}"
             );
         }

@@ -74,11 +74,19 @@ fn kind_of(resource: &str) -> (&'static str, &'static str) {
 fn status_error(code: u16, reason: &str, message: &str) -> Response {
     let body = json!({"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure",
                       "message": message, "reason": reason, "code": code});
-    json_response(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), &body)
+    json_response(
+        StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        &body,
+    )
 }
 
 fn json_response(code: StatusCode, body: &Value) -> Response {
-    (code, [("content-type", "application/json")], body.to_string()).into_response()
+    (
+        code,
+        [("content-type", "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 fn percent_decode(s: &str) -> String {
@@ -135,11 +143,14 @@ fn labels_match(selector: &str, obj: &Value) -> bool {
 }
 
 fn fields_match(selector: &str, obj: &Value) -> bool {
-    selector.split(',').filter(|t| !t.is_empty()).all(|term| match term.split_once('=') {
-        Some(("metadata.name", v)) => obj["metadata"]["name"] == v,
-        Some(("metadata.namespace", v)) => obj["metadata"]["namespace"] == v,
-        _ => true,
-    })
+    selector
+        .split(',')
+        .filter(|t| !t.is_empty())
+        .all(|term| match term.split_once('=') {
+            Some(("metadata.name", v)) => obj["metadata"]["name"] == v,
+            Some(("metadata.namespace", v)) => obj["metadata"]["namespace"] == v,
+            _ => true,
+        })
 }
 
 /// JSON merge patch (RFC 7386): objects merge, `null` deletes, everything else replaces.
@@ -171,9 +182,9 @@ struct Target {
 
 fn parse_path(path: &str) -> Option<Target> {
     let seg: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let rest = match seg.first()? {
-        &"api" => &seg[2..],
-        &"apis" => seg.get(3..)?,
+    let rest = match *seg.first()? {
+        "api" => seg.get(2..)?,
+        "apis" => seg.get(3..)?,
         _ => return None,
     };
     let (namespace, rest) = match rest {
@@ -181,7 +192,12 @@ fn parse_path(path: &str) -> Option<Target> {
         _ => (String::new(), rest),
     };
     match rest {
-        [resource] => Some(Target { resource: resource.to_string(), namespace, name: None, status: false }),
+        [resource] => Some(Target {
+            resource: resource.to_string(),
+            namespace,
+            name: None,
+            status: false,
+        }),
         [resource, name] => Some(Target {
             resource: resource.to_string(),
             namespace,
@@ -216,7 +232,10 @@ impl Fake {
     /// Stores an object (as a creation) and logs an event.
     pub fn put(&self, resource: &str, namespace: &str, mut obj: Value) -> Value {
         let mut inner = self.lock();
-        let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        let name = obj["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         let key = (resource.to_string(), namespace.to_string(), name);
         let (api_version, kind) = kind_of(resource);
         obj["apiVersion"] = json!(api_version);
@@ -238,7 +257,8 @@ impl Fake {
             }
             None => {
                 inner.uid += 1;
-                obj["metadata"]["uid"] = json!(format!("00000000-0000-4000-8000-{:012}", inner.uid));
+                obj["metadata"]["uid"] =
+                    json!(format!("00000000-0000-4000-8000-{:012}", inner.uid));
                 obj["metadata"]["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
                 if resource.starts_with("controlplane") {
                     obj["metadata"]["generation"] = json!(1);
@@ -254,7 +274,11 @@ impl Fake {
             rv,
             resource: resource.to_string(),
             namespace: namespace.to_string(),
-            kind: if existing.is_some() { "MODIFIED" } else { "ADDED" },
+            kind: if existing.is_some() {
+                "MODIFIED"
+            } else {
+                "ADDED"
+            },
             object: obj.clone(),
         });
         drop(inner);
@@ -306,13 +330,18 @@ impl Fake {
         let items: Vec<Value> = inner
             .objects
             .iter()
-            .filter(|((r, ns, _), _)| *r == t.resource && (t.namespace.is_empty() || *ns == t.namespace))
+            .filter(|((r, ns, _), _)| {
+                *r == t.resource && (t.namespace.is_empty() || *ns == t.namespace)
+            })
             .filter(|(_, o)| labels_match(&labels, o) && fields_match(&fields, o))
             .map(|(_, o)| if meta { metadata_only(o) } else { o.clone() })
             .collect();
         let (api_version, kind) = kind_of(&t.resource);
         let (api_version, kind) = if meta {
-            ("meta.k8s.io/v1".to_string(), "PartialObjectMetadataList".to_string())
+            (
+                "meta.k8s.io/v1".to_string(),
+                "PartialObjectMetadataList".to_string(),
+            )
         } else {
             (api_version.to_string(), format!("{kind}List"))
         };
@@ -328,7 +357,15 @@ impl Fake {
         let labels = q.get("labelSelector").cloned().unwrap_or_default();
         let fields = q.get("fieldSelector").cloned().unwrap_or_default();
         let rx = self.changed.subscribe();
-        let state = (self, t, labels, fields, since, VecDeque::<String>::new(), rx);
+        let state = (
+            self,
+            t,
+            labels,
+            fields,
+            since,
+            VecDeque::<String>::new(),
+            rx,
+        );
         let stream = futures::stream::unfold(
             state,
             move |(fake, t, labels, fields, mut since, mut queue, mut rx)| async move {
@@ -349,8 +386,15 @@ impl Fake {
                                 && labels_match(&labels, &e.object)
                                 && fields_match(&fields, &e.object);
                             if here {
-                                let obj = if meta { metadata_only(&e.object) } else { e.object.clone() };
-                                queue.push_back(format!("{}\n", json!({"type": e.kind, "object": obj})));
+                                let obj = if meta {
+                                    metadata_only(&e.object)
+                                } else {
+                                    e.object.clone()
+                                };
+                                queue.push_back(format!(
+                                    "{}\n",
+                                    json!({"type": e.kind, "object": obj})
+                                ));
                             }
                         }
                     }
@@ -397,7 +441,13 @@ impl Fake {
         self.put("controlplanenodes", "", obj);
     }
 
-    async fn handle(self: Arc<Self>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    async fn handle(
+        self: Arc<Self>,
+        method: Method,
+        uri: Uri,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Response {
         self.lock().requests += 1;
         let Some(t) = parse_path(uri.path()) else {
             return status_error(404, "NotFound", &format!("no route {}", uri.path()));
@@ -412,7 +462,9 @@ impl Fake {
         } else {
             match serde_json::from_slice(&body) {
                 Ok(v) => v,
-                Err(e) => return status_error(400, "BadRequest", &format!("body is not JSON: {e}")),
+                Err(e) => {
+                    return status_error(400, "BadRequest", &format!("body is not JSON: {e}"));
+                }
             }
         };
         match (method, &t.name) {
@@ -429,9 +481,16 @@ impl Fake {
                 None => status_error(404, "NotFound", &format!("{} {name} not found", t.resource)),
             },
             (Method::POST, None) => {
-                let name = body["metadata"]["name"].as_str().unwrap_or_default().to_string();
+                let name = body["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
                 if self.get(&t.resource, &t.namespace, &name).is_some() {
-                    return status_error(409, "AlreadyExists", &format!("{} {name} already exists", t.resource));
+                    return status_error(
+                        409,
+                        "AlreadyExists",
+                        &format!("{} {name} already exists", t.resource),
+                    );
                 }
                 let stored = self.put(&t.resource, &t.namespace, body);
                 json_response(StatusCode::CREATED, &stored)
@@ -445,7 +504,11 @@ impl Fake {
                 let apply = ctype.starts_with("application/apply-patch");
                 let existing = self.get(&t.resource, &t.namespace, name);
                 if existing.is_none() && !apply {
-                    return status_error(404, "NotFound", &format!("{} {name} not found", t.resource));
+                    return status_error(
+                        404,
+                        "NotFound",
+                        &format!("{} {name} not found", t.resource),
+                    );
                 }
                 let mut obj = existing.unwrap_or_else(|| json!({"metadata": {"name": name}}));
                 if t.status {
@@ -464,7 +527,10 @@ impl Fake {
                 }
                 let stored = self.put(&t.resource, &t.namespace, obj);
                 if t.resource == "controlplanenodes" && !t.status {
-                    let revision = stored["spec"]["revision"].as_str().unwrap_or_default().to_string();
+                    let revision = stored["spec"]["revision"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string();
                     if !revision.is_empty() && stored["status"]["targetRevision"] != revision {
                         self.lock().cpn_writes.push(CpnWrite {
                             at: Instant::now(),
@@ -486,13 +552,17 @@ impl Fake {
 
     /// Serves on 127.0.0.1 (a free port); returns the address.
     pub async fn serve(self: &Arc<Self>) -> SocketAddr {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let fake = self.clone();
         let app = Router::new().fallback(
-            move |State(f): State<Arc<Fake>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-                f.handle(method, uri, headers, body)
-            },
+            move |State(f): State<Arc<Fake>>,
+                  method: Method,
+                  uri: Uri,
+                  headers: HeaderMap,
+                  body: Bytes| { f.handle(method, uri, headers, body) },
         );
         let app = app.with_state(fake);
         tokio::spawn(async move {

@@ -85,10 +85,15 @@ fn configs_of_node(
         .filter_map(|c| Some((c.name_any(), c.labels().get(CONFIG_LABEL)?.clone())))
         .collect();
     let all = configs.state();
-    selection::configs_for_node(all.iter().map(AsRef::as_ref), &owners, &node.name_any(), node.labels())
-        .into_iter()
-        .map(|name| ObjectRef::new(&name))
-        .collect()
+    selection::configs_for_node(
+        all.iter().map(AsRef::as_ref),
+        &owners,
+        &node.name_any(),
+        node.labels(),
+    )
+    .into_iter()
+    .map(|name| ObjectRef::new(&name))
+    .collect()
 }
 
 /// Runs the controller until `shutdown` resolves. Marks `health` ready once the config cache
@@ -123,8 +128,11 @@ pub async fn run(
     .touched_objects();
 
     let node_events = node_label_changes(
-        watcher(Api::<PartialObjectMeta<Node>>::all(client.clone()), watcher::Config::default())
-            .default_backoff(),
+        watcher(
+            Api::<PartialObjectMeta<Node>>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff(),
     );
 
     let ready = {
@@ -215,9 +223,18 @@ mod tests {
         cpn_w.apply_watcher_event(&Event::Apply(owned));
 
         let names = |n: &PartialObjectMeta<Node>| -> Vec<String> {
-            configs_of_node(&cfgs, &cpns, n).into_iter().map(|r| r.name).collect()
+            configs_of_node(&cfgs, &cpns, n)
+                .into_iter()
+                .map(|r| r.name)
+                .collect()
         };
-        assert_eq!(names(&node("cp-1", &[("node-role.kubernetes.io/control-plane", "")])), vec!["prod"]);
+        assert_eq!(
+            names(&node(
+                "cp-1",
+                &[("node-role.kubernetes.io/control-plane", "")]
+            )),
+            vec!["prod"]
+        );
         assert_eq!(names(&node("cp-7", &[])), vec!["blue"]);
         assert!(names(&node("w-1", &[])).is_empty());
     }

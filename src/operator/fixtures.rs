@@ -246,7 +246,11 @@ impl ApiServerVerifier {
         })
     }
 
-    async fn next(&mut self, method: Method, uri: &str) -> (Value, tower_test::mock::SendResponse<Response<Body>>) {
+    async fn next(
+        &mut self,
+        method: Method,
+        uri: &str,
+    ) -> (Value, tower_test::mock::SendResponse<Response<Body>>) {
         let (req, send) = self
             .0
             .next_request()
@@ -268,7 +272,10 @@ impl ApiServerVerifier {
 
     async fn get_config(&mut self, world: &World) {
         let (_, send) = self
-            .next(Method::GET, "/apis/kubeplane.io/v1alpha1/controlplaneconfigs/prod")
+            .next(
+                Method::GET,
+                "/apis/kubeplane.io/v1alpha1/controlplaneconfigs/prod",
+            )
             .await;
         send.send_response(response(StatusCode::OK, &json!(world.cpc)));
     }
@@ -280,10 +287,8 @@ impl ApiServerVerifier {
         match &world.secret {
             None => send.send_response(not_found("secret")),
             Some(data) => {
-                let data: BTreeMap<&String, String> = data
-                    .iter()
-                    .map(|(k, v)| (k, base64(v)))
-                    .collect();
+                let data: BTreeMap<&String, String> =
+                    data.iter().map(|(k, v)| (k, base64(v))).collect();
                 send.send_response(response(
                     StatusCode::OK,
                     &json!({"apiVersion": "v1", "kind": "Secret",
@@ -321,7 +326,10 @@ impl ApiServerVerifier {
         ));
 
         let (_, send) = self
-            .next(Method::GET, "/apis/kubeplane.io/v1alpha1/controlplanenodes?")
+            .next(
+                Method::GET,
+                "/apis/kubeplane.io/v1alpha1/controlplanenodes?",
+            )
             .await;
         send.send_response(response(
             StatusCode::OK,
@@ -333,9 +341,8 @@ impl ApiServerVerifier {
             return;
         }
         for component in ["kube-controller-manager", "kube-scheduler"] {
-            let uri = format!(
-                "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/{component}"
-            );
+            let uri =
+                format!("/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/{component}");
             let (_, send) = self.next(Method::GET, &uri).await;
             match world.leases.get(component) {
                 None => send.send_response(not_found("lease")),
@@ -395,16 +402,30 @@ impl ApiServerVerifier {
                         }),
                         "cpn",
                     );
-                    assert!(body.get("status").is_none(), "the operator never writes CPN status");
+                    assert!(
+                        body.get("status").is_none(),
+                        "the operator never writes CPN status"
+                    );
                     let manifests = body["spec"]["manifests"].as_array().expect("manifests");
                     if starting {
-                        assert_eq!(manifests.len(), 3, "kube-apiserver, controller-manager, scheduler");
+                        assert_eq!(
+                            manifests.len(),
+                            3,
+                            "kube-apiserver, controller-manager, scheduler"
+                        );
                         let apiserver = manifests[0]["content"].as_str().expect("content");
                         let ip = world
                             .cpns
                             .iter()
                             .find(|c| c.name_any() == node)
-                            .and_then(|c| c.status.as_ref()?.node_facts.as_ref()?.advertise_address.clone())
+                            .and_then(|c| {
+                                c.status
+                                    .as_ref()?
+                                    .node_facts
+                                    .as_ref()?
+                                    .advertise_address
+                                    .clone()
+                            })
                             .expect("the started node has facts");
                         assert!(
                             apiserver.contains(&format!("--advertise-address={ip}")),
@@ -449,7 +470,10 @@ impl ApiServerVerifier {
                 }
                 Write::Event(reason) => {
                     let (body, send) = self
-                        .next(Method::POST, "/apis/events.k8s.io/v1/namespaces/default/events?")
+                        .next(
+                            Method::POST,
+                            "/apis/events.k8s.io/v1/namespaces/default/events?",
+                        )
                         .await;
                     assert_json_subset(
                         &body,
@@ -480,7 +504,9 @@ fn url_encode(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => {
+                out.push(b as char)
+            }
             b' ' => out.push('+'),
             _ => out.push_str(&format!("%{b:02X}")),
         }
@@ -492,7 +518,11 @@ fn base64(bytes: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {

@@ -246,8 +246,7 @@ pub struct ReconcileTimer {
 
 impl Drop for ReconcileTimer {
     fn drop(&mut self) {
-        self.histogram
-            .observe(self.started.elapsed().as_secs_f64());
+        self.histogram.observe(self.started.elapsed().as_secs_f64());
     }
 }
 
@@ -297,7 +296,8 @@ mod tests {
             .find(|l| l.starts_with("kubeplane_certificate_expiry_seconds{"))
             .expect("certificate series");
         assert!(
-            cert.contains("node=\"cp-1\"") && cert.contains("path=\"/etc/kubernetes/pki/apiserver.crt\""),
+            cert.contains("node=\"cp-1\"")
+                && cert.contains("path=\"/etc/kubernetes/pki/apiserver.crt\""),
             "{cert}"
         );
         let secs: f64 = cert.rsplit(' ').next().unwrap().parse().unwrap();

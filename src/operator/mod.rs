@@ -230,9 +230,7 @@ pub async fn run(args: &OperatorArgs) -> Result<(), OperatorError> {
     }
 }
 
-fn server_stopped(
-    r: Result<Result<(), TelemetryError>, tokio::task::JoinError>,
-) -> OperatorError {
+fn server_stopped(r: Result<Result<(), TelemetryError>, tokio::task::JoinError>) -> OperatorError {
     match r {
         Ok(Err(e)) => e.into(),
         Ok(Ok(())) => OperatorError::Telemetry(TelemetryError::Serve(std::io::Error::other(

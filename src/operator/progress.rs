@@ -115,7 +115,10 @@ pub fn progress(cpc: &ControlPlaneConfig, cpns: &[ControlPlaneNode]) -> Progress
                 v.shown_phase()
             };
             let mut line = progress_line(&v.name, phase, &v.spec_revision, updated, total);
-            if let Some(reason) = v.reason.as_deref().filter(|_| v.settled_at(&v.spec_revision).is_some_and(|p| p != crate::api::NodePhase::Healthy)) {
+            if let Some(reason) = v.reason.as_deref().filter(|_| {
+                v.settled_at(&v.spec_revision)
+                    .is_some_and(|p| p != crate::api::NodePhase::Healthy)
+            }) {
                 line.push_str(&format!(": {reason}"));
             }
             (v.name.clone(), line)
@@ -134,7 +137,10 @@ pub fn progress(cpc: &ControlPlaneConfig, cpns: &[ControlPlaneNode]) -> Progress
         )
     } else if let Some(d) = cond(condition::DEGRADED).filter(|c| c.is_true()) {
         (
-            format!("error: cpc/{name} is degraded ({}): {}", d.reason, d.message),
+            format!(
+                "error: cpc/{name} is degraded ({}): {}",
+                d.reason, d.message
+            ),
             Outcome::Degraded {
                 reason: d.reason,
                 message: d.message,
@@ -166,7 +172,11 @@ pub fn progress(cpc: &ControlPlaneConfig, cpns: &[ControlPlaneNode]) -> Progress
 }
 
 /// Prints what changed between `before` and `now` (everything when `before` is `None`).
-pub fn print_changes(before: Option<&Progress>, now: &Progress, out: &mut dyn Write) -> std::io::Result<()> {
+pub fn print_changes(
+    before: Option<&Progress>,
+    now: &Progress,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
     let old: BTreeMap<&String, &String> = before
         .map(|p| p.nodes.iter().map(|(n, l)| (n, l)).collect())
         .unwrap_or_default();
@@ -208,7 +218,11 @@ pub enum StatusError {
 }
 
 /// `kubeplane rollout …`.
-pub async fn rollout_command(args: &RolloutArgs, out: &mut (dyn Write + Send), err: &mut dyn Write) -> ExitCode {
+pub async fn rollout_command(
+    args: &RolloutArgs,
+    out: &mut (dyn Write + Send),
+    err: &mut dyn Write,
+) -> ExitCode {
     match &args.command {
         RolloutCommand::Status(a) => match status(a, out).await {
             Ok(outcome) => ExitCode::from(outcome.exit_code()),
@@ -220,7 +234,10 @@ pub async fn rollout_command(args: &RolloutArgs, out: &mut (dyn Write + Send), e
     }
 }
 
-async fn status(args: &RolloutStatusArgs, out: &mut (dyn Write + Send)) -> Result<Outcome, StatusError> {
+async fn status(
+    args: &RolloutStatusArgs,
+    out: &mut (dyn Write + Send),
+) -> Result<Outcome, StatusError> {
     let client = Client::try_default().await.map_err(StatusError::Client)?;
     let configs: Api<ControlPlaneConfig> = Api::all(client.clone());
     let cpns: Api<ControlPlaneNode> = Api::all(client.clone());
@@ -299,7 +316,8 @@ async fn follow(
             let Some(cpc) = cfg_reader.state().into_iter().next() else {
                 return Err(StatusError::NotFound(args.name.clone()));
             };
-            let nodes: Vec<ControlPlaneNode> = cpn_reader.state().iter().map(|c| (**c).clone()).collect();
+            let nodes: Vec<ControlPlaneNode> =
+                cpn_reader.state().iter().map(|c| (**c).clone()).collect();
             let p = progress(&cpc, &nodes);
             print_changes(shown.as_ref(), &p, out)?;
             out.flush()?;

@@ -60,7 +60,9 @@ pub enum Error {
         source: kube::Error,
     },
     /// The config has no name or uid (it was never stored by the API server).
-    #[error("ControlPlaneConfig without metadata.{0}: only objects read from the API server can be reconciled")]
+    #[error(
+        "ControlPlaneConfig without metadata.{0}: only objects read from the API server can be reconciled"
+    )]
     Incomplete(&'static str),
 }
 
@@ -245,7 +247,11 @@ async fn reconcile_inner(name: &str, ctx: &Context) -> Result<Action> {
     }
     let conflicts: Vec<String> = selected
         .iter()
-        .filter_map(|n| claimed.get(n).map(|other| format!("node {n} is managed by ControlPlaneConfig {other}")))
+        .filter_map(|n| {
+            claimed
+                .get(n)
+                .map(|other| format!("node {n} is managed by ControlPlaneConfig {other}"))
+        })
         .collect();
     if !conflicts.is_empty() {
         let message = format!(
@@ -261,7 +267,10 @@ async fn reconcile_inner(name: &str, ctx: &Context) -> Result<Action> {
     // 4. Decide.
     let views: Vec<NodeView> = selected
         .iter()
-        .map(|n| ours.get(n).map_or_else(|| NodeView::without_cpn(n), NodeView::from_cpn))
+        .map(|n| {
+            ours.get(n)
+                .map_or_else(|| NodeView::without_cpn(n), NodeView::from_cpn)
+        })
         .collect();
     let previous = previous(&cpc);
     let paused = cpc
@@ -413,10 +422,14 @@ fn merge_conditions(
         );
     }
     conditions.sort_by_key(|c| {
-        [condition::READY, condition::PROGRESSING, condition::DEGRADED]
-            .iter()
-            .position(|t| *t == c.type_)
-            .unwrap_or(usize::MAX)
+        [
+            condition::READY,
+            condition::PROGRESSING,
+            condition::DEGRADED,
+        ]
+        .iter()
+        .position(|t| *t == c.type_)
+        .unwrap_or(usize::MAX)
     });
     conditions
 }
@@ -436,15 +449,19 @@ async fn block(
     let mut status = cpc.status.clone().unwrap_or_default();
     status.observed_generation = generation;
     status.warnings = warnings;
-    let values: Vec<ConditionValue> = [condition::READY, condition::PROGRESSING, condition::DEGRADED]
-        .into_iter()
-        .map(|t| ConditionValue {
-            type_: t,
-            status: t == condition::DEGRADED,
-            reason: why.to_string(),
-            message: message.to_string(),
-        })
-        .collect();
+    let values: Vec<ConditionValue> = [
+        condition::READY,
+        condition::PROGRESSING,
+        condition::DEGRADED,
+    ]
+    .into_iter()
+    .map(|t| ConditionValue {
+        type_: t,
+        status: t == condition::DEGRADED,
+        reason: why.to_string(),
+        message: message.to_string(),
+    })
+    .collect();
     status.conditions = merge_conditions(cpc, &values, generation);
     apply_status(ctx, &name, &status).await?;
     ctx.metrics.set_rollout_phase(&name, RolloutPhase::Invalid);
@@ -494,10 +511,9 @@ async fn read_leaders(
     let mut leaders = Vec::new();
     let mut holders = BTreeSet::new();
     for component in COMPONENT_LEASES {
-        let Some(lease) = leases
-            .get_opt(component)
-            .await
-            .map_err(kube_err(format!("get Lease {COMPONENT_LEASE_NAMESPACE}/{component}")))?
+        let Some(lease) = leases.get_opt(component).await.map_err(kube_err(format!(
+            "get Lease {COMPONENT_LEASE_NAMESPACE}/{component}"
+        )))?
         else {
             continue;
         };
@@ -545,9 +561,13 @@ async fn apply_cpn(
         },
         "spec": spec,
     });
-    api.patch(node, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
-        .await
-        .map_err(kube_err(format!("apply ControlPlaneNode {node}")))?;
+    api.patch(
+        node,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map_err(kube_err(format!("apply ControlPlaneNode {node}")))?;
     Ok(())
 }
 
@@ -558,9 +578,15 @@ async fn apply_status(ctx: &Context, name: &str, status: &ControlPlaneConfigStat
         "kind": ControlPlaneConfig::kind(&()),
         "status": status,
     });
-    api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
-        .await
-        .map_err(kube_err(format!("apply status of ControlPlaneConfig {name}")))?;
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map_err(kube_err(format!(
+        "apply status of ControlPlaneConfig {name}"
+    )))?;
     Ok(())
 }
 
@@ -667,7 +693,15 @@ mod tests {
         render_failed(&mut d, "cp-1", "r1", "no advertise address");
         assert_eq!((d.start.as_ref(), d.node_in_flight.as_ref()), (None, None));
         assert!(d.events.is_empty());
-        let deg = d.conditions.iter().find(|c| c.type_ == condition::DEGRADED).unwrap();
-        assert!(deg.status && deg.reason == "RenderFailed" && deg.message.contains("no advertise address"));
+        let deg = d
+            .conditions
+            .iter()
+            .find(|c| c.type_ == condition::DEGRADED)
+            .unwrap();
+        assert!(
+            deg.status
+                && deg.reason == "RenderFailed"
+                && deg.message.contains("no advertise address")
+        );
     }
 }

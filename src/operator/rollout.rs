@@ -81,7 +81,8 @@ impl NodeView {
     /// The phase the node settled in for `revision` (`Healthy`, `RolledBack` or `Failed`), when
     /// its spec and its agent's target are both `revision`.
     pub fn settled_at(&self, revision: &str) -> Option<NodePhase> {
-        let at = self.spec_revision == revision && self.target_revision.as_deref() == Some(revision);
+        let at =
+            self.spec_revision == revision && self.target_revision.as_deref() == Some(revision);
         match self.phase {
             Some(p) if at && is_settled(p) => Some(p),
             _ => None,
@@ -289,7 +290,10 @@ pub struct Decision {
 }
 
 /// The order nodes are updated in: by name, the Lease holders last.
-pub fn update_order<'a>(nodes: &'a [NodeView], lease_holders: &BTreeSet<String>) -> Vec<&'a NodeView> {
+pub fn update_order<'a>(
+    nodes: &'a [NodeView],
+    lease_holders: &BTreeSet<String>,
+) -> Vec<&'a NodeView> {
     let mut ordered: Vec<&NodeView> = nodes.iter().collect();
     ordered.sort_by(|a, b| {
         (lease_holders.contains(&a.name), &a.name).cmp(&(lease_holders.contains(&b.name), &b.name))
@@ -357,7 +361,14 @@ pub fn decide(input: &RolloutInput<'_>) -> Decision {
         &waiting_for_facts,
         input.paused,
     );
-    let events = events(input, &ordered, &counts, start.as_deref(), halted.as_ref(), complete);
+    let events = events(
+        input,
+        &ordered,
+        &counts,
+        start.as_deref(),
+        halted.as_ref(),
+        complete,
+    );
 
     Decision {
         start,
@@ -421,7 +432,11 @@ pub fn is_condition_reason(s: &str) -> bool {
 
 /// `node cp-2: WaitingForKubelet (revision abc, 1 of 3 updated)`.
 pub fn progress_line(node: &str, phase: &str, revision: &str, updated: i32, total: i32) -> String {
-    let rev = if revision.is_empty() { "none" } else { revision };
+    let rev = if revision.is_empty() {
+        "none"
+    } else {
+        revision
+    };
     format!("node {node}: {phase} (revision {rev}, {updated} of {total} updated)")
 }
 
@@ -628,10 +643,7 @@ fn events(
         out.push(PlannedEvent {
             kind: EventKind::Normal,
             reason: reason::ROLLOUT_COMPLETED,
-            note: format!(
-                "revision {} is healthy on all {} nodes",
-                c.rev, c.total
-            ),
+            note: format!("revision {} is healthy on all {} nodes", c.rev, c.total),
             node: None,
         });
     }

@@ -9,9 +9,7 @@ use super::fixtures::*;
 use super::reconcile::reconcile;
 use super::rollout::reason;
 use crate::api::NodePhase::*;
-use crate::api::{
-    ApiServer, Arg, ControlPlaneConfigStatus, Encryption, Rollout, SecretKeyRef,
-};
+use crate::api::{ApiServer, Arg, ControlPlaneConfigStatus, Encryption, Rollout, SecretKeyRef};
 
 fn status_says(
     in_flight: Option<&'static str>,
@@ -21,7 +19,11 @@ fn status_says(
 ) -> Box<dyn FnOnce(&Value) + Send> {
     Box::new(move |s: &Value| {
         assert_eq!(s["nodeInFlight"], json!(in_flight), "{s}");
-        for (t, want) in [("Ready", ready), ("Progressing", progressing), ("Degraded", degraded)] {
+        for (t, want) in [
+            ("Ready", ready),
+            ("Progressing", progressing),
+            ("Degraded", degraded),
+        ] {
             let c = condition(s, t);
             assert_eq!(c["status"], if want { "True" } else { "False" }, "{t}: {c}");
             assert!(c["lastTransitionTime"].is_string(), "{c}");
@@ -51,7 +53,9 @@ fn prev_status(world: &World, in_flight: Option<&str>) -> ControlPlaneConfigStat
 async fn play(world: World, scenario: Scenario) {
     let (ctx, verifier) = test_context();
     let handle = verifier.run(scenario);
-    reconcile(arc(&world), ctx).await.expect("reconcile succeeds");
+    reconcile(arc(&world), ctx)
+        .await
+        .expect("reconcile succeeds");
     finish(handle).await;
 }
 
@@ -65,10 +69,15 @@ async fn start_gives_the_first_node_the_revision() {
     let rev = world.revision();
     let check = with_check(status_says(Some("cp-1"), false, true, false), move |s| {
         assert_eq!(s["revision"], json!(rev));
-        assert_eq!((s["nodes"].as_i64(), s["updatedNodes"].as_i64()), (Some(3), Some(0)));
+        assert_eq!(
+            (s["nodes"].as_i64(), s["updatedNodes"].as_i64()),
+            (Some(3), Some(0))
+        );
         assert_eq!(
             condition(s, "Progressing")["message"],
-            json!(format!("node cp-1: Pending (revision {rev}, 0 of 3 updated)"))
+            json!(format!(
+                "node cp-1: Pending (revision {rev}, 0 of 3 updated)"
+            ))
         );
     });
     play(
@@ -97,7 +106,10 @@ async fn advance_starts_the_next_node_once_the_first_is_healthy() {
     let prev = prev_status(&world, Some("cp-1"));
     world = world.with_status(prev);
     let check = with_check(status_says(Some("cp-2"), false, true, false), |s| {
-        assert_eq!((s["updatedNodes"].as_i64(), s["readyNodes"].as_i64()), (Some(1), Some(1)));
+        assert_eq!(
+            (s["updatedNodes"].as_i64(), s["readyNodes"].as_i64()),
+            (Some(1), Some(1))
+        );
     });
     play(
         world.clone(),
@@ -127,10 +139,16 @@ async fn a_node_in_flight_holds_everyone_else() {
     let check = with_check(status_says(Some("cp-1"), false, true, false), move |s| {
         assert_eq!(
             condition(s, "Progressing")["message"],
-            json!(format!("node cp-1: WaitingForKubelet (revision {rev}, 0 of 2 updated)"))
+            json!(format!(
+                "node cp-1: WaitingForKubelet (revision {rev}, 0 of 2 updated)"
+            ))
         );
     });
-    play(world.clone(), Scenario::Reconcile(world, vec![Write::Status(check)])).await;
+    play(
+        world.clone(),
+        Scenario::Reconcile(world, vec![Write::Status(check)]),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -143,13 +161,23 @@ async fn rolled_back_node_halts_the_rollout_and_nothing_else_is_patched() {
         s.reason = Some("HealthTimeout".into());
         s.message = Some("kube-apiserver did not become ready within 300s".into());
     }
-    world = world.with_cpns(vec![bad, cpn("cp-2", "r-old", Healthy), cpn("cp-3", "r-old", Healthy)]);
+    world = world.with_cpns(vec![
+        bad,
+        cpn("cp-2", "r-old", Healthy),
+        cpn("cp-3", "r-old", Healthy),
+    ]);
     let prev = prev_status(&world, Some("cp-1"));
     world = world.with_status(prev);
     let check = with_check(status_says(None, false, false, true), |s| {
         let d = condition(s, "Degraded");
         assert_eq!(d["reason"], "HealthTimeout");
-        assert!(d["message"].as_str().unwrap().contains("node cp-1 rolled back"), "{d}");
+        assert!(
+            d["message"]
+                .as_str()
+                .unwrap()
+                .contains("node cp-1 rolled back"),
+            "{d}"
+        );
     });
     play(
         world.clone(),
@@ -179,9 +207,16 @@ async fn rolled_back_node_halts_the_rollout_and_nothing_else_is_patched() {
     let world = world.with_status(halted);
     let check = with_check(status_says(None, false, false, true), |s| {
         // The transition time of an unchanged condition is kept.
-        assert_eq!(condition(s, "Degraded")["lastTransitionTime"], "2023-11-14T22:13:20Z");
+        assert_eq!(
+            condition(s, "Degraded")["lastTransitionTime"],
+            "2023-11-14T22:13:20Z"
+        );
     });
-    play(world.clone(), Scenario::Reconcile(world, vec![Write::Status(check)])).await;
+    play(
+        world.clone(),
+        Scenario::Reconcile(world, vec![Write::Status(check)]),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -193,13 +228,20 @@ async fn pause_starts_no_node() {
     });
     let mut world = World::new(config(3, spec), &["cp-1", "cp-2"]);
     let rev = world.revision();
-    world = world.with_cpns(vec![cpn("cp-1", &rev, Healthy), cpn("cp-2", "r-old", Healthy)]);
+    world = world.with_cpns(vec![
+        cpn("cp-1", &rev, Healthy),
+        cpn("cp-2", "r-old", Healthy),
+    ]);
     let prev = prev_status(&world, None);
     world = world.with_status(prev);
     let check = with_check(status_says(None, false, false, false), |s| {
         assert_eq!(condition(s, "Progressing")["reason"], "RolloutPaused");
     });
-    play(world.clone(), Scenario::Reconcile(world, vec![Write::Status(check)])).await;
+    play(
+        world.clone(),
+        Scenario::Reconcile(world, vec![Write::Status(check)]),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -220,14 +262,28 @@ async fn new_generation_waits_for_the_node_in_flight_then_rolls_out_the_newest_r
     ]);
     let check = with_check(status_says(Some("cp-2"), false, true, false), move |s| {
         assert_eq!(s["revision"], json!(r2));
-        let msg = condition(s, "Progressing")["message"].as_str().unwrap().to_string();
-        assert!(msg.contains(&format!("revision {r2} starts when it settles")), "{msg}");
+        let msg = condition(s, "Progressing")["message"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            msg.contains(&format!("revision {r2} starts when it settles")),
+            "{msg}"
+        );
     });
-    play(waiting.clone(), Scenario::Reconcile(waiting, vec![Write::Status(check)])).await;
+    play(
+        waiting.clone(),
+        Scenario::Reconcile(waiting, vec![Write::Status(check)]),
+    )
+    .await;
 
     // cp-2 settles at r1: the newest revision starts again from the first node.
     let settled = world
-        .with_cpns(vec![cpn("cp-1", r1, Healthy), cpn("cp-2", r1, Healthy), cpn("cp-3", "r0", Healthy)])
+        .with_cpns(vec![
+            cpn("cp-1", r1, Healthy),
+            cpn("cp-2", r1, Healthy),
+            cpn("cp-3", "r0", Healthy),
+        ])
         .with_status(ControlPlaneConfigStatus {
             observed_generation: Some(1),
             revision: Some(r1.into()),
@@ -261,7 +317,10 @@ async fn restarted_operator_resumes_from_the_api_alone() {
     ]);
     play(
         world.clone(),
-        Scenario::Reconcile(world.clone(), vec![Write::Status(status_says(Some("cp-2"), false, true, false))]),
+        Scenario::Reconcile(
+            world.clone(),
+            vec![Write::Status(status_says(Some("cp-2"), false, true, false))],
+        ),
     )
     .await;
 
@@ -293,7 +352,10 @@ async fn complete_rollout_is_ready() {
     let prev = prev_status(&world, Some("cp-2"));
     world = world.with_status(prev);
     let check = with_check(status_says(None, true, false, false), |s| {
-        assert_eq!((s["updatedNodes"].as_i64(), s["readyNodes"].as_i64()), (Some(2), Some(2)));
+        assert_eq!(
+            (s["updatedNodes"].as_i64(), s["readyNodes"].as_i64()),
+            (Some(2), Some(2))
+        );
     });
     play(
         world.clone(),
@@ -316,13 +378,25 @@ async fn invalid_spec_degrades_and_touches_no_node() {
     let world = World::new(config(6, spec), &["cp-1"]).with_cpns(vec![cpn("cp-1", "", Pending)]);
     let check: Box<dyn FnOnce(&Value) + Send> = Box::new(|s: &Value| {
         let d = condition(s, "Degraded");
-        assert_eq!((d["status"].as_str(), d["reason"].as_str()), (Some("True"), Some("InvalidSpec")));
-        assert!(d["message"].as_str().unwrap().contains("kubernetesVersion"), "{d}");
+        assert_eq!(
+            (d["status"].as_str(), d["reason"].as_str()),
+            (Some("True"), Some("InvalidSpec"))
+        );
+        assert!(
+            d["message"].as_str().unwrap().contains("kubernetesVersion"),
+            "{d}"
+        );
         assert_eq!(condition(s, "Ready")["status"], "False");
     });
     play(
         world.clone(),
-        Scenario::Blocked(world, vec![Write::Status(check), Write::Event(reason::VALIDATION_FAILED)]),
+        Scenario::Blocked(
+            world,
+            vec![
+                Write::Status(check),
+                Write::Event(reason::VALIDATION_FAILED),
+            ],
+        ),
     )
     .await;
 }
@@ -343,9 +417,19 @@ async fn missing_encryption_secret_degrades_with_a_clear_message() {
     let check: Box<dyn FnOnce(&Value) + Send> = Box::new(|s: &Value| {
         let d = condition(s, "Degraded");
         assert_eq!(d["reason"], "EncryptionSecretMissing");
-        assert!(d["message"].as_str().unwrap().contains("kube-system/encryption does not exist"), "{d}");
+        assert!(
+            d["message"]
+                .as_str()
+                .unwrap()
+                .contains("kube-system/encryption does not exist"),
+            "{d}"
+        );
     });
-    play(world.clone(), Scenario::Blocked(world, vec![Write::Status(check)])).await;
+    play(
+        world.clone(),
+        Scenario::Blocked(world, vec![Write::Status(check)]),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -360,8 +444,12 @@ async fn encryption_secret_digest_is_part_of_the_revision() {
         }),
         ..Default::default()
     });
-    let mut world = World::new(config(1, spec.clone()), &["cp-1"]).with_cpns(vec![cpn("cp-1", "", Pending)]);
-    world.secret = Some(BTreeMap::from([("config.yaml".to_string(), b"kind: EncryptionConfiguration\n".to_vec())]));
+    let mut world =
+        World::new(config(1, spec.clone()), &["cp-1"]).with_cpns(vec![cpn("cp-1", "", Pending)]);
+    world.secret = Some(BTreeMap::from([(
+        "config.yaml".to_string(),
+        b"kind: EncryptionConfiguration\n".to_vec(),
+    )]));
     let rev = world.revision();
     assert_ne!(rev, crate::render::revision(&spec, None));
     let check = with_check(status_says(Some("cp-1"), false, true, false), move |s| {
@@ -371,7 +459,11 @@ async fn encryption_secret_digest_is_part_of_the_revision() {
         world.clone(),
         Scenario::Reconcile(
             world,
-            vec![Write::Start("cp-1"), Write::Status(check), Write::Event(reason::NODE_UPDATE_STARTED)],
+            vec![
+                Write::Start("cp-1"),
+                Write::Status(check),
+                Write::Event(reason::NODE_UPDATE_STARTED),
+            ],
         ),
     )
     .await;
@@ -384,10 +476,9 @@ async fn new_nodes_get_an_empty_cpn_and_wait_for_their_agent() {
         let p = condition(s, "Progressing");
         assert_eq!(p["reason"], "WaitingForAgents");
         assert!(
-            p["message"]
-                .as_str()
-                .unwrap()
-                .starts_with("waiting for the agents on nodes cp-1, cp-2 to report their node facts"),
+            p["message"].as_str().unwrap().starts_with(
+                "waiting for the agents on nodes cp-1, cp-2 to report their node facts"
+            ),
             "{p}"
         );
     });
@@ -395,7 +486,11 @@ async fn new_nodes_get_an_empty_cpn_and_wait_for_their_agent() {
         world.clone(),
         Scenario::Reconcile(
             world,
-            vec![Write::CreateEmpty("cp-1"), Write::CreateEmpty("cp-2"), Write::Status(check)],
+            vec![
+                Write::CreateEmpty("cp-1"),
+                Write::CreateEmpty("cp-2"),
+                Write::Status(check),
+            ],
         ),
     )
     .await;
@@ -406,7 +501,8 @@ async fn a_node_leaving_the_selector_loses_its_cpn() {
     let mut world = World::new(config(1, valid_spec()), &["cp-1", "cp-4"]);
     let rev = world.revision();
     // cp-4 lost its control-plane label (now a worker).
-    world.nodes[1].1 = BTreeMap::from([("node-role.kubernetes.io/worker".to_string(), String::new())]);
+    world.nodes[1].1 =
+        BTreeMap::from([("node-role.kubernetes.io/worker".to_string(), String::new())]);
     world = world.with_cpns(vec![cpn("cp-1", &rev, Healthy), cpn("cp-4", &rev, Healthy)]);
     let check = with_check(status_says(None, true, false, false), |s| {
         assert_eq!(s["nodes"], 1);
@@ -415,7 +511,11 @@ async fn a_node_leaving_the_selector_loses_its_cpn() {
         world.clone(),
         Scenario::Reconcile(
             world,
-            vec![Write::Delete("cp-4"), Write::Status(check), Write::Event(reason::ROLLOUT_COMPLETED)],
+            vec![
+                Write::Delete("cp-4"),
+                Write::Status(check),
+                Write::Event(reason::ROLLOUT_COMPLETED),
+            ],
         ),
     )
     .await;
@@ -428,8 +528,12 @@ async fn lease_holders_are_updated_last() {
         cpn("cp-2", "r-old", Healthy),
         cpn("cp-3", "r-old", Healthy),
     ]);
-    world.leases.insert("kube-controller-manager", "cp-1_5d0f1c3e-aaaa".into());
-    world.leases.insert("kube-scheduler", "cp-2_77c1d2e4-bbbb".into());
+    world
+        .leases
+        .insert("kube-controller-manager", "cp-1_5d0f1c3e-aaaa".into());
+    world
+        .leases
+        .insert("kube-scheduler", "cp-2_77c1d2e4-bbbb".into());
     let check = with_check(status_says(Some("cp-3"), false, true, false), |s| {
         let leaders = s["leaders"].as_array().expect("leaders");
         assert_eq!(leaders.len(), 2);
@@ -444,7 +548,11 @@ async fn lease_holders_are_updated_last() {
         world.clone(),
         Scenario::Reconcile(
             world,
-            vec![Write::Start("cp-3"), Write::Status(check), Write::Event(reason::NODE_UPDATE_STARTED)],
+            vec![
+                Write::Start("cp-3"),
+                Write::Status(check),
+                Write::Event(reason::NODE_UPDATE_STARTED),
+            ],
         ),
     )
     .await;
@@ -453,14 +561,29 @@ async fn lease_holders_are_updated_last() {
 #[tokio::test]
 async fn a_node_claimed_by_another_config_is_a_conflict() {
     let mut other = cpn("cp-1", "r-x", Healthy);
-    other.metadata.labels = Some(BTreeMap::from([(super::selection::CONFIG_LABEL.into(), "other".into())]));
+    other.metadata.labels = Some(BTreeMap::from([(
+        super::selection::CONFIG_LABEL.into(),
+        "other".into(),
+    )]));
     let world = World::new(config(1, valid_spec()), &["cp-1"]).with_cpns(vec![other]);
     let check: Box<dyn FnOnce(&Value) + Send> = Box::new(|s: &Value| {
         let d = condition(s, "Degraded");
-        assert_eq!((d["status"].as_str(), d["reason"].as_str()), (Some("True"), Some("NodeConflict")));
-        assert!(d["message"].as_str().unwrap().contains("node cp-1 is managed by ControlPlaneConfig other"));
+        assert_eq!(
+            (d["status"].as_str(), d["reason"].as_str()),
+            (Some("True"), Some("NodeConflict"))
+        );
+        assert!(
+            d["message"]
+                .as_str()
+                .unwrap()
+                .contains("node cp-1 is managed by ControlPlaneConfig other")
+        );
     });
-    play(world.clone(), Scenario::Conflict(world, vec![Write::Status(check)])).await;
+    play(
+        world.clone(),
+        Scenario::Conflict(world, vec![Write::Status(check)]),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -477,10 +600,16 @@ async fn an_api_error_fails_the_reconcile_for_a_retry() {
                 ))
                 .unwrap(),
         );
-        assert!(verifier.0.next_request().await.is_none(), "nothing after a failed read");
+        assert!(
+            verifier.0.next_request().await.is_none(),
+            "nothing after a failed read"
+        );
     });
     let err = reconcile(arc(&world), ctx).await.expect_err("fails");
-    assert!(err.to_string().contains("get ControlPlaneConfig prod"), "{err}");
+    assert!(
+        err.to_string().contains("get ControlPlaneConfig prod"),
+        "{err}"
+    );
     assert_eq!(err.metric_label(), "Kube");
     finish(handle).await;
 }

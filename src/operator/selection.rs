@@ -57,7 +57,10 @@ pub fn configs_for_node<'a>(
 
 /// The node named by a leader-election holder identity `<hostname>_<uuid>`, when it is one of
 /// `nodes` (compared without case, as host names are).
-pub fn holder_node<'a>(identity: &str, nodes: impl IntoIterator<Item = &'a String>) -> Option<String> {
+pub fn holder_node<'a>(
+    identity: &str,
+    nodes: impl IntoIterator<Item = &'a String>,
+) -> Option<String> {
     let host = identity.split('_').next().unwrap_or(identity);
     if host.is_empty() {
         return None;
@@ -88,18 +91,30 @@ mod tests {
     #[test]
     fn default_selector_is_the_kubeadm_control_plane_label() {
         let sel = node_selector(&ControlPlaneConfigSpec::default());
-        assert_eq!(label_selector(&sel), "node-role.kubernetes.io/control-plane=");
-        assert!(matches(&sel, &labels(&[(CONTROL_PLANE_LABEL, ""), ("zone", "a")])));
+        assert_eq!(
+            label_selector(&sel),
+            "node-role.kubernetes.io/control-plane="
+        );
+        assert!(matches(
+            &sel,
+            &labels(&[(CONTROL_PLANE_LABEL, ""), ("zone", "a")])
+        ));
         // A label selector matches values exactly: "true" is not "".
         assert!(!matches(&sel, &labels(&[(CONTROL_PLANE_LABEL, "true")])));
-        assert!(!matches(&sel, &labels(&[("node-role.kubernetes.io/worker", "")])));
+        assert!(!matches(
+            &sel,
+            &labels(&[("node-role.kubernetes.io/worker", "")])
+        ));
     }
 
     #[test]
     fn custom_selectors_need_every_pair() {
         let sel = labels(&[("a", "1"), ("b", "2")]);
         assert_eq!(label_selector(&sel), "a=1,b=2");
-        assert!(matches(&sel, &labels(&[("a", "1"), ("b", "2"), ("c", "3")])));
+        assert!(matches(
+            &sel,
+            &labels(&[("a", "1"), ("b", "2"), ("c", "3")])
+        ));
         assert!(!matches(&sel, &labels(&[("a", "1")])));
         assert!(matches(&BTreeMap::new(), &labels(&[])));
     }
@@ -112,9 +127,15 @@ mod tests {
         ];
         let owners = BTreeMap::from([("cp-9".to_string(), "blue".to_string())]);
         let cp = labels(&[(CONTROL_PLANE_LABEL, "")]);
-        assert_eq!(configs_for_node(&configs, &owners, "cp-1", &cp), vec!["default"]);
+        assert_eq!(
+            configs_for_node(&configs, &owners, "cp-1", &cp),
+            vec!["default"]
+        );
         // cp-9 left the blue pool: its owner still hears about it.
-        assert_eq!(configs_for_node(&configs, &owners, "cp-9", &cp), vec!["blue", "default"]);
+        assert_eq!(
+            configs_for_node(&configs, &owners, "cp-9", &cp),
+            vec!["blue", "default"]
+        );
         assert!(configs_for_node(&configs, &owners, "worker", &labels(&[])).is_empty());
     }
 

@@ -33,7 +33,8 @@ use tokio::net::TcpListener;
 pub const METRIC_PREFIX: &str = "kubeplane";
 
 /// Content type of `/metrics`.
-pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Why the telemetry server could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -98,11 +99,7 @@ impl Health {
 
     fn set(&self, ready: bool, detail: String) {
         // A poisoned lock only means a panic elsewhere while holding it; the String is intact.
-        let mut d = self
-            .inner
-            .detail
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut d = self.inner.detail.lock().unwrap_or_else(|e| e.into_inner());
         *d = detail;
         self.inner.ready.store(ready, Ordering::SeqCst);
     }
@@ -189,12 +186,12 @@ async fn metrics(State(s): State<ServerState>) -> Response {
 
 /// Parses `HOST:PORT` and binds it, so a bad address fails at start-up with a clear message.
 pub async fn bind(addr: &str) -> Result<TcpListener, TelemetryError> {
-    let parsed: SocketAddr = addr.parse().map_err(|e: std::net::AddrParseError| {
-        TelemetryError::Address {
-            addr: addr.to_string(),
-            reason: e.to_string(),
-        }
-    })?;
+    let parsed: SocketAddr =
+        addr.parse()
+            .map_err(|e: std::net::AddrParseError| TelemetryError::Address {
+                addr: addr.to_string(),
+                reason: e.to_string(),
+            })?;
     TcpListener::bind(parsed)
         .await
         .map_err(|source| TelemetryError::Bind {

@@ -35,7 +35,13 @@ fn cpc(generation: i64, observed: i64, conditions: Vec<Condition>) -> ControlPla
     c
 }
 
-fn node(name: &str, spec_rev: &str, target: Option<&str>, phase: Option<NodePhase>, facts: bool) -> ControlPlaneNode {
+fn node(
+    name: &str,
+    spec_rev: &str,
+    target: Option<&str>,
+    phase: Option<NodePhase>,
+    facts: bool,
+) -> ControlPlaneNode {
     let mut c = ControlPlaneNode::new(
         name,
         ControlPlaneNodeSpec {
@@ -59,7 +65,13 @@ fn rolling() -> Vec<ControlPlaneNode> {
     vec![
         node("cp-3", "", None, Some(NodePhase::Pending), false),
         node("cp-1", "abc", Some("abc"), Some(NodePhase::Healthy), true),
-        node("cp-2", "abc", Some("abc"), Some(NodePhase::WaitingForKubelet), true),
+        node(
+            "cp-2",
+            "abc",
+            Some("abc"),
+            Some(NodePhase::WaitingForKubelet),
+            true,
+        ),
         node("cp-9", "old", Some("old"), Some(NodePhase::Healthy), true),
     ]
 }
@@ -71,14 +83,25 @@ fn in_progress_lists_every_node_like_kubectl() {
         3,
         vec![
             cond("Ready", false, "RolloutInProgress", ""),
-            cond("Progressing", true, "NodeUpdating", "node cp-2: WaitingForKubelet (revision abc, 1 of 3 updated)"),
+            cond(
+                "Progressing",
+                true,
+                "NodeUpdating",
+                "node cp-2: WaitingForKubelet (revision abc, 1 of 3 updated)",
+            ),
             cond("Degraded", false, "AsExpected", ""),
         ],
     );
     let mut nodes = rolling();
     // A node of another config is not shown.
     nodes[3].metadata.labels = Some(BTreeMap::from([(CONFIG_LABEL.into(), "other".into())]));
-    nodes.push(node("cp-4", "old", Some("old"), Some(NodePhase::Healthy), true));
+    nodes.push(node(
+        "cp-4",
+        "old",
+        Some("old"),
+        Some(NodePhase::Healthy),
+        true,
+    ));
     let p = progress(&c, &nodes);
     let lines: Vec<&str> = p.nodes.iter().map(|(_, l)| l.as_str()).collect();
     assert_eq!(
@@ -100,11 +123,25 @@ fn in_progress_lists_every_node_like_kubectl() {
 
 #[test]
 fn complete_at_the_current_generation_exits_zero() {
-    let c = cpc(3, 3, vec![cond("Ready", true, "RolloutComplete", "3 of 3 nodes healthy at revision abc")]);
+    let c = cpc(
+        3,
+        3,
+        vec![cond(
+            "Ready",
+            true,
+            "RolloutComplete",
+            "3 of 3 nodes healthy at revision abc",
+        )],
+    );
     let p = progress(&c, &[]);
     assert_eq!(p.outcome, Outcome::Complete);
     assert_eq!(p.outcome.exit_code(), 0);
-    assert!(p.summary.starts_with("cpc/prod successfully rolled out: revision abc"), "{}", p.summary);
+    assert!(
+        p.summary
+            .starts_with("cpc/prod successfully rolled out: revision abc"),
+        "{}",
+        p.summary
+    );
 }
 
 #[test]
@@ -112,7 +149,10 @@ fn ready_for_an_older_generation_is_not_complete() {
     let c = cpc(4, 3, vec![cond("Ready", true, "RolloutComplete", "")]);
     let p = progress(&c, &[]);
     assert_eq!(p.outcome, Outcome::InProgress);
-    assert_eq!(p.summary, "Waiting for the operator to observe generation 4 of cpc/prod");
+    assert_eq!(
+        p.summary,
+        "Waiting for the operator to observe generation 4 of cpc/prod"
+    );
     let mut never = cpc(1, 0, vec![]);
     never.status = None;
     assert_eq!(progress(&never, &[]).outcome, Outcome::InProgress);
@@ -125,10 +165,21 @@ fn degraded_exits_one_with_the_reason() {
         3,
         vec![
             cond("Ready", false, "RolloutHalted", ""),
-            cond("Degraded", true, "HealthTimeout", "rollout halted: node cp-2 rolled back at revision abc"),
+            cond(
+                "Degraded",
+                true,
+                "HealthTimeout",
+                "rollout halted: node cp-2 rolled back at revision abc",
+            ),
         ],
     );
-    let mut bad = node("cp-2", "abc", Some("abc"), Some(NodePhase::RolledBack), true);
+    let mut bad = node(
+        "cp-2",
+        "abc",
+        Some("abc"),
+        Some(NodePhase::RolledBack),
+        true,
+    );
     bad.status.as_mut().unwrap().reason = Some("HealthTimeout".into());
     let p = progress(&c, &[bad]);
     assert_eq!(p.outcome.exit_code(), 1);
@@ -137,7 +188,10 @@ fn degraded_exits_one_with_the_reason() {
         p.summary,
         "error: cpc/prod is degraded (HealthTimeout): rollout halted: node cp-2 rolled back at revision abc"
     );
-    assert_eq!(p.nodes[0].1, "node cp-2: RolledBack (revision abc, 1 of 3 updated): HealthTimeout");
+    assert_eq!(
+        p.nodes[0].1,
+        "node cp-2: RolledBack (revision abc, 1 of 3 updated): HealthTimeout"
+    );
 }
 
 #[test]

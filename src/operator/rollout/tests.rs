@@ -31,7 +31,13 @@ fn fresh(name: &str) -> NodeView {
     }
 }
 
-fn decide_with(nodes: &[NodeView], rev: &str, paused: bool, holders: &[&str], prev: &Previous) -> Decision {
+fn decide_with(
+    nodes: &[NodeView],
+    rev: &str,
+    paused: bool,
+    holders: &[&str],
+    prev: &Previous,
+) -> Decision {
     let holders: BTreeSet<String> = holders.iter().map(|s| s.to_string()).collect();
     decide(&RolloutInput {
         revision: rev,
@@ -47,7 +53,10 @@ fn simple(nodes: &[NodeView], rev: &str) -> Decision {
 }
 
 fn cond<'a>(d: &'a Decision, t: &str) -> &'a ConditionValue {
-    d.conditions.iter().find(|c| c.type_ == t).expect("condition present")
+    d.conditions
+        .iter()
+        .find(|c| c.type_ == t)
+        .expect("condition present")
 }
 
 fn reasons(d: &Decision) -> Vec<&'static str> {
@@ -56,7 +65,11 @@ fn reasons(d: &Decision) -> Vec<&'static str> {
 
 #[test]
 fn first_node_by_name_starts() {
-    let nodes = [at("cp-2", "old", Healthy), at("cp-1", "old", Healthy), at("cp-3", "old", Healthy)];
+    let nodes = [
+        at("cp-2", "old", Healthy),
+        at("cp-1", "old", Healthy),
+        at("cp-3", "old", Healthy),
+    ];
     let d = simple(&nodes, "new");
     assert_eq!(d.start.as_deref(), Some("cp-1"));
     assert_eq!(d.node_in_flight.as_deref(), Some("cp-1"));
@@ -65,7 +78,10 @@ fn first_node_by_name_starts() {
     let p = cond(&d, condition::PROGRESSING);
     assert!(p.status);
     assert_eq!(p.reason, "NodeUpdating");
-    assert_eq!(p.message, "node cp-1: Pending (revision new, 0 of 3 updated)");
+    assert_eq!(
+        p.message,
+        "node cp-1: Pending (revision new, 0 of 3 updated)"
+    );
     assert!(!cond(&d, condition::READY).status);
     assert_eq!(reasons(&d), vec![reason::NODE_UPDATE_STARTED]);
 }
@@ -78,12 +94,32 @@ fn nodes_never_given_a_revision_start_too() {
 
 #[test]
 fn lease_holders_go_last() {
-    let nodes = [at("cp-1", "old", Healthy), at("cp-2", "old", Healthy), at("cp-3", "old", Healthy)];
-    let d = decide_with(&nodes, "new", false, &["cp-1", "cp-2"], &Previous::default());
+    let nodes = [
+        at("cp-1", "old", Healthy),
+        at("cp-2", "old", Healthy),
+        at("cp-3", "old", Healthy),
+    ];
+    let d = decide_with(
+        &nodes,
+        "new",
+        false,
+        &["cp-1", "cp-2"],
+        &Previous::default(),
+    );
     assert_eq!(d.start.as_deref(), Some("cp-3"));
     // Once cp-3 is done, the holders go in name order.
-    let nodes = [at("cp-1", "old", Healthy), at("cp-2", "old", Healthy), at("cp-3", "new", Healthy)];
-    let d = decide_with(&nodes, "new", false, &["cp-2", "cp-1"], &Previous::default());
+    let nodes = [
+        at("cp-1", "old", Healthy),
+        at("cp-2", "old", Healthy),
+        at("cp-3", "new", Healthy),
+    ];
+    let d = decide_with(
+        &nodes,
+        "new",
+        false,
+        &["cp-2", "cp-1"],
+        &Previous::default(),
+    );
     assert_eq!(d.start.as_deref(), Some("cp-1"));
     let order: Vec<&str> = update_order(&nodes, &["cp-1".to_string()].into())
         .iter()
@@ -123,7 +159,11 @@ fn every_kind_of_in_flight_blocks_the_next_node() {
 
 #[test]
 fn healthy_node_advances_to_the_next() {
-    let nodes = [at("cp-1", "new", Healthy), at("cp-2", "old", Healthy), at("cp-3", "old", Healthy)];
+    let nodes = [
+        at("cp-1", "new", Healthy),
+        at("cp-2", "old", Healthy),
+        at("cp-3", "old", Healthy),
+    ];
     let prev = Previous {
         revision: Some("new".into()),
         node_in_flight: Some("cp-1".into()),
@@ -132,7 +172,10 @@ fn healthy_node_advances_to_the_next() {
     let d = decide_with(&nodes, "new", false, &[], &prev);
     assert_eq!(d.start.as_deref(), Some("cp-2"));
     assert_eq!((d.updated, d.ready), (1, 1));
-    assert_eq!(reasons(&d), vec![reason::NODE_UPDATED, reason::NODE_UPDATE_STARTED]);
+    assert_eq!(
+        reasons(&d),
+        vec![reason::NODE_UPDATED, reason::NODE_UPDATE_STARTED]
+    );
     assert_eq!(d.events[0].note, "node cp-1 is healthy at revision new");
     assert_eq!(
         cond(&d, condition::PROGRESSING).message,
@@ -142,7 +185,10 @@ fn healthy_node_advances_to_the_next() {
 
 #[test]
 fn rolled_back_or_failed_node_halts_until_the_revision_changes() {
-    for (phase, event) in [(RolledBack, reason::NODE_ROLLED_BACK), (Failed, reason::NODE_FAILED)] {
+    for (phase, event) in [
+        (RolledBack, reason::NODE_ROLLED_BACK),
+        (Failed, reason::NODE_FAILED),
+    ] {
         let bad = NodeView {
             reason: Some("HealthTimeout".into()),
             message: Some("kube-apiserver not ready after 300s".into()),
@@ -163,7 +209,11 @@ fn rolled_back_or_failed_node_halts_until_the_revision_changes() {
         let deg = cond(&d, condition::DEGRADED);
         assert!(deg.status);
         assert_eq!(deg.reason, "HealthTimeout");
-        assert!(deg.message.contains("kube-apiserver not ready after 300s"), "{}", deg.message);
+        assert!(
+            deg.message.contains("kube-apiserver not ready after 300s"),
+            "{}",
+            deg.message
+        );
         assert!(!cond(&d, condition::READY).status);
         assert!(!cond(&d, condition::PROGRESSING).status);
         assert_eq!(reasons(&d), vec![event, reason::ROLLOUT_HALTED]);
@@ -241,7 +291,11 @@ fn new_generation_waits_for_the_node_in_flight_then_starts_from_the_first_node()
 
     // cp-2 settles (healthy or not: it is not at the current revision, so it does not halt).
     for settled in [Healthy, RolledBack, Failed] {
-        let nodes = [at("cp-1", "r1", Healthy), at("cp-2", "r1", settled), at("cp-3", "r0", Healthy)];
+        let nodes = [
+            at("cp-1", "r1", Healthy),
+            at("cp-2", "r1", settled),
+            at("cp-3", "r0", Healthy),
+        ];
         let prev = Previous {
             revision: Some("r2".into()),
             node_in_flight: Some("cp-2".into()),
@@ -262,7 +316,7 @@ fn nodes_without_facts_wait_and_the_config_says_so() {
         has_cpn: true,
         ..Default::default()
     };
-    let d = simple(&[waiting.clone()], "r1");
+    let d = simple(std::slice::from_ref(&waiting), "r1");
     assert_eq!(d.start, None);
     assert_eq!(d.waiting_for_facts, vec!["cp-2".to_string()]);
     assert_eq!(d.phase, RolloutPhase::Progressing);
@@ -301,14 +355,21 @@ fn complete_rollout_is_ready_and_says_so_once() {
     assert_eq!(r.message, "2 of 2 nodes healthy at revision r1");
     assert!(!cond(&d, condition::PROGRESSING).status);
     assert!(!cond(&d, condition::DEGRADED).status);
-    assert_eq!(reasons(&d), vec![reason::NODE_UPDATED, reason::ROLLOUT_COMPLETED]);
+    assert_eq!(
+        reasons(&d),
+        vec![reason::NODE_UPDATED, reason::ROLLOUT_COMPLETED]
+    );
 
     let prev = Previous {
         revision: Some("r1".into()),
         ready: true,
         ..Default::default()
     };
-    assert!(decide_with(&nodes, "r1", false, &[], &prev).events.is_empty());
+    assert!(
+        decide_with(&nodes, "r1", false, &[], &prev)
+            .events
+            .is_empty()
+    );
 }
 
 #[test]
@@ -346,7 +407,13 @@ fn condition_reasons_follow_the_api_pattern() {
         simple(&[fresh("a")], "r"),
         simple(&[], "r"),
         simple(&[at("a", "r", Healthy)], "r"),
-        decide_with(&[at("a", "q", Healthy)], "r", true, &[], &Previous::default()),
+        decide_with(
+            &[at("a", "q", Healthy)],
+            "r",
+            true,
+            &[],
+            &Previous::default(),
+        ),
     ] {
         for c in &d.conditions {
             assert!(is_condition_reason(&c.reason), "{c:?}");
@@ -369,12 +436,23 @@ fn arb_phase() -> impl Strategy<Value = Option<NodePhase>> {
 }
 
 fn arb_rev() -> impl Strategy<Value = String> {
-    prop_oneof![Just(String::new()), Just("r0".to_string()), Just("r1".to_string()), Just("r2".to_string())]
+    prop_oneof![
+        Just(String::new()),
+        Just("r0".to_string()),
+        Just("r1".to_string()),
+        Just("r2".to_string())
+    ]
 }
 
 fn arb_node(name: String) -> impl Strategy<Value = NodeView> {
-    (arb_rev(), proptest::option::of(arb_rev()), proptest::option::of(arb_rev()), arb_phase(), any::<bool>()).prop_map(
-        move |(spec, target, applied, phase, facts)| NodeView {
+    (
+        arb_rev(),
+        proptest::option::of(arb_rev()),
+        proptest::option::of(arb_rev()),
+        arb_phase(),
+        any::<bool>(),
+    )
+        .prop_map(move |(spec, target, applied, phase, facts)| NodeView {
             name: name.clone(),
             has_cpn: true,
             spec_revision: spec,
@@ -384,12 +462,15 @@ fn arb_node(name: String) -> impl Strategy<Value = NodeView> {
             reason: None,
             message: None,
             has_facts: facts,
-        },
-    )
+        })
 }
 
 fn arb_nodes() -> impl Strategy<Value = Vec<NodeView>> {
-    (1usize..=7).prop_flat_map(|n| (0..n).map(|i| arb_node(format!("cp-{i}"))).collect::<Vec<_>>())
+    (1usize..=7).prop_flat_map(|n| {
+        (0..n)
+            .map(|i| arb_node(format!("cp-{i}")))
+            .collect::<Vec<_>>()
+    })
 }
 
 proptest! {
@@ -475,7 +556,11 @@ fn agent_step(n: &mut NodeView, choice: u8) {
         Some(Pending) => n.phase = Some(Applying),
         Some(Applying) => {
             n.applied_revision = n.target_revision.clone();
-            n.phase = Some(if choice % 7 == 0 { Failed } else { WaitingForKubelet });
+            n.phase = Some(if choice.is_multiple_of(7) {
+                Failed
+            } else {
+                WaitingForKubelet
+            });
         }
         Some(WaitingForKubelet) => match choice % 5 {
             0 => n.phase = Some(RolledBack),
