@@ -22,7 +22,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fake_apiserver::Fake;
+use fake_apiserver::{Fake, complete, kubeconfig, seed};
 use serde_json::{Value, json};
 
 fn env_num(name: &str, default: u64) -> u64 {
@@ -30,71 +30,6 @@ fn env_num(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn seed(fake: &Fake, nodes: usize) {
-    fake.put(
-        "controlplaneconfigs",
-        "",
-        json!({"metadata": {"name": "prod"},
-               "spec": {"kubernetesVersion": "v1.36.2", "rollout": {"minReadySeconds": 0}}}),
-    );
-    for i in 1..=nodes + 3 {
-        let control_plane = i <= nodes;
-        let name = if control_plane {
-            format!("cp-{i}")
-        } else {
-            format!("worker-{i}")
-        };
-        let mut labels = json!({
-            "kubernetes.io/hostname": name,
-            "kubernetes.io/os": "linux",
-            "kubernetes.io/arch": "amd64",
-            "beta.kubernetes.io/os": "linux",
-            "beta.kubernetes.io/arch": "amd64",
-        });
-        if control_plane {
-            labels["node-role.kubernetes.io/control-plane"] = json!("");
-            labels["node.kubernetes.io/exclude-from-external-load-balancers"] = json!("");
-        }
-        fake.put(
-            "nodes",
-            "",
-            json!({"metadata": {"name": name, "labels": labels,
-                                "annotations": {"node.alpha.kubernetes.io/ttl": "0",
-                                                "volumes.kubernetes.io/controller-managed-attach-detach": "true"}},
-                   "spec": {"podCIDR": format!("10.244.{i}.0/24")},
-                   "status": {"addresses": [{"type": "InternalIP", "address": format!("10.0.0.{}", 10 + i)},
-                                            {"type": "Hostname", "address": name}]}}),
-        );
-        if control_plane {
-            fake.put(
-                "controlplanenodes",
-                "",
-                json!({"metadata": {"name": name, "labels": {"kubeplane.io/config": "prod"}},
-                       "spec": {"configName": "prod", "revision": "", "manifests": []},
-                       "status": {"phase": "Pending",
-                                  "nodeFacts": {"nodeName": name,
-                                                "advertiseAddress": format!("10.0.0.{}", 10 + i),
-                                                "addresses": [format!("InternalIP=10.0.0.{}", 10 + i)],
-                                                "hostCaDirectories": ["/etc/ca-certificates", "/usr/local/share/ca-certificates", "/usr/share/ca-certificates"],
-                                                "manifestDir": "/etc/kubernetes/manifests",
-                                                "stateDir": "/etc/kubernetes/kubeplane"}}}),
-            );
-        }
-    }
-    for (lease, holder) in [
-        ("kube-controller-manager", "cp-1_3b9c0f0e"),
-        ("kube-scheduler", "cp-2_7d2e1a4b"),
-    ] {
-        fake.put(
-            "leases",
-            "kube-system",
-            json!({"metadata": {"name": lease},
-                   "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15, "leaseTransitions": 3,
-                            "acquireTime": "2026-01-01T00:00:00.000000Z", "renewTime": "2026-01-01T00:00:00.000000Z"}}),
-        );
-    }
 }
 
 fn rss_kib(pid: u32) -> (u64, u64) {
@@ -108,18 +43,6 @@ fn rss_kib(pid: u32) -> (u64, u64) {
             .unwrap_or(0)
     };
     (field("VmRSS:"), field("VmHWM:"))
-}
-
-fn complete(fake: &Fake) -> bool {
-    let Some(cpc) = fake.get("controlplaneconfigs", "", "prod") else {
-        return false;
-    };
-    let current = cpc["status"]["observedGeneration"] == cpc["metadata"]["generation"];
-    let ready = cpc["status"]["conditions"].as_array().is_some_and(|cs| {
-        cs.iter()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True")
-    });
-    current && ready
 }
 
 async fn wait_for(
@@ -167,14 +90,7 @@ async fn run() {
     let addr = fake.serve().await;
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://{addr}\nusers:\n- name: bench\n  user:\n    token: bench\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: bench\ncurrent-context: fake\n"
-        ),
-    )
-    .expect("kubeconfig");
+    let kubeconfig = kubeconfig(dir.path(), addr);
     let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

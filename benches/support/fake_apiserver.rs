@@ -6,6 +6,8 @@
 //! delete. A simulated agent answers every new `ControlPlaneNode` revision: `Pending`, then
 //! `Healthy` after `agent_delay`.
 
+#![allow(dead_code)]
+
 use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -50,6 +52,8 @@ struct Inner {
     log: Vec<Logged>,
     cpn_writes: Vec<CpnWrite>,
     requests: u64,
+    /// Field manager owning each Lease's `spec.holderIdentity`, for apply conflicts.
+    holder_managers: BTreeMap<Key, String>,
 }
 
 /// The fake API server's state.
@@ -412,6 +416,42 @@ impl Fake {
             .into_response()
     }
 
+    /// Server-side apply ownership of a Lease's holder, as far as leader election needs it: an
+    /// apply that changes a holder another manager set is a conflict (409); any write that sets
+    /// or clears the holder takes or drops ownership.
+    fn lease_ownership(
+        &self,
+        t: &Target,
+        name: &str,
+        old: &Value,
+        body: &Value,
+        apply: bool,
+        manager: &str,
+    ) -> Result<(), String> {
+        let key = (t.resource.clone(), t.namespace.clone(), name.to_string());
+        let Some(new_holder) = body["spec"].get("holderIdentity") else {
+            return Ok(());
+        };
+        let mut inner = self.lock();
+        let owner = inner.holder_managers.get(&key).cloned();
+        let old_holder = &old["spec"]["holderIdentity"];
+        if apply
+            && !old_holder.is_null()
+            && old_holder != new_holder
+            && owner.as_deref().is_some_and(|o| o != manager)
+        {
+            return Err(format!(
+                "Apply failed with 1 conflict: conflict with {owner:?}: .spec.holderIdentity"
+            ));
+        }
+        if new_holder.is_null() {
+            inner.holder_managers.remove(&key);
+        } else {
+            inner.holder_managers.insert(key, manager.to_string());
+        }
+        Ok(())
+    }
+
     /// The simulated agent: takes a new revision up, then reports it healthy.
     fn agent(self: &Arc<Self>, node: String, revision: String) {
         let fake = self.clone();
@@ -511,7 +551,15 @@ impl Fake {
                     );
                 }
                 let mut obj = existing.unwrap_or_else(|| json!({"metadata": {"name": name}}));
-                if t.status {
+                if t.resource == "leases" {
+                    let manager = q.get("fieldManager").cloned().unwrap_or_default();
+                    if let Err(conflict) =
+                        self.lease_ownership(&t, name, &obj, &body, apply, &manager)
+                    {
+                        return status_error(409, "Conflict", &conflict);
+                    }
+                    merge(&mut obj, &body);
+                } else if t.status {
                     // Server-side apply of status by one manager: its status replaces the old one.
                     obj["status"] = body["status"].clone();
                 } else if apply {
@@ -570,4 +618,98 @@ impl Fake {
         });
         addr
     }
+}
+
+/// Seeds a cluster: config `prod` (kubeadm defaults, v1.36.2), `nodes` control-plane Nodes
+/// `cp-N` with their ControlPlaneNodes (facts reported, no revision yet) and 3 workers, and
+/// the component Leases held by cp-1 and cp-2.
+pub fn seed(fake: &Fake, nodes: usize) {
+    fake.put(
+        "controlplaneconfigs",
+        "",
+        json!({"metadata": {"name": "prod"},
+               "spec": {"kubernetesVersion": "v1.36.2", "rollout": {"minReadySeconds": 0}}}),
+    );
+    for i in 1..=nodes + 3 {
+        let control_plane = i <= nodes;
+        let name = if control_plane {
+            format!("cp-{i}")
+        } else {
+            format!("worker-{i}")
+        };
+        let mut labels = json!({
+            "kubernetes.io/hostname": name,
+            "kubernetes.io/os": "linux",
+            "kubernetes.io/arch": "amd64",
+            "beta.kubernetes.io/os": "linux",
+            "beta.kubernetes.io/arch": "amd64",
+        });
+        if control_plane {
+            labels["node-role.kubernetes.io/control-plane"] = json!("");
+            labels["node.kubernetes.io/exclude-from-external-load-balancers"] = json!("");
+        }
+        fake.put(
+            "nodes",
+            "",
+            json!({"metadata": {"name": name, "labels": labels,
+                                "annotations": {"node.alpha.kubernetes.io/ttl": "0",
+                                                "volumes.kubernetes.io/controller-managed-attach-detach": "true"}},
+                   "spec": {"podCIDR": format!("10.244.{i}.0/24")},
+                   "status": {"addresses": [{"type": "InternalIP", "address": format!("10.0.0.{}", 10 + i)},
+                                            {"type": "Hostname", "address": name}]}}),
+        );
+        if control_plane {
+            fake.put(
+                "controlplanenodes",
+                "",
+                json!({"metadata": {"name": name, "labels": {"kubeplane.io/config": "prod"}},
+                       "spec": {"configName": "prod", "revision": "", "manifests": []},
+                       "status": {"phase": "Pending",
+                                  "nodeFacts": {"nodeName": name,
+                                                "advertiseAddress": format!("10.0.0.{}", 10 + i),
+                                                "addresses": [format!("InternalIP=10.0.0.{}", 10 + i)],
+                                                "hostCaDirectories": ["/etc/ca-certificates", "/usr/local/share/ca-certificates", "/usr/share/ca-certificates"],
+                                                "manifestDir": "/etc/kubernetes/manifests",
+                                                "stateDir": "/etc/kubernetes/kubeplane"}}}),
+            );
+        }
+    }
+    for (lease, holder) in [
+        ("kube-controller-manager", "cp-1_3b9c0f0e"),
+        ("kube-scheduler", "cp-2_7d2e1a4b"),
+    ] {
+        fake.put(
+            "leases",
+            "kube-system",
+            json!({"metadata": {"name": lease},
+                   "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15, "leaseTransitions": 3,
+                            "acquireTime": "2026-01-01T00:00:00.000000Z", "renewTime": "2026-01-01T00:00:00.000000Z"}}),
+        );
+    }
+}
+
+/// Whether config `prod` reports `Ready=True` at its current generation.
+pub fn complete(fake: &Fake) -> bool {
+    let Some(cpc) = fake.get("controlplaneconfigs", "", "prod") else {
+        return false;
+    };
+    let current = cpc["status"]["observedGeneration"] == cpc["metadata"]["generation"];
+    let ready = cpc["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    });
+    current && ready
+}
+
+/// Writes a kubeconfig for the server at `addr` into `dir`.
+pub fn kubeconfig(dir: &std::path::Path, addr: SocketAddr) -> std::path::PathBuf {
+    let path = dir.join("kubeconfig");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://{addr}\nusers:\n- name: test\n  user:\n    token: test\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: test\ncurrent-context: fake\n"
+        ),
+    )
+    .expect("kubeconfig");
+    path
 }
