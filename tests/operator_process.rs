@@ -131,6 +131,20 @@ fn wait_exit(r: &mut Replica, timeout: Duration) -> ExitStatus {
     }
 }
 
+/// Runs `kubeplane rollout status ARGS…`; `(exit code, stdout)`.
+fn rollout_status(kubeconfig: &Path, args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_kubeplane"))
+        .args(["rollout", "status"])
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .output()
+        .expect("run kubeplane rollout status");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
 fn change_spec(fake: &Fake, max_age: u32) {
     let mut cpc = fake.get("controlplaneconfigs", "", "prod").expect("config");
     cpc["spec"]["apiServer"] =
@@ -175,7 +189,14 @@ async fn two_replicas_one_leader_handover_and_lost_lease() {
         body.starts_with("standby: waiting for Lease kube-system/kubeplane-operator"),
         "{body}"
     );
-    // Only the leader reconciled.
+    // Only the leader reconciled. (Metrics are set just after the status write: poll.)
+    let leader_port = leader.metrics;
+    wait_for("the leader's metrics", Duration::from_secs(10), &[], || {
+        http_get(leader_port, "/metrics")
+            .1
+            .contains("kubeplane_rollout_phase{config=\"prod\",phase=\"Complete\"} 1")
+    })
+    .await;
     let (_, leader_metrics) = http_get(leader.metrics, "/metrics");
     let (_, standby_metrics) = http_get(standby.metrics, "/metrics");
     assert!(
@@ -191,6 +212,12 @@ async fn two_replicas_one_leader_handover_and_lost_lease() {
     );
     let writes = fake.cpn_writes();
     assert_eq!(writes.len(), 3, "{writes:?}");
+    let (code, out) = rollout_status(&kc, &["prod"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("node cp-3: Healthy (revision "), "{out}");
+    assert!(out.contains("cpc/prod successfully rolled out"), "{out}");
+    let (code, _) = rollout_status(&kc, &["missing"]);
+    assert_eq!(code, 1);
 
     // SIGTERM: the leader exits 0 and releases the lease; the standby takes over and rolls out
     // the next change.
@@ -214,6 +241,21 @@ async fn two_replicas_one_leader_handover_and_lost_lease() {
     .await;
     let (code, body) = http_get(standby.metrics, "/readyz");
     assert_eq!((code, body.as_str()), (200, "leader: reconciling\n"));
+
+    // An invalid spec: Degraded, and rollout status exits 1 with the reason.
+    let mut cpc = fake.get("controlplaneconfigs", "", "prod").expect("config");
+    cpc["spec"]["kubernetesVersion"] = json!("v1.20.0");
+    fake.put("controlplaneconfigs", "", cpc);
+    wait_for("Degraded", Duration::from_secs(30), &[&*standby], || {
+        rollout_status(&kc, &["prod"]).0 == 1
+    })
+    .await;
+    let (_, out) = rollout_status(&kc, &["prod"]);
+    assert!(
+        out.contains("error: cpc/prod is degraded (InvalidSpec)"),
+        "{out}"
+    );
+    assert_eq!(fake.cpn_writes().len(), 6, "no node touched");
 
     // Someone else takes the lease: the leader notices at its next renewal and exits non-zero.
     let mut lease = fake
