@@ -12,5 +12,7 @@ pub mod adopt;
 pub mod api;
 pub mod cli;
 pub mod flags;
+pub mod operator;
 pub mod render;
+pub mod telemetry;
 pub mod validation;

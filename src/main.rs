@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use kubeplane::cli;
+use kubeplane::{cli, operator};
 
 /// kubeplane keeps a cluster's control-plane static pods in the state one ControlPlaneConfig
 /// declares.
@@ -42,6 +42,21 @@ enum Command {
     /// Show, per file, what writing the render for a node would change on disk.
     /// Exit 0: nothing would change; 1: something would; 2: error.
     Diff(cli::DiffArgs),
+    /// Run the operator: reconcile ControlPlaneConfigs into ControlPlaneNodes, one node at a time.
+    Operator(operator::OperatorArgs),
+    /// Follow the rollout of a ControlPlaneConfig.
+    Rollout(operator::RolloutArgs),
+}
+
+/// A multi-threaded tokio runtime for the roles that talk to a cluster.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(1)
+        })
 }
 
 fn init_tracing(format: LogFormat, filter: &str) {
@@ -68,5 +83,11 @@ fn main() -> ExitCode {
         Command::Flags(args) => cli::flags(&args, &mut out, &mut err),
         Command::Import(args) => cli::import(&args, &mut out, &mut err),
         Command::Diff(args) => cli::diff(&args, &mut out, &mut err),
+        Command::Operator(args) => runtime().block_on(operator::operator_command(&args)),
+        Command::Rollout(args) => {
+            drop(out);
+            let mut stdout = std::io::stdout();
+            runtime().block_on(operator::rollout_command(&args, &mut stdout, &mut err))
+        }
     }
 }

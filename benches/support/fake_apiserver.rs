@@ -1,0 +1,715 @@
+//! A small in-memory Kubernetes API server for the operator benchmark, and nothing else: plain
+//! HTTP, JSON only, no authentication, no admission, no real server-side apply field ownership.
+//! It serves what `kubeplane operator` asks for: get/list/watch (with label and field selectors,
+//! resource versions, metadata-only `PartialObjectMetadata` responses), create, merge and apply
+//! patches (spec changes bump `metadata.generation`, the `status` subresource does not), and
+//! delete. A simulated agent answers every new `ControlPlaneNode` revision: `Pending`, then
+//! `Healthy` after `agent_delay`.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, VecDeque};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+/// Key of a stored object: resource (plural), namespace (empty for cluster-scoped), name.
+type Key = (String, String, String);
+
+struct Logged {
+    rv: u64,
+    resource: String,
+    namespace: String,
+    kind: &'static str,
+    object: Value,
+}
+
+/// A write the bench wants to time.
+#[derive(Clone, Debug)]
+pub struct CpnWrite {
+    /// When the server received it.
+    pub at: Instant,
+    /// The node.
+    pub node: String,
+    /// `spec.revision` written.
+    pub revision: String,
+}
+
+#[derive(Default)]
+struct Inner {
+    rv: u64,
+    uid: u64,
+    objects: BTreeMap<Key, Value>,
+    log: Vec<Logged>,
+    cpn_writes: Vec<CpnWrite>,
+    requests: u64,
+    /// Field manager owning each Lease's `spec.holderIdentity`, for apply conflicts.
+    holder_managers: BTreeMap<Key, String>,
+}
+
+/// The fake API server's state.
+pub struct Fake {
+    inner: Mutex<Inner>,
+    changed: watch::Sender<u64>,
+    agent_delay: Duration,
+}
+
+fn kind_of(resource: &str) -> (&'static str, &'static str) {
+    match resource {
+        "nodes" => ("v1", "Node"),
+        "secrets" => ("v1", "Secret"),
+        "leases" => ("coordination.k8s.io/v1", "Lease"),
+        "events" => ("events.k8s.io/v1", "Event"),
+        "controlplaneconfigs" => ("kubeplane.io/v1alpha1", "ControlPlaneConfig"),
+        "controlplanenodes" => ("kubeplane.io/v1alpha1", "ControlPlaneNode"),
+        _ => ("v1", "Unknown"),
+    }
+}
+
+fn status_error(code: u16, reason: &str, message: &str) -> Response {
+    let body = json!({"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure",
+                      "message": message, "reason": reason, "code": code});
+    json_response(
+        StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        &body,
+    )
+}
+
+fn json_response(code: StatusCode, body: &Value) -> Response {
+    (
+        code,
+        [("content-type", "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("");
+                out.push(u8::from_str_radix(hex, 16).unwrap_or(b'?'));
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn query(uri: &Uri) -> BTreeMap<String, String> {
+    uri.query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+/// Label selector terms: `k=v`, `k==v`, `k!=v`, `k`, `!k`.
+fn labels_match(selector: &str, obj: &Value) -> bool {
+    let labels = obj["metadata"]["labels"].as_object();
+    let get = |k: &str| labels.and_then(|l| l.get(k)).and_then(Value::as_str);
+    selector.split(',').filter(|t| !t.is_empty()).all(|term| {
+        if let Some((k, v)) = term.split_once("!=") {
+            get(k) != Some(v)
+        } else if let Some((k, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
+            get(k) == Some(v)
+        } else if let Some(k) = term.strip_prefix('!') {
+            get(k).is_none()
+        } else {
+            get(term).is_some()
+        }
+    })
+}
+
+fn fields_match(selector: &str, obj: &Value) -> bool {
+    selector
+        .split(',')
+        .filter(|t| !t.is_empty())
+        .all(|term| match term.split_once('=') {
+            Some(("metadata.name", v)) => obj["metadata"]["name"] == v,
+            Some(("metadata.namespace", v)) => obj["metadata"]["namespace"] == v,
+            _ => true,
+        })
+}
+
+/// JSON merge patch (RFC 7386): objects merge, `null` deletes, everything else replaces.
+fn merge(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(t), Value::Object(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        (t, p) => *t = p.clone(),
+    }
+}
+
+fn metadata_only(obj: &Value) -> Value {
+    json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": obj["metadata"]})
+}
+
+struct Target {
+    resource: String,
+    namespace: String,
+    name: Option<String>,
+    status: bool,
+}
+
+fn parse_path(path: &str) -> Option<Target> {
+    let seg: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let rest = match *seg.first()? {
+        "api" => seg.get(2..)?,
+        "apis" => seg.get(3..)?,
+        _ => return None,
+    };
+    let (namespace, rest) = match rest {
+        ["namespaces", ns, rest @ ..] if !rest.is_empty() => (ns.to_string(), rest),
+        _ => (String::new(), rest),
+    };
+    match rest {
+        [resource] => Some(Target {
+            resource: resource.to_string(),
+            namespace,
+            name: None,
+            status: false,
+        }),
+        [resource, name] => Some(Target {
+            resource: resource.to_string(),
+            namespace,
+            name: Some(name.to_string()),
+            status: false,
+        }),
+        [resource, name, "status"] => Some(Target {
+            resource: resource.to_string(),
+            namespace,
+            name: Some(name.to_string()),
+            status: true,
+        }),
+        _ => None,
+    }
+}
+
+impl Fake {
+    /// An empty server; the simulated agent waits `agent_delay` between `Pending` and `Healthy`.
+    pub fn new(agent_delay: Duration) -> Arc<Self> {
+        let (changed, _) = watch::channel(0);
+        Arc::new(Fake {
+            inner: Mutex::new(Inner::default()),
+            changed,
+            agent_delay,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stores an object (as a creation) and logs an event.
+    pub fn put(&self, resource: &str, namespace: &str, mut obj: Value) -> Value {
+        let mut inner = self.lock();
+        let name = obj["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let key = (resource.to_string(), namespace.to_string(), name);
+        let (api_version, kind) = kind_of(resource);
+        obj["apiVersion"] = json!(api_version);
+        obj["kind"] = json!(kind);
+        let existing = inner.objects.get(&key).cloned();
+        inner.rv += 1;
+        let rv = inner.rv;
+        match &existing {
+            Some(old) => {
+                obj["metadata"]["uid"] = old["metadata"]["uid"].clone();
+                obj["metadata"]["creationTimestamp"] = old["metadata"]["creationTimestamp"].clone();
+                let mut generation = old["metadata"]["generation"].as_i64().unwrap_or(1);
+                if old.get("spec") != obj.get("spec") {
+                    generation += 1;
+                }
+                if resource.starts_with("controlplane") {
+                    obj["metadata"]["generation"] = json!(generation);
+                }
+            }
+            None => {
+                inner.uid += 1;
+                obj["metadata"]["uid"] =
+                    json!(format!("00000000-0000-4000-8000-{:012}", inner.uid));
+                obj["metadata"]["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
+                if resource.starts_with("controlplane") {
+                    obj["metadata"]["generation"] = json!(1);
+                }
+            }
+        }
+        if !namespace.is_empty() {
+            obj["metadata"]["namespace"] = json!(namespace);
+        }
+        obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+        inner.objects.insert(key, obj.clone());
+        inner.log.push(Logged {
+            rv,
+            resource: resource.to_string(),
+            namespace: namespace.to_string(),
+            kind: if existing.is_some() {
+                "MODIFIED"
+            } else {
+                "ADDED"
+            },
+            object: obj.clone(),
+        });
+        drop(inner);
+        self.changed.send_replace(rv);
+        obj
+    }
+
+    /// The stored object, if any.
+    pub fn get(&self, resource: &str, namespace: &str, name: &str) -> Option<Value> {
+        self.lock()
+            .objects
+            .get(&(resource.into(), namespace.into(), name.into()))
+            .cloned()
+    }
+
+    /// Every `ControlPlaneNode` write with a non-empty revision so far.
+    pub fn cpn_writes(&self) -> Vec<CpnWrite> {
+        self.lock().cpn_writes.clone()
+    }
+
+    /// Requests served so far.
+    pub fn requests(&self) -> u64 {
+        self.lock().requests
+    }
+
+    fn delete(&self, resource: &str, namespace: &str, name: &str) -> Option<Value> {
+        let mut inner = self.lock();
+        let obj = inner
+            .objects
+            .remove(&(resource.into(), namespace.into(), name.into()))?;
+        inner.rv += 1;
+        let rv = inner.rv;
+        inner.log.push(Logged {
+            rv,
+            resource: resource.into(),
+            namespace: namespace.into(),
+            kind: "DELETED",
+            object: obj.clone(),
+        });
+        drop(inner);
+        self.changed.send_replace(rv);
+        Some(obj)
+    }
+
+    fn list(&self, t: &Target, q: &BTreeMap<String, String>, meta: bool) -> Value {
+        let inner = self.lock();
+        let labels = q.get("labelSelector").cloned().unwrap_or_default();
+        let fields = q.get("fieldSelector").cloned().unwrap_or_default();
+        let items: Vec<Value> = inner
+            .objects
+            .iter()
+            .filter(|((r, ns, _), _)| {
+                *r == t.resource && (t.namespace.is_empty() || *ns == t.namespace)
+            })
+            .filter(|(_, o)| labels_match(&labels, o) && fields_match(&fields, o))
+            .map(|(_, o)| if meta { metadata_only(o) } else { o.clone() })
+            .collect();
+        let (api_version, kind) = kind_of(&t.resource);
+        let (api_version, kind) = if meta {
+            (
+                "meta.k8s.io/v1".to_string(),
+                "PartialObjectMetadataList".to_string(),
+            )
+        } else {
+            (api_version.to_string(), format!("{kind}List"))
+        };
+        json!({"apiVersion": api_version, "kind": kind,
+               "metadata": {"resourceVersion": inner.rv.to_string()}, "items": items})
+    }
+
+    fn watch(self: Arc<Self>, t: Target, q: BTreeMap<String, String>, meta: bool) -> Response {
+        let since: u64 = q
+            .get("resourceVersion")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let labels = q.get("labelSelector").cloned().unwrap_or_default();
+        let fields = q.get("fieldSelector").cloned().unwrap_or_default();
+        let rx = self.changed.subscribe();
+        let state = (
+            self,
+            t,
+            labels,
+            fields,
+            since,
+            VecDeque::<String>::new(),
+            rx,
+        );
+        let stream = futures::stream::unfold(
+            state,
+            move |(fake, t, labels, fields, mut since, mut queue, mut rx)| async move {
+                loop {
+                    if let Some(line) = queue.pop_front() {
+                        return Some((
+                            Ok::<_, Infallible>(Bytes::from(line)),
+                            (fake, t, labels, fields, since, queue, rx),
+                        ));
+                    }
+                    {
+                        let inner = fake.lock();
+                        let start = inner.log.partition_point(|e| e.rv <= since);
+                        for e in &inner.log[start..] {
+                            since = e.rv;
+                            let here = e.resource == t.resource
+                                && (t.namespace.is_empty() || e.namespace == t.namespace)
+                                && labels_match(&labels, &e.object)
+                                && fields_match(&fields, &e.object);
+                            if here {
+                                let obj = if meta {
+                                    metadata_only(&e.object)
+                                } else {
+                                    e.object.clone()
+                                };
+                                queue.push_back(format!(
+                                    "{}\n",
+                                    json!({"type": e.kind, "object": obj})
+                                ));
+                            }
+                        }
+                    }
+                    if queue.is_empty() && rx.changed().await.is_err() {
+                        return None;
+                    }
+                }
+            },
+        );
+        (
+            StatusCode::OK,
+            [("content-type", "application/json")],
+            Body::from_stream(stream),
+        )
+            .into_response()
+    }
+
+    /// Server-side apply ownership of a Lease's holder, as far as leader election needs it: an
+    /// apply that changes a holder another manager set is a conflict (409); any write that sets
+    /// or clears the holder takes or drops ownership.
+    fn lease_ownership(
+        &self,
+        t: &Target,
+        name: &str,
+        old: &Value,
+        body: &Value,
+        apply: bool,
+        manager: &str,
+    ) -> Result<(), String> {
+        let key = (t.resource.clone(), t.namespace.clone(), name.to_string());
+        let Some(new_holder) = body["spec"].get("holderIdentity") else {
+            return Ok(());
+        };
+        let mut inner = self.lock();
+        let owner = inner.holder_managers.get(&key).cloned();
+        let old_holder = &old["spec"]["holderIdentity"];
+        if apply
+            && !old_holder.is_null()
+            && old_holder != new_holder
+            && owner.as_deref().is_some_and(|o| o != manager)
+        {
+            return Err(format!(
+                "Apply failed with 1 conflict: conflict with {owner:?}: .spec.holderIdentity"
+            ));
+        }
+        if new_holder.is_null() {
+            inner.holder_managers.remove(&key);
+        } else {
+            inner.holder_managers.insert(key, manager.to_string());
+        }
+        Ok(())
+    }
+
+    /// The simulated agent: takes a new revision up, then reports it healthy.
+    fn agent(self: &Arc<Self>, node: String, revision: String) {
+        let fake = self.clone();
+        tokio::spawn(async move {
+            fake.set_cpn_status(&node, &revision, "Pending");
+            tokio::time::sleep(fake.agent_delay).await;
+            fake.set_cpn_status(&node, &revision, "Healthy");
+        });
+    }
+
+    fn set_cpn_status(&self, node: &str, revision: &str, phase: &str) {
+        let Some(mut obj) = self.get("controlplanenodes", "", node) else {
+            return;
+        };
+        if obj["spec"]["revision"] != revision {
+            return; // the operator moved on
+        }
+        let healthy = phase == "Healthy";
+        let status = &mut obj["status"];
+        status["targetRevision"] = json!(revision);
+        status["phase"] = json!(phase);
+        status["phaseSince"] = json!("2026-01-01T00:00:00Z");
+        if healthy {
+            status["appliedRevision"] = json!(revision);
+            status["lastKnownGoodRevision"] = json!(revision);
+        }
+        self.put("controlplanenodes", "", obj);
+    }
+
+    async fn handle(
+        self: Arc<Self>,
+        method: Method,
+        uri: Uri,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Response {
+        self.lock().requests += 1;
+        let Some(t) = parse_path(uri.path()) else {
+            return status_error(404, "NotFound", &format!("no route {}", uri.path()));
+        };
+        let q = query(&uri);
+        let meta = headers
+            .get("accept")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("as=PartialObjectMetadata"));
+        let body: Value = if body.is_empty() {
+            Value::Null
+        } else {
+            match serde_json::from_slice(&body) {
+                Ok(v) => v,
+                Err(e) => {
+                    return status_error(400, "BadRequest", &format!("body is not JSON: {e}"));
+                }
+            }
+        };
+        match (method, &t.name) {
+            (Method::GET, None) => {
+                if q.get("watch").is_some_and(|w| w == "true" || w == "1") {
+                    self.watch(t, q, meta)
+                } else {
+                    json_response(StatusCode::OK, &self.list(&t, &q, meta))
+                }
+            }
+            (Method::GET, Some(name)) => match self.get(&t.resource, &t.namespace, name) {
+                Some(o) if meta => json_response(StatusCode::OK, &metadata_only(&o)),
+                Some(o) => json_response(StatusCode::OK, &o),
+                None => status_error(404, "NotFound", &format!("{} {name} not found", t.resource)),
+            },
+            (Method::POST, None) => {
+                let name = body["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                if self.get(&t.resource, &t.namespace, &name).is_some() {
+                    return status_error(
+                        409,
+                        "AlreadyExists",
+                        &format!("{} {name} already exists", t.resource),
+                    );
+                }
+                let stored = self.put(&t.resource, &t.namespace, body);
+                json_response(StatusCode::CREATED, &stored)
+            }
+            (Method::PATCH, Some(name)) => {
+                let ctype = headers
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                let apply = ctype.starts_with("application/apply-patch");
+                let existing = self.get(&t.resource, &t.namespace, name);
+                if existing.is_none() && !apply {
+                    return status_error(
+                        404,
+                        "NotFound",
+                        &format!("{} {name} not found", t.resource),
+                    );
+                }
+                let mut obj = existing.unwrap_or_else(|| json!({"metadata": {"name": name}}));
+                if t.resource == "leases" {
+                    let manager = q.get("fieldManager").cloned().unwrap_or_default();
+                    if let Err(conflict) =
+                        self.lease_ownership(&t, name, &obj, &body, apply, &manager)
+                    {
+                        return status_error(409, "Conflict", &conflict);
+                    }
+                    merge(&mut obj, &body);
+                } else if t.status {
+                    // Server-side apply of status by one manager: its status replaces the old one.
+                    obj["status"] = body["status"].clone();
+                } else if apply {
+                    // One manager owns metadata labels/ownerReferences and spec: replace them.
+                    if let Some(m) = body.get("metadata") {
+                        merge(&mut obj["metadata"], m);
+                    }
+                    if let Some(s) = body.get("spec") {
+                        obj["spec"] = s.clone();
+                    }
+                } else {
+                    merge(&mut obj, &body);
+                }
+                let stored = self.put(&t.resource, &t.namespace, obj);
+                if t.resource == "controlplanenodes" && !t.status {
+                    let revision = stored["spec"]["revision"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string();
+                    if !revision.is_empty() && stored["status"]["targetRevision"] != revision {
+                        self.lock().cpn_writes.push(CpnWrite {
+                            at: Instant::now(),
+                            node: name.clone(),
+                            revision: revision.clone(),
+                        });
+                        self.agent(name.clone(), revision);
+                    }
+                }
+                json_response(StatusCode::OK, &stored)
+            }
+            (Method::DELETE, Some(name)) => match self.delete(&t.resource, &t.namespace, name) {
+                Some(o) => json_response(StatusCode::OK, &o),
+                None => status_error(404, "NotFound", &format!("{} {name} not found", t.resource)),
+            },
+            (m, _) => status_error(405, "MethodNotAllowed", &format!("{m} {}", uri.path())),
+        }
+    }
+
+    /// Serves on 127.0.0.1 (a free port); returns the address.
+    pub async fn serve(self: &Arc<Self>) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let fake = self.clone();
+        let app = Router::new().fallback(
+            move |State(f): State<Arc<Fake>>,
+                  method: Method,
+                  uri: Uri,
+                  headers: HeaderMap,
+                  body: Bytes| { f.handle(method, uri, headers, body) },
+        );
+        let app = app.with_state(fake);
+        tokio::spawn(async move {
+            axum::serve(listener, app).await.expect("fake API server");
+        });
+        addr
+    }
+}
+
+/// Seeds a cluster: config `prod` (kubeadm defaults, v1.36.2), `nodes` control-plane Nodes
+/// `cp-N` with their ControlPlaneNodes (facts reported, no revision yet) and 3 workers, and
+/// the component Leases held by cp-1 and cp-2.
+pub fn seed(fake: &Fake, nodes: usize) {
+    fake.put(
+        "controlplaneconfigs",
+        "",
+        json!({"metadata": {"name": "prod"},
+               "spec": {"kubernetesVersion": "v1.36.2", "rollout": {"minReadySeconds": 0}}}),
+    );
+    for i in 1..=nodes + 3 {
+        let control_plane = i <= nodes;
+        let name = if control_plane {
+            format!("cp-{i}")
+        } else {
+            format!("worker-{i}")
+        };
+        let mut labels = json!({
+            "kubernetes.io/hostname": name,
+            "kubernetes.io/os": "linux",
+            "kubernetes.io/arch": "amd64",
+            "beta.kubernetes.io/os": "linux",
+            "beta.kubernetes.io/arch": "amd64",
+        });
+        if control_plane {
+            labels["node-role.kubernetes.io/control-plane"] = json!("");
+            labels["node.kubernetes.io/exclude-from-external-load-balancers"] = json!("");
+        }
+        fake.put(
+            "nodes",
+            "",
+            json!({"metadata": {"name": name, "labels": labels,
+                                "annotations": {"node.alpha.kubernetes.io/ttl": "0",
+                                                "volumes.kubernetes.io/controller-managed-attach-detach": "true"}},
+                   "spec": {"podCIDR": format!("10.244.{i}.0/24")},
+                   "status": {"addresses": [{"type": "InternalIP", "address": format!("10.0.0.{}", 10 + i)},
+                                            {"type": "Hostname", "address": name}]}}),
+        );
+        if control_plane {
+            fake.put(
+                "controlplanenodes",
+                "",
+                json!({"metadata": {"name": name, "labels": {"kubeplane.io/config": "prod"}},
+                       "spec": {"configName": "prod", "revision": "", "manifests": []},
+                       "status": {"phase": "Pending",
+                                  "nodeFacts": {"nodeName": name,
+                                                "advertiseAddress": format!("10.0.0.{}", 10 + i),
+                                                "addresses": [format!("InternalIP=10.0.0.{}", 10 + i)],
+                                                "hostCaDirectories": ["/etc/ca-certificates", "/usr/local/share/ca-certificates", "/usr/share/ca-certificates"],
+                                                "manifestDir": "/etc/kubernetes/manifests",
+                                                "stateDir": "/etc/kubernetes/kubeplane"}}}),
+            );
+        }
+    }
+    for (lease, holder) in [
+        ("kube-controller-manager", "cp-1_3b9c0f0e"),
+        ("kube-scheduler", "cp-2_7d2e1a4b"),
+    ] {
+        fake.put(
+            "leases",
+            "kube-system",
+            json!({"metadata": {"name": lease},
+                   "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15, "leaseTransitions": 3,
+                            "acquireTime": "2026-01-01T00:00:00.000000Z", "renewTime": "2026-01-01T00:00:00.000000Z"}}),
+        );
+    }
+}
+
+/// Whether config `prod` reports `Ready=True` at its current generation.
+pub fn complete(fake: &Fake) -> bool {
+    let Some(cpc) = fake.get("controlplaneconfigs", "", "prod") else {
+        return false;
+    };
+    let current = cpc["status"]["observedGeneration"] == cpc["metadata"]["generation"];
+    let ready = cpc["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    });
+    current && ready
+}
+
+/// Writes a kubeconfig for the server at `addr` into `dir`.
+pub fn kubeconfig(dir: &std::path::Path, addr: SocketAddr) -> std::path::PathBuf {
+    let path = dir.join("kubeconfig");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://{addr}\nusers:\n- name: test\n  user:\n    token: test\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: test\ncurrent-context: fake\n"
+        ),
+    )
+    .expect("kubeconfig");
+    path
+}

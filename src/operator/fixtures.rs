@@ -1,0 +1,551 @@
+//! Test fixtures in the style of kube-rs/controller-rs `fixtures.rs`: a mocked API server
+//! (`tower_test::mock::pair`) and an [`ApiServerVerifier`] that plays a [`Scenario`], asserting
+//! the method, path and body of every request in order and answering from a [`World`]. After
+//! the last expected request it asserts that no other request arrives.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, Request, Response, StatusCode};
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::client::Body;
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+
+use super::metrics::Metrics;
+use super::reconcile::Context;
+use super::selection::{self, CONFIG_LABEL, CONTROL_PLANE_LABEL};
+use crate::api::{
+    ControlPlaneConfig, ControlPlaneConfigSpec, ControlPlaneConfigStatus, ControlPlaneNode,
+    ControlPlaneNodeSpec, ControlPlaneNodeStatus, NodeFacts, NodePhase,
+};
+
+/// The mocked API server's side of the channel.
+pub type ApiServerHandle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+/// A context whose client talks to the returned verifier.
+pub fn test_context() -> (Arc<Context>, ApiServerVerifier) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let metrics = Metrics::register(&mut crate::telemetry::registry());
+    let ctx = Context::new(client, metrics, Some("test".into()));
+    (Arc::new(ctx), ApiServerVerifier(handle))
+}
+
+/// The cluster as the API server holds it.
+#[derive(Clone, Debug)]
+pub struct World {
+    /// The config being reconciled.
+    pub cpc: ControlPlaneConfig,
+    /// Nodes and their labels.
+    pub nodes: Vec<(String, BTreeMap<String, String>)>,
+    /// Every ControlPlaneNode, of any config.
+    pub cpns: Vec<ControlPlaneNode>,
+    /// Holder identities of the kube-controller-manager and kube-scheduler Leases.
+    pub leases: BTreeMap<&'static str, String>,
+    /// Data of the encryption Secret, when it exists.
+    pub secret: Option<BTreeMap<String, Vec<u8>>>,
+}
+
+/// A valid spec: kubeadm defaults for v1.36.2.
+pub fn valid_spec() -> ControlPlaneConfigSpec {
+    ControlPlaneConfigSpec {
+        kubernetes_version: "v1.36.2".into(),
+        ..Default::default()
+    }
+}
+
+/// A config as the API server returns it.
+pub fn config(generation: i64, spec: ControlPlaneConfigSpec) -> ControlPlaneConfig {
+    let mut c = ControlPlaneConfig::new("prod", spec);
+    c.metadata.uid = Some("3f1c2b7a-0000-4000-8000-000000000001".into());
+    c.metadata.generation = Some(generation);
+    c.metadata.resource_version = Some("100".into());
+    c
+}
+
+/// Facts an agent on `node` reports.
+pub fn facts(node: &str, ip: &str) -> NodeFacts {
+    NodeFacts {
+        node_name: node.into(),
+        advertise_address: Some(ip.into()),
+        addresses: vec![format!("InternalIP={ip}")],
+        host_ca_directories: vec!["/etc/ca-certificates".into()],
+        manifest_dir: Some("/etc/kubernetes/manifests".into()),
+        state_dir: Some("/etc/kubernetes/kubeplane".into()),
+    }
+}
+
+/// A ControlPlaneNode of config `prod` with facts, settled in `phase` at `rev` (`""`: never
+/// given a revision).
+pub fn cpn(node: &str, rev: &str, phase: NodePhase) -> ControlPlaneNode {
+    let idx: u8 = node.trim_start_matches("cp-").parse().unwrap_or(9);
+    let mut c = ControlPlaneNode::new(
+        node,
+        ControlPlaneNodeSpec {
+            config_name: "prod".into(),
+            revision: rev.into(),
+            ..Default::default()
+        },
+    );
+    c.metadata.labels = Some(BTreeMap::from([(CONFIG_LABEL.into(), "prod".into())]));
+    c.status = Some(ControlPlaneNodeStatus {
+        node_facts: Some(facts(node, &format!("10.0.0.{}", 10 + idx))),
+        phase: Some(phase),
+        target_revision: (!rev.is_empty()).then(|| rev.to_string()),
+        applied_revision: (!rev.is_empty()).then(|| rev.to_string()),
+        last_known_good_revision: (!rev.is_empty()).then(|| rev.to_string()),
+        phase_since: Some(Time(Timestamp::from_second(1_700_000_000).expect("time"))),
+        ..Default::default()
+    });
+    c
+}
+
+/// `cpn` with its agent still on `target` in `phase` (spec says `spec_rev`).
+pub fn cpn_moving(node: &str, spec_rev: &str, target: &str, phase: NodePhase) -> ControlPlaneNode {
+    let mut c = cpn(node, spec_rev, phase);
+    if let Some(s) = c.status.as_mut() {
+        s.target_revision = Some(target.into());
+        s.applied_revision = Some("r-old".into());
+    }
+    c
+}
+
+impl World {
+    /// Control-plane nodes `names` (kubeadm label), no ControlPlaneNodes, no Leases.
+    pub fn new(cpc: ControlPlaneConfig, names: &[&str]) -> Self {
+        World {
+            cpc,
+            nodes: names
+                .iter()
+                .map(|n| {
+                    (
+                        n.to_string(),
+                        BTreeMap::from([(CONTROL_PLANE_LABEL.to_string(), String::new())]),
+                    )
+                })
+                .collect(),
+            cpns: Vec::new(),
+            leases: BTreeMap::new(),
+            secret: None,
+        }
+    }
+
+    /// With these ControlPlaneNodes.
+    pub fn with_cpns(mut self, cpns: Vec<ControlPlaneNode>) -> Self {
+        self.cpns = cpns;
+        self
+    }
+
+    /// With the config's previous status.
+    pub fn with_status(mut self, status: ControlPlaneConfigStatus) -> Self {
+        self.cpc.status = Some(status);
+        self
+    }
+
+    /// The revision the operator computes for the world's spec.
+    pub fn revision(&self) -> String {
+        let digest = self.secret.as_ref().and_then(|d| {
+            let key = crate::render::encryption_secret(&self.cpc.spec)?.key?;
+            d.get(&key).map(|b| crate::render::sha256_hex(b))
+        });
+        crate::render::revision(&self.cpc.spec, digest.as_deref())
+    }
+}
+
+/// A request the operator makes after its reads, in order.
+pub enum Write {
+    /// SSA of a new ControlPlaneNode without a revision (facts first).
+    CreateEmpty(&'static str),
+    /// SSA of a ControlPlaneNode with the world's revision, rendered.
+    Start(&'static str),
+    /// Deletion of a ControlPlaneNode.
+    Delete(&'static str),
+    /// SSA of the config's status; the closure checks the `status` object.
+    Status(Box<dyn FnOnce(&Value) + Send>),
+    /// An Event with this reason.
+    Event(&'static str),
+}
+
+/// What the verifier plays.
+pub enum Scenario {
+    /// A valid spec: the reads (config, Secret if any, Nodes, ControlPlaneNodes, Leases) answered
+    /// from the world, then exactly these writes.
+    Reconcile(World, Vec<Write>),
+    /// Only the config is read; then exactly these writes (invalid spec, missing Secret).
+    Blocked(World, Vec<Write>),
+    /// The reads stop after the ControlPlaneNodes (a node claimed by another config); then
+    /// exactly these writes.
+    Conflict(World, Vec<Write>),
+}
+
+/// Plays a scenario against the operator's client.
+pub struct ApiServerVerifier(pub ApiServerHandle);
+
+fn response(status: StatusCode, body: &Value) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Body::from(serde_json::to_vec(body).expect("json")))
+        .expect("response")
+}
+
+fn not_found(what: &str) -> Response<Body> {
+    response(
+        StatusCode::NOT_FOUND,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": format!("{what} not found"), "reason": "NotFound", "code": 404}),
+    )
+}
+
+/// Asserts that every key of `expected` is in `actual` with an equal value (objects compared
+/// recursively, everything else exactly).
+pub fn assert_json_subset(actual: &Value, expected: &Value, path: &str) {
+    match (actual, expected) {
+        (Value::Object(a), Value::Object(e)) => {
+            for (k, ev) in e {
+                let av = a
+                    .get(k)
+                    .unwrap_or_else(|| panic!("{path}.{k} missing in {actual}"));
+                assert_json_subset(av, ev, &format!("{path}.{k}"));
+            }
+        }
+        _ => assert_eq!(actual, expected, "at {path}"),
+    }
+}
+
+impl ApiServerVerifier {
+    /// Plays the scenario in a task; await the handle after the operator is done and its
+    /// client dropped.
+    pub fn run(self, scenario: Scenario) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut v = self;
+            match scenario {
+                Scenario::Reconcile(world, writes) => {
+                    v.reads(&world, true).await;
+                    v.writes(&world, writes).await;
+                }
+                Scenario::Conflict(world, writes) => {
+                    v.reads(&world, false).await;
+                    v.writes(&world, writes).await;
+                }
+                Scenario::Blocked(world, writes) => {
+                    v.get_config(&world).await;
+                    if let Some(r) = crate::render::encryption_secret(&world.cpc.spec) {
+                        v.get_secret(&world, &r).await;
+                    }
+                    v.writes(&world, writes).await;
+                }
+            }
+            if let Some((req, _)) = v.0.next_request().await {
+                panic!("unexpected request {} {}", req.method(), req.uri());
+            }
+        })
+    }
+
+    async fn next(
+        &mut self,
+        method: Method,
+        uri: &str,
+    ) -> (Value, tower_test::mock::SendResponse<Response<Body>>) {
+        let (req, send) = self
+            .0
+            .next_request()
+            .await
+            .unwrap_or_else(|| panic!("expected {method} {uri}, but the operator stopped"));
+        assert_eq!(
+            (req.method(), req.uri().to_string().as_str()),
+            (&method, uri),
+            "unexpected request"
+        );
+        let bytes = req.into_body().collect_bytes().await.expect("body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).expect("JSON body")
+        };
+        (body, send)
+    }
+
+    async fn get_config(&mut self, world: &World) {
+        let (_, send) = self
+            .next(
+                Method::GET,
+                "/apis/kubeplane.io/v1alpha1/controlplaneconfigs/prod",
+            )
+            .await;
+        send.send_response(response(StatusCode::OK, &json!(world.cpc)));
+    }
+
+    async fn get_secret(&mut self, world: &World, r: &crate::api::SecretKeyRef) {
+        let ns = r.namespace.as_deref().unwrap_or("kube-system");
+        let uri = format!("/api/v1/namespaces/{ns}/secrets/{}", r.name);
+        let (_, send) = self.next(Method::GET, &uri).await;
+        match &world.secret {
+            None => send.send_response(not_found("secret")),
+            Some(data) => {
+                let data: BTreeMap<&String, String> =
+                    data.iter().map(|(k, v)| (k, base64(v))).collect();
+                send.send_response(response(
+                    StatusCode::OK,
+                    &json!({"apiVersion": "v1", "kind": "Secret",
+                            "metadata": {"name": r.name, "namespace": ns}, "data": data}),
+                ));
+            }
+        }
+    }
+
+    async fn reads(&mut self, world: &World, leases: bool) {
+        self.get_config(world).await;
+        if let Some(r) = crate::render::encryption_secret(&world.cpc.spec) {
+            self.get_secret(world, &r).await;
+        }
+        let selector = selection::node_selector(&world.cpc.spec);
+        let uri = format!(
+            "/api/v1/nodes?&labelSelector={}",
+            url_encode(&selection::label_selector(&selector))
+        );
+        let (_, send) = self.next(Method::GET, &uri).await;
+        // Like the API server, answer only the Nodes the label selector matches.
+        let items: Vec<Value> = world
+            .nodes
+            .iter()
+            .filter(|(_, labels)| selection::matches(&selector, labels))
+            .map(|(name, labels)| {
+                json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+                       "metadata": {"name": name, "labels": labels}})
+            })
+            .collect();
+        send.send_response(response(
+            StatusCode::OK,
+            &json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList",
+                    "metadata": {"resourceVersion": "200"}, "items": items}),
+        ));
+
+        let (_, send) = self
+            .next(
+                Method::GET,
+                "/apis/kubeplane.io/v1alpha1/controlplanenodes?",
+            )
+            .await;
+        send.send_response(response(
+            StatusCode::OK,
+            &json!({"apiVersion": "kubeplane.io/v1alpha1", "kind": "ControlPlaneNodeList",
+                    "metadata": {"resourceVersion": "200"}, "items": world.cpns}),
+        ));
+
+        if !leases {
+            return;
+        }
+        for component in ["kube-controller-manager", "kube-scheduler"] {
+            let uri =
+                format!("/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/{component}");
+            let (_, send) = self.next(Method::GET, &uri).await;
+            match world.leases.get(component) {
+                None => send.send_response(not_found("lease")),
+                Some(holder) => {
+                    let lease = Lease {
+                        metadata: kube::api::ObjectMeta {
+                            name: Some(component.into()),
+                            namespace: Some("kube-system".into()),
+                            ..Default::default()
+                        },
+                        spec: Some(LeaseSpec {
+                            holder_identity: Some(holder.clone()),
+                            lease_transitions: Some(4),
+                            renew_time: Some(MicroTime(
+                                Timestamp::from_second(1_700_000_100).expect("time"),
+                            )),
+                            lease_duration_seconds: Some(15),
+                            ..Default::default()
+                        }),
+                    };
+                    send.send_response(response(StatusCode::OK, &json!(lease)));
+                }
+            }
+        }
+    }
+
+    async fn writes(&mut self, world: &World, writes: Vec<Write>) {
+        let revision = world.revision();
+        for w in writes {
+            match w {
+                Write::CreateEmpty(node) | Write::Start(node) => {
+                    let starting = matches!(w, Write::Start(_));
+                    let uri = format!(
+                        "/apis/kubeplane.io/v1alpha1/controlplanenodes/{node}?&force=true&fieldManager=kubeplane-operator"
+                    );
+                    let (body, send) = self.next(Method::PATCH, &uri).await;
+                    assert_json_subset(
+                        &body,
+                        &json!({
+                            "apiVersion": "kubeplane.io/v1alpha1",
+                            "kind": "ControlPlaneNode",
+                            "metadata": {
+                                "name": node,
+                                "labels": {CONFIG_LABEL: "prod"},
+                                "ownerReferences": [{
+                                    "apiVersion": "kubeplane.io/v1alpha1",
+                                    "kind": "ControlPlaneConfig",
+                                    "name": "prod",
+                                    "uid": world.cpc.uid().expect("uid"),
+                                    "controller": true,
+                                }],
+                            },
+                            "spec": {
+                                "configName": "prod",
+                                "revision": if starting { revision.as_str() } else { "" },
+                            },
+                        }),
+                        "cpn",
+                    );
+                    assert!(
+                        body.get("status").is_none(),
+                        "the operator never writes CPN status"
+                    );
+                    let manifests = body["spec"]["manifests"].as_array().expect("manifests");
+                    if starting {
+                        assert_eq!(
+                            manifests.len(),
+                            3,
+                            "kube-apiserver, controller-manager, scheduler"
+                        );
+                        let apiserver = manifests[0]["content"].as_str().expect("content");
+                        let ip = world
+                            .cpns
+                            .iter()
+                            .find(|c| c.name_any() == node)
+                            .and_then(|c| {
+                                c.status
+                                    .as_ref()?
+                                    .node_facts
+                                    .as_ref()?
+                                    .advertise_address
+                                    .clone()
+                            })
+                            .expect("the started node has facts");
+                        assert!(
+                            apiserver.contains(&format!("--advertise-address={ip}")),
+                            "rendered from the node's own facts"
+                        );
+                    } else {
+                        assert!(manifests.is_empty(), "no manifests before facts");
+                    }
+                    send.send_response(response(StatusCode::OK, &body));
+                }
+                Write::Delete(node) => {
+                    let uri = format!("/apis/kubeplane.io/v1alpha1/controlplanenodes/{node}?");
+                    let (_, send) = self.next(Method::DELETE, &uri).await;
+                    let gone = world
+                        .cpns
+                        .iter()
+                        .find(|c| c.name_any() == node)
+                        .expect("deleted CPN exists");
+                    send.send_response(response(StatusCode::OK, &json!(gone)));
+                }
+                Write::Status(check) => {
+                    let (body, send) = self
+                        .next(
+                            Method::PATCH,
+                            "/apis/kubeplane.io/v1alpha1/controlplaneconfigs/prod/status?&force=true&fieldManager=kubeplane-operator",
+                        )
+                        .await;
+                    assert_json_subset(
+                        &body,
+                        &json!({"apiVersion": "kubeplane.io/v1alpha1", "kind": "ControlPlaneConfig"}),
+                        "status patch",
+                    );
+                    assert!(body.get("spec").is_none(), "a status patch carries no spec");
+                    assert_eq!(
+                        body["status"]["observedGeneration"],
+                        json!(world.cpc.metadata.generation)
+                    );
+                    check(&body["status"]);
+                    let mut cpc = world.cpc.clone();
+                    cpc.status = serde_json::from_value(body["status"].clone()).expect("status");
+                    send.send_response(response(StatusCode::OK, &json!(cpc)));
+                }
+                Write::Event(reason) => {
+                    let (body, send) = self
+                        .next(
+                            Method::POST,
+                            "/apis/events.k8s.io/v1/namespaces/default/events?",
+                        )
+                        .await;
+                    assert_json_subset(
+                        &body,
+                        &json!({
+                            "reason": reason,
+                            "reportingController": "kubeplane-operator",
+                            "regarding": {"kind": "ControlPlaneConfig", "name": "prod"},
+                        }),
+                        "event",
+                    );
+                    send.send_response(response(StatusCode::OK, &body));
+                }
+            }
+        }
+    }
+}
+
+/// Waits for the verifier; a scenario that hangs fails the test instead of the suite.
+pub async fn finish(verifier: tokio::task::JoinHandle<()>) {
+    tokio::time::timeout(Duration::from_secs(5), verifier)
+        .await
+        .expect("scenario finished in time")
+        .expect("scenario assertions held");
+}
+
+/// Percent-encoding of a label selector as kube's query builder writes it.
+fn url_encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// The config object as the Controller hands it to `reconcile`.
+pub fn arc(world: &World) -> Arc<ControlPlaneConfig> {
+    Arc::new(world.cpc.clone())
+}
+
+/// The condition of `type_` in a status JSON.
+pub fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
+    status["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .find(|c| c["type"] == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition in {status}"))
+}

@@ -1,0 +1,707 @@
+//! One reconciliation of a `ControlPlaneConfig`: validate, compute the revision, read the
+//! selected Nodes, the `ControlPlaneNode`s and the leader Leases from the API, let
+//! [`rollout::decide`] pick the next step, then write `ControlPlaneNode`s, the config's status
+//! and Events.
+//!
+//! Everything is read from the API server on every reconcile (consistent reads, not the watch
+//! caches): a cache that has not yet seen the operator's own last write could make a node look
+//! settled when it was just started, and start a second one.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::metrics::{CertificateExpiry, Metrics};
+use super::rollout::{
+    self, ConditionValue, Decision, EventKind, NodeView, PlannedEvent, Previous, RolloutInput,
+    RolloutPhase, condition, reason,
+};
+use super::selection::{self, CONFIG_LABEL};
+use crate::api::{
+    ControlPlaneConfig, ControlPlaneConfigStatus, ControlPlaneNode, ControlPlaneNodeSpec,
+    LeaderStatus, NodeFacts, find_condition, set_condition,
+};
+use crate::render::{self, RenderInput};
+use crate::validation;
+
+/// Field manager of everything the operator writes.
+pub const FIELD_MANAGER: &str = "kubeplane-operator";
+
+/// Namespace of the kube-controller-manager and kube-scheduler leader Leases.
+pub const COMPONENT_LEASE_NAMESPACE: &str = "kube-system";
+
+/// The leader Leases whose holders are updated last.
+pub const COMPONENT_LEASES: [&str; 2] = ["kube-controller-manager", "kube-scheduler"];
+
+/// Events may carry at most 1 kB of note.
+const MAX_NOTE: usize = 1024;
+
+/// Why a reconciliation failed; it is retried with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A Kubernetes API request failed.
+    #[error("cannot {action}: {source}")]
+    Kube {
+        /// What the operator tried to do.
+        action: String,
+        /// The client error.
+        #[source]
+        source: kube::Error,
+    },
+    /// The config has no name or uid (it was never stored by the API server).
+    #[error(
+        "ControlPlaneConfig without metadata.{0}: only objects read from the API server can be reconciled"
+    )]
+    Incomplete(&'static str),
+}
+
+impl Error {
+    /// A short label for the `kubeplane_reconcile_errors_total` metric.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube { .. } => "Kube",
+            Error::Incomplete(_) => "Incomplete",
+        }
+    }
+}
+
+/// `Result` of this layer.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn kube_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+    let action = action.into();
+    move |source| Error::Kube { action, source }
+}
+
+/// What every reconciliation shares.
+pub struct Context {
+    /// The API client.
+    pub client: Client,
+    /// Publishes Events on the configs.
+    pub recorder: Recorder,
+    /// The operator's metrics.
+    pub metrics: Metrics,
+    /// How often a config is reconciled without any change, to refresh the Lease holders and
+    /// notice a changed encryption Secret.
+    pub resync: Duration,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    /// A context publishing Events as `kubeplane-operator` (instance `instance`).
+    pub fn new(client: Client, metrics: Metrics, instance: Option<String>) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: FIELD_MANAGER.into(),
+                instance,
+            },
+        );
+        Context {
+            client,
+            recorder,
+            metrics,
+            resync: Duration::from_secs(60),
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
+        self.failures.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Requeue delay after `failures` consecutive failures: 1 s doubling up to 5 minutes.
+pub fn backoff(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.saturating_sub(1).min(9)).min(Duration::from_secs(300))
+}
+
+/// The controller's error policy: count the error and requeue with per-config exponential
+/// backoff.
+pub fn error_policy(cpc: Arc<ControlPlaneConfig>, err: &Error, ctx: Arc<Context>) -> Action {
+    let name = cpc.name_any();
+    ctx.metrics.reconcile_failed(&name, err.metric_label());
+    let n = {
+        let mut f = ctx.failures();
+        let n = f.entry(name.clone()).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    };
+    let delay = backoff(n);
+    warn!(config = %name, error = %err, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// Reconciles one config. See the module documentation.
+pub async fn reconcile(cpc: Arc<ControlPlaneConfig>, ctx: Arc<Context>) -> Result<Action> {
+    let name = cpc.name_any();
+    let _timer = ctx.metrics.reconcile_started(&name);
+    let span = info_span!("reconcile", config = %name, generation = tracing::field::Empty, revision = tracing::field::Empty);
+    let action = reconcile_inner(&name, &ctx).instrument(span).await?;
+    ctx.failures().remove(&name);
+    Ok(action)
+}
+
+async fn reconcile_inner(name: &str, ctx: &Context) -> Result<Action> {
+    let configs: Api<ControlPlaneConfig> = Api::all(ctx.client.clone());
+    // The newest object, with the status this operator wrote last.
+    let Some(cpc) = configs
+        .get_opt(name)
+        .await
+        .map_err(kube_err(format!("get ControlPlaneConfig {name}")))?
+    else {
+        debug!("config is gone");
+        ctx.metrics.forget(name);
+        return Ok(Action::await_change());
+    };
+    if cpc.uid().is_none() {
+        return Err(Error::Incomplete("uid"));
+    }
+    let generation = cpc.metadata.generation;
+    tracing::Span::current().record("generation", generation.unwrap_or_default());
+
+    // 1. Validation first: nothing is read or written for a spec that cannot be rolled out.
+    let report = validation::validate(&cpc.spec);
+    let warnings: Vec<String> = report.warnings().map(ToString::to_string).collect();
+    if !report.is_ok() {
+        let message = report
+            .errors()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        let repeat = degraded_reason(&cpc).as_deref() == Some("InvalidSpec")
+            && observed_generation(&cpc) == generation;
+        block(ctx, &cpc, "InvalidSpec", &message, warnings).await?;
+        if !repeat {
+            publish(
+                ctx,
+                &cpc,
+                &PlannedEvent {
+                    kind: EventKind::Warning,
+                    reason: reason::VALIDATION_FAILED,
+                    note: format!("spec refused, no node touched: {message}"),
+                    node: None,
+                },
+            )
+            .await;
+        }
+        info!(%message, "spec is invalid; waiting for a change");
+        return Ok(Action::await_change());
+    }
+
+    // 2. The revision, including the encryption configuration's digest.
+    let digest = match render::encryption_secret(&cpc.spec) {
+        None => None,
+        Some(r) => match encryption_digest(ctx, &r).await? {
+            Ok(d) => Some(d),
+            Err(message) => {
+                block(ctx, &cpc, "EncryptionSecretMissing", &message, warnings).await?;
+                return Ok(Action::requeue(ctx.resync));
+            }
+        },
+    };
+    let revision = render::revision(&cpc.spec, digest.as_deref());
+    tracing::Span::current().record("revision", revision.as_str());
+
+    // 3. What the API says: selected Nodes, ControlPlaneNodes, Lease holders.
+    let selector = selection::node_selector(&cpc.spec);
+    let nodes: Api<Node> = Api::all(ctx.client.clone());
+    let node_list = nodes
+        .list_metadata(&ListParams::default().labels(&selection::label_selector(&selector)))
+        .await
+        .map_err(kube_err("list Nodes"))?;
+    let mut selected: Vec<String> = node_list
+        .items
+        .iter()
+        .filter(|n| n.metadata.deletion_timestamp.is_none())
+        .filter(|n| selection::matches(&selector, n.labels()))
+        .map(|n| n.name_any())
+        .collect();
+    selected.sort();
+
+    let cpn_api: Api<ControlPlaneNode> = Api::all(ctx.client.clone());
+    let all_cpns = cpn_api
+        .list(&ListParams::default())
+        .await
+        .map_err(kube_err("list ControlPlaneNodes"))?;
+    let mut ours: BTreeMap<String, ControlPlaneNode> = BTreeMap::new();
+    let mut claimed: BTreeMap<String, String> = BTreeMap::new();
+    for cpn in all_cpns.items {
+        let owner = cpn.labels().get(CONFIG_LABEL).cloned();
+        if owner.as_deref() == Some(name) {
+            ours.insert(cpn.name_any(), cpn);
+        } else if let Some(other) = owner {
+            claimed.insert(cpn.name_any(), other);
+        }
+    }
+    let conflicts: Vec<String> = selected
+        .iter()
+        .filter_map(|n| {
+            claimed
+                .get(n)
+                .map(|other| format!("node {n} is managed by ControlPlaneConfig {other}"))
+        })
+        .collect();
+    if !conflicts.is_empty() {
+        let message = format!(
+            "{}; make the nodeSelectors of the configs disjoint",
+            conflicts.join("; ")
+        );
+        block(ctx, &cpc, "NodeConflict", &message, warnings).await?;
+        return Ok(Action::requeue(ctx.resync));
+    }
+
+    let (leaders, holders) = read_leaders(ctx, &selected).await?;
+
+    // 4. Decide.
+    let views: Vec<NodeView> = selected
+        .iter()
+        .map(|n| {
+            ours.get(n)
+                .map_or_else(|| NodeView::without_cpn(n), NodeView::from_cpn)
+        })
+        .collect();
+    let previous = previous(&cpc);
+    let paused = cpc
+        .spec
+        .rollout
+        .as_ref()
+        .and_then(|r| r.paused)
+        .unwrap_or(false);
+    let mut decision = rollout::decide(&RolloutInput {
+        revision: &revision,
+        paused,
+        nodes: &views,
+        lease_holders: &holders,
+        previous: &previous,
+    });
+
+    // 5. Render the node that starts, from the facts its agent reported.
+    let mut started: Option<(String, ControlPlaneNodeSpec)> = None;
+    if let Some(node) = decision.start.clone() {
+        let facts = ours
+            .get(&node)
+            .and_then(|c| c.status.as_ref())
+            .and_then(|s| s.node_facts.clone())
+            .unwrap_or_default();
+        let facts = NodeFacts {
+            node_name: node.clone(),
+            ..facts
+        };
+        match render::render(&RenderInput {
+            spec: &cpc.spec,
+            node: &facts,
+            encryption_config_sha256: digest.as_deref(),
+        }) {
+            Ok(rendered) => {
+                let spec = render::node_spec(name, &cpc.spec, &revision, &rendered);
+                started = Some((node, spec));
+            }
+            Err(e) => render_failed(&mut decision, &node, &revision, &e.to_string()),
+        }
+    }
+
+    // 6. Write: new ControlPlaneNodes (facts first), the started node, departed nodes.
+    let owner = cpc
+        .controller_owner_ref(&())
+        .ok_or(Error::Incomplete("uid"))?;
+    for node in selected.iter().filter(|n| !ours.contains_key(*n)) {
+        let empty = ControlPlaneNodeSpec {
+            config_name: name.to_string(),
+            ..Default::default()
+        };
+        apply_cpn(ctx, name, node, &owner, &empty).await?;
+        info!(node = %node, "created ControlPlaneNode; waiting for its agent's node facts");
+    }
+    if let Some((node, spec)) = &started {
+        apply_cpn(ctx, name, node, &owner, spec).await?;
+        info!(node = %node, "node update started");
+    }
+    for departed in ours.keys().filter(|n| selected.binary_search(n).is_err()) {
+        match cpn_api.delete(departed, &DeleteParams::default()).await {
+            Ok(_) => info!(node = %departed, "node left the selector; ControlPlaneNode deleted"),
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(kube_err(format!("delete ControlPlaneNode {departed}"))(e)),
+        }
+    }
+
+    // 7. Status, then Events (after the status, so a failed write does not repeat them).
+    let status = ControlPlaneConfigStatus {
+        observed_generation: generation,
+        revision: Some(revision.clone()),
+        nodes: decision.nodes,
+        updated_nodes: decision.updated,
+        ready_nodes: decision.ready,
+        node_in_flight: decision.node_in_flight.clone(),
+        conditions: merge_conditions(&cpc, &decision.conditions, generation),
+        warnings,
+        leaders,
+    };
+    apply_status(ctx, name, &status).await?;
+    for ev in &decision.events {
+        publish(ctx, &cpc, ev).await;
+    }
+
+    // 8. Metrics.
+    record_metrics(ctx, name, &decision, &views, &ours);
+    debug!(phase = decision.phase.as_str(), in_flight = ?decision.node_in_flight, "reconciled");
+    Ok(Action::requeue(ctx.resync))
+}
+
+/// Overrides a decision whose chosen node could not be rendered: nothing starts, `Degraded`.
+fn render_failed(d: &mut Decision, node: &str, revision: &str, error: &str) {
+    d.start = None;
+    d.node_in_flight = None;
+    d.phase = RolloutPhase::Invalid;
+    d.events.retain(|e| e.reason != reason::NODE_UPDATE_STARTED);
+    let message = format!("cannot render revision {revision} for node {node}: {error}");
+    for c in &mut d.conditions {
+        c.status = c.type_ == condition::DEGRADED;
+        c.reason = "RenderFailed".into();
+        c.message = message.clone();
+    }
+}
+
+fn observed_generation(cpc: &ControlPlaneConfig) -> Option<i64> {
+    cpc.status.as_ref().and_then(|s| s.observed_generation)
+}
+
+fn degraded_reason(cpc: &ControlPlaneConfig) -> Option<String> {
+    let st = cpc.status.as_ref()?;
+    let c = find_condition(&st.conditions, condition::DEGRADED)?;
+    c.is_true().then(|| c.reason.clone())
+}
+
+fn previous(cpc: &ControlPlaneConfig) -> Previous {
+    let st = cpc.status.as_ref();
+    Previous {
+        revision: st.and_then(|s| s.revision.clone()),
+        node_in_flight: st.and_then(|s| s.node_in_flight.clone()),
+        ready: st
+            .and_then(|s| find_condition(&s.conditions, condition::READY))
+            .is_some_and(|c| c.is_true()),
+        degraded_reason: degraded_reason(cpc),
+    }
+}
+
+/// The previous conditions with the new values set; transition times kept where the status
+/// did not change.
+fn merge_conditions(
+    cpc: &ControlPlaneConfig,
+    values: &[ConditionValue],
+    generation: Option<i64>,
+) -> Vec<crate::api::Condition> {
+    let mut conditions = cpc
+        .status
+        .as_ref()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let now = Time(Timestamp::now());
+    for v in values {
+        set_condition(
+            &mut conditions,
+            crate::api::Condition {
+                type_: v.type_.to_string(),
+                status: if v.status { "True" } else { "False" }.into(),
+                reason: v.reason.clone(),
+                message: v.message.clone(),
+                last_transition_time: now.clone(),
+                observed_generation: generation,
+            },
+        );
+    }
+    conditions.sort_by_key(|c| {
+        [
+            condition::READY,
+            condition::PROGRESSING,
+            condition::DEGRADED,
+        ]
+        .iter()
+        .position(|t| *t == c.type_)
+        .unwrap_or(usize::MAX)
+    });
+    conditions
+}
+
+/// Writes a status that says the rollout cannot go on (`Degraded=True`, `reason`), keeping the
+/// node counts and leaders last observed.
+async fn block(
+    ctx: &Context,
+    cpc: &ControlPlaneConfig,
+    why: &str,
+    message: &str,
+    warnings: Vec<String>,
+) -> Result<()> {
+    let name = cpc.name_any();
+    warn!(reason = why, %message, "rollout blocked");
+    let generation = cpc.metadata.generation;
+    let mut status = cpc.status.clone().unwrap_or_default();
+    status.observed_generation = generation;
+    status.warnings = warnings;
+    let values: Vec<ConditionValue> = [
+        condition::READY,
+        condition::PROGRESSING,
+        condition::DEGRADED,
+    ]
+    .into_iter()
+    .map(|t| ConditionValue {
+        type_: t,
+        status: t == condition::DEGRADED,
+        reason: why.to_string(),
+        message: message.to_string(),
+    })
+    .collect();
+    status.conditions = merge_conditions(cpc, &values, generation);
+    apply_status(ctx, &name, &status).await?;
+    ctx.metrics.set_rollout_phase(&name, RolloutPhase::Invalid);
+    Ok(())
+}
+
+/// SHA-256 of the encryption configuration in the referenced Secret; `Err(message)` when the
+/// Secret or key is missing (a problem the user fixes, not a transient error).
+async fn encryption_digest(
+    ctx: &Context,
+    r: &crate::api::SecretKeyRef,
+) -> Result<Result<String, String>> {
+    let ns = r
+        .namespace
+        .clone()
+        .unwrap_or_else(|| render::defaults::ENCRYPTION_SECRET_NAMESPACE.into());
+    let key = r
+        .key
+        .clone()
+        .unwrap_or_else(|| render::defaults::ENCRYPTION_SECRET_KEY.into());
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let secret = secrets
+        .get_opt(&r.name)
+        .await
+        .map_err(kube_err(format!("get Secret {ns}/{}", r.name)))?;
+    let Some(secret) = secret else {
+        return Ok(Err(format!(
+            "spec.apiServer.encryption.secretRef: Secret {ns}/{} does not exist; create it with the EncryptionConfiguration under key {key:?}",
+            r.name
+        )));
+    };
+    match secret.data.as_ref().and_then(|d| d.get(&key)) {
+        Some(bytes) => Ok(Ok(render::sha256_hex(&bytes.0))),
+        None => Ok(Err(format!(
+            "spec.apiServer.encryption.secretRef: Secret {ns}/{} has no key {key:?}; add the EncryptionConfiguration under that key or set secretRef.key",
+            r.name
+        ))),
+    }
+}
+
+/// The holders of the component Leases, and the selected nodes among them.
+async fn read_leaders(
+    ctx: &Context,
+    selected: &[String],
+) -> Result<(Vec<LeaderStatus>, BTreeSet<String>)> {
+    let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), COMPONENT_LEASE_NAMESPACE);
+    let mut leaders = Vec::new();
+    let mut holders = BTreeSet::new();
+    for component in COMPONENT_LEASES {
+        let Some(lease) = leases.get_opt(component).await.map_err(kube_err(format!(
+            "get Lease {COMPONENT_LEASE_NAMESPACE}/{component}"
+        )))?
+        else {
+            continue;
+        };
+        let status = leader_status(component, &lease, selected);
+        if let Some(n) = &status.node {
+            holders.insert(n.clone());
+        }
+        leaders.push(status);
+    }
+    Ok((leaders, holders))
+}
+
+/// A component's leader as its Lease says.
+pub fn leader_status(component: &str, lease: &Lease, selected: &[String]) -> LeaderStatus {
+    let spec = lease.spec.as_ref();
+    let holder = spec
+        .and_then(|s| s.holder_identity.clone())
+        .filter(|h| !h.is_empty());
+    LeaderStatus {
+        component: component.to_string(),
+        node: holder
+            .as_deref()
+            .and_then(|h| selection::holder_node(h, selected)),
+        holder,
+        transitions: spec.and_then(|s| s.lease_transitions),
+        renew_time: spec.and_then(|s| s.renew_time.clone()),
+    }
+}
+
+async fn apply_cpn(
+    ctx: &Context,
+    config: &str,
+    node: &str,
+    owner: &k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,
+    spec: &ControlPlaneNodeSpec,
+) -> Result<()> {
+    let api: Api<ControlPlaneNode> = Api::all(ctx.client.clone());
+    let body = json!({
+        "apiVersion": ControlPlaneNode::api_version(&()),
+        "kind": ControlPlaneNode::kind(&()),
+        "metadata": {
+            "name": node,
+            "labels": { CONFIG_LABEL: config },
+            "ownerReferences": [owner],
+        },
+        "spec": spec,
+    });
+    api.patch(
+        node,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map_err(kube_err(format!("apply ControlPlaneNode {node}")))?;
+    Ok(())
+}
+
+async fn apply_status(ctx: &Context, name: &str, status: &ControlPlaneConfigStatus) -> Result<()> {
+    let api: Api<ControlPlaneConfig> = Api::all(ctx.client.clone());
+    let body = json!({
+        "apiVersion": ControlPlaneConfig::api_version(&()),
+        "kind": ControlPlaneConfig::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map_err(kube_err(format!(
+        "apply status of ControlPlaneConfig {name}"
+    )))?;
+    Ok(())
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max.saturating_sub(3);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}
+
+/// Publishes an Event on the config; a failure is logged, not fatal (Events are best effort).
+async fn publish(ctx: &Context, cpc: &ControlPlaneConfig, ev: &PlannedEvent) {
+    let event = Event {
+        type_: match ev.kind {
+            EventKind::Normal => EventType::Normal,
+            EventKind::Warning => EventType::Warning,
+        },
+        reason: ev.reason.to_string(),
+        note: Some(truncate(&ev.note, MAX_NOTE)),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    match ctx.recorder.publish(&event, &cpc.object_ref(&())).await {
+        Ok(()) => info!(reason = ev.reason, note = %ev.note, "event"),
+        Err(e) => warn!(reason = ev.reason, error = %e, "cannot publish event"),
+    }
+}
+
+fn record_metrics(
+    ctx: &Context,
+    name: &str,
+    d: &Decision,
+    views: &[NodeView],
+    ours: &BTreeMap<String, ControlPlaneNode>,
+) {
+    ctx.metrics.set_rollout_phase(name, d.phase);
+    let mut phases: BTreeMap<&str, i64> = BTreeMap::new();
+    for v in views {
+        *phases.entry(v.shown_phase()).or_default() += 1;
+    }
+    ctx.metrics.set_node_phases(name, &phases);
+    let certs = views
+        .iter()
+        .filter_map(|v| ours.get(&v.name))
+        .flat_map(|cpn| {
+            let node = cpn.name_any();
+            cpn.status
+                .iter()
+                .flat_map(|s| s.certificates.iter())
+                .filter_map(move |c| {
+                    Some(CertificateExpiry {
+                        node: node.clone(),
+                        component: c.component.clone(),
+                        path: c.path.clone(),
+                        not_after: c.not_after.as_ref()?.0,
+                    })
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    ctx.metrics.set_certificates(name, certs);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_five_minutes() {
+        let secs: Vec<u64> = (1..=12).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(secs, vec![1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
+        assert_eq!(backoff(u32::MAX).as_secs(), 300);
+    }
+
+    #[test]
+    fn long_notes_are_cut_at_a_character_boundary() {
+        let s = "é".repeat(1000);
+        let t = truncate(&s, MAX_NOTE);
+        assert!(t.len() <= MAX_NOTE && t.ends_with("..."));
+        assert_eq!(truncate("short", MAX_NOTE), "short");
+    }
+
+    #[test]
+    fn render_failure_starts_nothing_and_degrades() {
+        let nodes = [NodeView {
+            name: "cp-1".into(),
+            has_cpn: true,
+            has_facts: true,
+            ..Default::default()
+        }];
+        let prev = Previous::default();
+        let mut d = rollout::decide(&RolloutInput {
+            revision: "r1",
+            paused: false,
+            nodes: &nodes,
+            lease_holders: &BTreeSet::new(),
+            previous: &prev,
+        });
+        assert!(d.start.is_some());
+        render_failed(&mut d, "cp-1", "r1", "no advertise address");
+        assert_eq!((d.start.as_ref(), d.node_in_flight.as_ref()), (None, None));
+        assert!(d.events.is_empty());
+        let deg = d
+            .conditions
+            .iter()
+            .find(|c| c.type_ == condition::DEGRADED)
+            .unwrap();
+        assert!(
+            deg.status
+                && deg.reason == "RenderFailed"
+                && deg.message.contains("no advertise address")
+        );
+    }
+}

@@ -1,0 +1,274 @@
+//! The `kubeplane operator` binary as a process, two replicas, against the in-memory API server
+//! of the benchmark (`benches/support/fake_apiserver.rs`; no cluster needed): only the Lease
+//! holder reconciles, a SIGTERM hands the lease over, and a leader whose lease is taken exits
+//! non-zero.
+
+#[path = "../benches/support/fake_apiserver.rs"]
+mod fake_apiserver;
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use fake_apiserver::{Fake, complete, kubeconfig, seed};
+use serde_json::json;
+
+struct Replica {
+    name: &'static str,
+    child: Child,
+    metrics: u16,
+    log: PathBuf,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn start(name: &'static str, kubeconfig: &Path, dir: &Path) -> Replica {
+    let metrics = free_port();
+    let log = dir.join(format!("{name}.log"));
+    let child = Command::new(env!("CARGO_BIN_EXE_kubeplane"))
+        .args([
+            "operator",
+            "--metrics-addr",
+            &format!("127.0.0.1:{metrics}"),
+        ])
+        .env("KUBECONFIG", kubeconfig)
+        .env("POD_NAME", name)
+        .env("POD_NAMESPACE", "kube-system")
+        .env("KUBEPLANE_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("start kubeplane operator");
+    Replica {
+        name,
+        child,
+        metrics,
+        log,
+    }
+}
+
+/// `GET path` over HTTP/1.0; `(status, body)`, or `(0, "")` when nothing answers.
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    (code, body)
+}
+
+fn holder(fake: &Fake) -> String {
+    fake.get("leases", "kube-system", "kubeplane-operator")
+        .and_then(|l| l["spec"]["holderIdentity"].as_str().map(String::from))
+        .unwrap_or_default()
+}
+
+async fn wait_for(
+    what: &str,
+    timeout: Duration,
+    replicas: &[&Replica],
+    mut f: impl FnMut() -> bool,
+) {
+    let start = Instant::now();
+    while !f() {
+        if start.elapsed() > timeout {
+            let logs: Vec<String> = replicas
+                .iter()
+                .map(|r| {
+                    format!(
+                        "--- {}:\n{}",
+                        r.name,
+                        std::fs::read_to_string(&r.log).unwrap_or_default()
+                    )
+                })
+                .collect();
+            panic!("timed out waiting for {what}\n{}", logs.join("\n"));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn sigterm(r: &Replica) {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(r.child.id() as i32, libc::SIGTERM);
+    }
+}
+
+fn wait_exit(r: &mut Replica, timeout: Duration) -> ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = r.child.try_wait().expect("try_wait") {
+            return s;
+        }
+        if start.elapsed() > timeout {
+            let _ = r.child.kill();
+            panic!(
+                "{} did not exit:\n{}",
+                r.name,
+                std::fs::read_to_string(&r.log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs `kubeplane rollout status ARGS…`; `(exit code, stdout)`.
+fn rollout_status(kubeconfig: &Path, args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_kubeplane"))
+        .args(["rollout", "status"])
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .output()
+        .expect("run kubeplane rollout status");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+fn change_spec(fake: &Fake, max_age: u32) {
+    let mut cpc = fake.get("controlplaneconfigs", "", "prod").expect("config");
+    cpc["spec"]["apiServer"] =
+        json!({"extraArgs": [{"name": "audit-log-maxage", "value": max_age.to_string()}]});
+    fake.put("controlplaneconfigs", "", cpc);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_one_leader_handover_and_lost_lease() {
+    let fake = Fake::new(Duration::from_millis(5));
+    seed(&fake, 3);
+    let addr = fake.serve().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kc = kubeconfig(dir.path(), addr);
+    let mut a = start("replica-a", &kc, dir.path());
+    let mut b = start("replica-b", &kc, dir.path());
+
+    // One of them takes the lease and rolls the config out; the other stands by, ready.
+    wait_for("a leader", Duration::from_secs(30), &[&a, &b], || {
+        !holder(&fake).is_empty()
+    })
+    .await;
+    wait_for(
+        "the first rollout",
+        Duration::from_secs(30),
+        &[&a, &b],
+        || complete(&fake),
+    )
+    .await;
+    let first = holder(&fake);
+    let (leader, standby) = if first.starts_with("replica-a_") {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
+    assert!(first.starts_with(&format!("{}_", leader.name)), "{first}");
+    let (code, body) = http_get(leader.metrics, "/readyz");
+    assert_eq!((code, body.as_str()), (200, "leader: reconciling\n"));
+    let (code, body) = http_get(standby.metrics, "/readyz");
+    assert_eq!(code, 200);
+    assert!(
+        body.starts_with("standby: waiting for Lease kube-system/kubeplane-operator"),
+        "{body}"
+    );
+    // Only the leader reconciled. (Metrics are set just after the status write: poll.)
+    let leader_port = leader.metrics;
+    wait_for("the leader's metrics", Duration::from_secs(10), &[], || {
+        http_get(leader_port, "/metrics")
+            .1
+            .contains("kubeplane_rollout_phase{config=\"prod\",phase=\"Complete\"} 1")
+    })
+    .await;
+    let (_, leader_metrics) = http_get(leader.metrics, "/metrics");
+    let (_, standby_metrics) = http_get(standby.metrics, "/metrics");
+    assert!(
+        leader_metrics.contains("kubeplane_reconciles_total{config=\"prod\"}"),
+        "{leader_metrics}"
+    );
+    assert!(
+        leader_metrics.contains("kubeplane_rollout_phase{config=\"prod\",phase=\"Complete\"} 1")
+    );
+    assert!(
+        !standby_metrics.contains("kubeplane_reconciles_total{"),
+        "{standby_metrics}"
+    );
+    let writes = fake.cpn_writes();
+    assert_eq!(writes.len(), 3, "{writes:?}");
+    let (code, out) = rollout_status(&kc, &["prod"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("node cp-3: Healthy (revision "), "{out}");
+    assert!(out.contains("cpc/prod successfully rolled out"), "{out}");
+    let (code, _) = rollout_status(&kc, &["missing"]);
+    assert_eq!(code, 1);
+
+    // SIGTERM: the leader exits 0 and releases the lease; the standby takes over and rolls out
+    // the next change.
+    sigterm(leader);
+    let status = wait_exit(leader, Duration::from_secs(30));
+    assert!(status.success(), "graceful exit: {status}");
+    wait_for(
+        "the standby to lead",
+        Duration::from_secs(40),
+        &[&*standby],
+        || holder(&fake).starts_with(&format!("{}_", standby.name)),
+    )
+    .await;
+    change_spec(&fake, 9);
+    wait_for(
+        "the second rollout",
+        Duration::from_secs(30),
+        &[&*standby],
+        || complete(&fake) && fake.cpn_writes().len() == 6,
+    )
+    .await;
+    let (code, body) = http_get(standby.metrics, "/readyz");
+    assert_eq!((code, body.as_str()), (200, "leader: reconciling\n"));
+
+    // An invalid spec: Degraded, and rollout status exits 1 with the reason.
+    let mut cpc = fake.get("controlplaneconfigs", "", "prod").expect("config");
+    cpc["spec"]["kubernetesVersion"] = json!("v1.20.0");
+    fake.put("controlplaneconfigs", "", cpc);
+    wait_for("Degraded", Duration::from_secs(30), &[&*standby], || {
+        rollout_status(&kc, &["prod"]).0 == 1
+    })
+    .await;
+    let (_, out) = rollout_status(&kc, &["prod"]);
+    assert!(
+        out.contains("error: cpc/prod is degraded (InvalidSpec)"),
+        "{out}"
+    );
+    assert_eq!(fake.cpn_writes().len(), 6, "no node touched");
+
+    // Someone else takes the lease: the leader notices at its next renewal and exits non-zero.
+    let mut lease = fake
+        .get("leases", "kube-system", "kubeplane-operator")
+        .expect("lease");
+    lease["spec"]["holderIdentity"] = json!("intruder_0");
+    lease["spec"]["renewTime"] = json!(k8s_openapi::jiff::Timestamp::now().to_string());
+    fake.put("leases", "kube-system", lease);
+    let status = wait_exit(standby, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(1), "lost lease exits 1");
+    let log = std::fs::read_to_string(&standby.log).unwrap_or_default();
+    assert!(
+        log.contains("lost leadership of Lease kube-system/kubeplane-operator"),
+        "{log}"
+    );
+}
