@@ -39,6 +39,11 @@ fi
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
+# Write mode renders from the CRDs it is about to copy into the chart, so one run suffices.
+if [ "$mode" = write ]; then
+  cp crds/kubeplane.io.yaml "$CHART/crds/kubeplane.io.yaml"
+fi
+
 render() { # render MANAGED_BY [--include-crds]
   local managed_by=$1
   shift
