@@ -1,0 +1,37 @@
+# kubeplane: one image, two roles (`kubeplane operator`, `kubeplane agent`; the chart's args
+# choose), plus the offline commands (render, validate, ...).
+#
+#   docker build -t kubeplane:0.1.0 .
+#
+# The builder stage makes a static musl binary; .ci/run builds the same binary with the same
+# cargo command (there is no container engine in CI), so the recipe is checked even though
+# the image is not built there.
+
+ARG RUST_VERSION=1.95
+
+FROM rust:${RUST_VERSION}-slim-bookworm AS builder
+# ring (rustls) compiles C code: musl-gcc comes from musl-tools. Not pinned to a package
+# version: the base image tag fixes the Debian release, and an exact pin would break with
+# every point release of it.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends musl-tools \
+    && rm -rf /var/lib/apt/lists/*
+RUN rustup target add x86_64-unknown-linux-musl
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+COPY benches ./benches
+RUN cargo build --release --locked --target x86_64-unknown-linux-musl --bin kubeplane \
+    && cp target/x86_64-unknown-linux-musl/release/kubeplane /kubeplane
+
+FROM scratch
+# In a cluster the client trusts the service account's CA only; the bundle is for a
+# kubeconfig without a certificate-authority (the platform verifier then uses the system
+# roots), e.g. `kubeplane rollout status` run from this image.
+COPY --from=builder /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
+COPY --from=builder /kubeplane /kubeplane
+# Non-root by default (the operator); the agent's pod spec runs it as root, without
+# capabilities, to write the root-owned manifests.
+USER 65532:65532
+ENTRYPOINT ["/kubeplane"]
