@@ -34,6 +34,10 @@ enum Command {
     Validate(cli::ValidateArgs),
     /// Print the CustomResourceDefinitions.
     Crd,
+    /// Run the node agent: keep this node's manifest directory in line with its ControlPlaneNode.
+    Agent(kubeplane::agent::AgentArgs),
+    /// Render a ControlPlaneConfig for this node, write it, wait for it, roll back on failure (no API).
+    Apply(kubeplane::agent::local::ApplyArgs),
 }
 
 fn init_tracing(format: LogFormat, filter: &str) {
@@ -57,5 +61,7 @@ fn main() -> ExitCode {
         Command::Render(args) => cli::render(&args, &mut out, &mut err),
         Command::Validate(args) => cli::validate(&args, &mut out, &mut err),
         Command::Crd => cli::crd(&mut out),
+        Command::Agent(args) => kubeplane::agent::main(args),
+        Command::Apply(args) => kubeplane::agent::local::apply(&args, &mut out, &mut err),
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod args;
 pub mod defaults;
+mod equivalent;
 mod hash;
 pub mod pod;
 mod yaml;
@@ -12,6 +13,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Pod;
 
+pub use equivalent::{equivalent, normalize};
 pub use hash::{pod_uid, revision, sha256_hex, stamp_uid};
 pub use yaml::{pod_to_yaml, to_yaml};
 
