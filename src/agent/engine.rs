@@ -560,11 +560,13 @@ impl Engine {
             return self.healthy(&rev, "every component already runs this revision");
         }
 
-        self.set_phase(
-            NodePhase::Applying,
-            "Writing",
-            format!("writing revision {rev}"),
-        );
+        if files_changed || steps.iter().any(|s| matches!(s.action, Action::Write)) {
+            self.set_phase(
+                NodePhase::Applying,
+                "Writing",
+                format!("writing revision {rev}"),
+            );
+        }
         for (path, bytes) in &side {
             let p = std::path::Path::new(path);
             if self.dirs.read_side_file(p).ok().flatten().as_deref() == Some(bytes.as_slice()) {

@@ -11,17 +11,20 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 /// - the order of `--flag` arguments in each container's `command` and `args`: both are
 ///   stably sorted by flag name, so repeats of one flag keep their relative order (the order
 ///   of repeated values can matter, e.g. `--service-account-issuer`);
-/// - YAML formatting, key order and quoting (the comparison is on parsed Pods).
+/// - YAML formatting, key order and quoting (the comparison is on parsed Pods);
+/// - `status` (kubeadm writes `status: {}`; kubelet ignores a manifest's status).
 ///
 /// Everything else — image, volumes, probes, annotations, resources — must be equal.
 pub fn equivalent(a: &Pod, b: &Pod) -> bool {
     normalize(a) == normalize(b)
 }
 
-/// The Pod with `metadata.uid` removed and every container's flags stably sorted by name.
+/// The Pod with `metadata.uid` and `status` removed and every container's flags stably
+/// sorted by name.
 pub fn normalize(pod: &Pod) -> Pod {
     let mut pod = pod.clone();
     pod.metadata.uid = None;
+    pod.status = None;
     if let Some(spec) = pod.spec.as_mut() {
         for c in spec.containers.iter_mut() {
             sort_container(c);
@@ -90,6 +93,7 @@ mod tests {
         let a = pod(&["kube-scheduler", "--b=2", "--a=1"]);
         let mut b = pod(&["kube-scheduler", "--a=1", "--b=2"]);
         b.metadata.uid = Some("0123".into());
+        b.status = Some(Default::default());
         assert!(equivalent(&a, &b));
     }
 
