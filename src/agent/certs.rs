@@ -87,7 +87,11 @@ fn kubeconfig_client_cert(path: &Path, watch: &mut Vec<PathBuf>) -> Result<Vec<u
             .map(str::to_string)
     });
     let user = context_user
-        .and_then(|u| users.iter().find(|x| x["name"].as_str() == Some(u.as_str())))
+        .and_then(|u| {
+            users
+                .iter()
+                .find(|x| x["name"].as_str() == Some(u.as_str()))
+        })
         .or(users.first())
         .ok_or_else(|| format!("{}: the kubeconfig has no user", path.display()))?;
     let user = &user["user"];
@@ -119,8 +123,8 @@ fn kubeconfig_client_cert(path: &Path, watch: &mut Vec<PathBuf>) -> Result<Vec<u
 
 /// notAfter of the first certificate in a PEM bundle.
 fn not_after(pem: &[u8]) -> Result<Time, String> {
-    let (_, pem) = x509_parser::pem::parse_x509_pem(pem)
-        .map_err(|e| format!("not a PEM certificate: {e}"))?;
+    let (_, pem) =
+        x509_parser::pem::parse_x509_pem(pem).map_err(|e| format!("not a PEM certificate: {e}"))?;
     let cert = pem
         .parse_x509()
         .map_err(|e| format!("not an X.509 certificate: {e}"))?;
@@ -143,18 +147,13 @@ pub fn statuses(infos: &[CertInfo]) -> Vec<CertificateStatus> {
         .collect()
 }
 
-/// The digests of one component's certificates: path → SHA-256 (`unreadable` when the file
-/// could not be read).
+/// The digests of one component's readable certificates: path → SHA-256. An unreadable
+/// file is left out (its error is in status), so it becoming readable is no restart.
 pub fn digests(component: Component, infos: &[CertInfo]) -> BTreeMap<String, String> {
     infos
         .iter()
         .filter(|i| i.reference.component == component)
-        .map(|i| {
-            (
-                i.reference.path.clone(),
-                i.digest.clone().unwrap_or_else(|| "unreadable".to_string()),
-            )
-        })
+        .filter_map(|i| Some((i.reference.path.clone(), i.digest.clone()?)))
         .collect()
 }
 
@@ -172,7 +171,7 @@ pub fn with_restart_annotation(
     node: &str,
 ) -> Result<(Vec<u8>, String), String> {
     let mut pod: Pod =
-        serde_saphyr::from_slice(manifest).map_err(|e| format!("manifest does not parse: {e}"))?;
+        files::parse_pod(manifest).map_err(|e| format!("manifest does not parse: {e}"))?;
     pod.metadata
         .annotations
         .get_or_insert_with(Default::default)
@@ -237,9 +236,7 @@ impl CertWatcher {
         let wanted = self.files.clone();
         let w = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
             let Ok(ev) = ev else { return };
-            if matches!(ev.kind, notify::EventKind::Access(notify::event::AccessKind::Open(_)))
-                || matches!(ev.kind, notify::EventKind::Access(notify::event::AccessKind::Read))
-            {
+            if !super::drift::is_change(&ev.kind) {
                 return;
             }
             let wanted = wanted.lock().unwrap_or_else(|p| p.into_inner());
@@ -324,14 +321,17 @@ pub(crate) mod tests {
     #[test]
     fn unreadable_certificates_say_why() {
         let t = tempfile::tempdir().unwrap();
-        let i = read(&cref(Component::ApiServer, &t.path().join("nope.crt"), false));
+        let i = read(&cref(
+            Component::ApiServer,
+            &t.path().join("nope.crt"),
+            false,
+        ));
         assert!(i.error.unwrap().contains("no such file"));
         let bad = t.path().join("bad.crt");
         std::fs::write(&bad, "garbage").unwrap();
         let i = read(&cref(Component::ApiServer, &bad, false));
         assert!(i.error.as_deref().unwrap().contains("not a PEM"));
-        let digests = digests(Component::ApiServer, &[i]);
-        assert_eq!(digests.values().next().unwrap(), "unreadable");
+        assert!(digests(Component::ApiServer, &[i]).is_empty());
     }
 
     #[test]
@@ -347,7 +347,10 @@ pub(crate) mod tests {
         assert_eq!((a.clone(), uid_a.clone()), (a2, uid_a2));
         assert_ne!(uid_a, uid_b);
         let text = String::from_utf8(a).unwrap();
-        assert!(text.contains("kubeplane.io/certificates-sha256: d1"), "{text}");
+        assert!(
+            text.contains("kubeplane.io/certificates-sha256: d1"),
+            "{text}"
+        );
         assert!(text.contains(&format!("uid: {uid_a}")), "{text}");
         assert!(with_restart_annotation(b": not yaml [", "d", "n").is_err());
     }
@@ -359,8 +362,9 @@ pub(crate) mod tests {
         std::fs::write(&crt, pem_cert("a", 2030)).unwrap();
         let (mut w, mut rx) = CertWatcher::new();
         w.retarget(&[read(&cref(Component::ApiServer, &crt, false))]);
-        // An unrelated file in the same directory is not reported.
+        // An unrelated file in the same directory is not reported, nor is reading the file.
         std::fs::write(t.path().join("other.txt"), "x").unwrap();
+        let _ = read(&cref(Component::ApiServer, &crt, false));
         let quiet = tokio::time::timeout(std::time::Duration::from_millis(300), rx.recv()).await;
         assert!(quiet.is_err(), "unrelated file reported");
         std::fs::write(&crt, pem_cert("a", 2031)).unwrap();

@@ -93,7 +93,7 @@ pub fn classify(name: &str, content: Option<&[u8]>, managed: &[Component]) -> Ki
 
 /// The `metadata.name` of a Pod manifest, if the bytes are one (YAML or JSON).
 fn pod_name(bytes: &[u8]) -> Option<String> {
-    let pod: Pod = serde_saphyr::from_slice(bytes).ok()?;
+    let pod: Pod = files::parse_pod(bytes).ok()?;
     pod.metadata.name
 }
 
@@ -110,6 +110,20 @@ pub enum Finding {
     Unmanaged(String),
 }
 
+/// Whether a notify event can mean changed content. Reads (open, access, close after
+/// reading) and metadata changes cannot — and must be ignored: the agent's own reads of a
+/// file would otherwise trigger another check, and another read, forever.
+pub fn is_change(kind: &notify::EventKind) -> bool {
+    use notify::EventKind;
+    use notify::event::{AccessKind, AccessMode, ModifyKind};
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        EventKind::Modify(ModifyKind::Metadata(_)) => false,
+        _ => true,
+    }
+}
+
 /// Checks and heals the manifest directory.
 pub struct DriftHandler {
     dirs: NodeDirs,
@@ -119,6 +133,7 @@ pub struct DriftHandler {
     unmanaged: Mutex<BTreeSet<String>>,
     /// Digest of the last reported content per file, so observe mode reports a change once.
     reported: Mutex<BTreeMap<String, String>>,
+    checks: std::sync::atomic::AtomicU64,
 }
 
 fn now() -> k8s_openapi::jiff::Timestamp {
@@ -135,7 +150,13 @@ impl DriftHandler {
             board,
             unmanaged: Mutex::new(BTreeSet::new()),
             reported: Mutex::new(BTreeMap::new()),
+            checks: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// How many file checks the handler has made (each one reads a file).
+    pub fn checks(&self) -> u64 {
+        self.checks.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The manifest directory.
@@ -147,6 +168,8 @@ impl DriftHandler {
     /// `None` when it matches (including the agent's own writes) or is not managed.
     pub fn check_managed(&self, c: Component) -> Option<Finding> {
         let name = c.manifest_file();
+        self.checks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let desired = self.desired.lock();
         let want = desired.get(c)?;
         let have = self.dirs.read_manifest(name);
@@ -157,7 +180,10 @@ impl DriftHandler {
             Err(_) => (true, "replaced by a symlink or unreadable"),
         };
         if !differs {
-            self.reported.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
+            self.reported
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(name);
             return None;
         }
         match self.mode {
@@ -228,6 +254,8 @@ impl DriftHandler {
         if let Kind::Managed(c) = classify(name, None, &managed) {
             return self.check_managed(c);
         }
+        self.checks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let path = self.dirs.manifest_dir().join(name);
         let meta = std::fs::symlink_metadata(&path);
         let exists = meta.is_ok();
@@ -338,7 +366,10 @@ impl DriftHandler {
 
     /// Handles events from [`watch`] until the channel closes: managed files at once, other
     /// files after [`STRAY_SETTLE`]; a full scan when notify asks for one.
-    pub async fn run(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<notify::Result<notify::Event>>) {
+    pub async fn run(
+        self: Arc<Self>,
+        mut rx: mpsc::UnboundedReceiver<notify::Result<notify::Event>>,
+    ) {
         let dir = self.dirs.manifest_dir().to_path_buf();
         let mut pending: BTreeMap<String, Instant> = BTreeMap::new();
         loop {
@@ -347,6 +378,7 @@ impl DriftHandler {
                 ev = rx.recv() => {
                     let Some(ev) = ev else { break };
                     match ev {
+                        Ok(ev) if !ev.need_rescan() && !is_change(&ev.kind) => {}
                         Ok(ev) if !ev.need_rescan() => {
                             let managed = self.desired.lock().managed();
                             for p in &ev.paths {
@@ -434,7 +466,10 @@ mod tests {
     #[test]
     fn classification_by_name_and_content() {
         let api = Component::ApiServer;
-        assert_eq!(classify("kube-apiserver.yaml", None, ALL), Kind::Managed(api));
+        assert_eq!(
+            classify("kube-apiserver.yaml", None, ALL),
+            Kind::Managed(api)
+        );
         for stray in [
             "kube-apiserver.yaml.bak",
             "kube-apiserver.yaml~",
@@ -442,17 +477,30 @@ mod tests {
             "kube-apiserver.yaml.old",
             "kube-apiserver.yml",
         ] {
-            assert!(matches!(classify(stray, None, ALL), Kind::Stray(c, _) if c == api), "{stray}");
+            assert!(
+                matches!(classify(stray, None, ALL), Kind::Stray(c, _) if c == api),
+                "{stray}"
+            );
         }
-        assert_eq!(classify(".kube-apiserver.yaml.swp", None, ALL), Kind::Ignored);
+        assert_eq!(
+            classify(".kube-apiserver.yaml.swp", None, ALL),
+            Kind::Ignored
+        );
         assert_eq!(classify("kube-vip.yaml", None, ALL), Kind::Unmanaged);
         let pod = b"apiVersion: v1\nkind: Pod\nmetadata:\n  name: kube-scheduler\n";
-        assert!(matches!(classify("old-sched", Some(pod), ALL), Kind::Stray(Component::Scheduler, _)));
+        assert!(matches!(
+            classify("old-sched", Some(pod), ALL),
+            Kind::Stray(Component::Scheduler, _)
+        ));
         let etcd = b"apiVersion: v1\nkind: Pod\nmetadata:\n  name: etcd\n";
         assert_eq!(classify("etcd.yaml", Some(etcd), ALL), Kind::Unmanaged);
         // An unmanaged component's files are not strays.
         assert_eq!(
-            classify("kube-scheduler.yaml.bak", Some(pod), &[Component::ApiServer]),
+            classify(
+                "kube-scheduler.yaml.bak",
+                Some(pod),
+                &[Component::ApiServer]
+            ),
             Kind::Unmanaged
         );
         assert_eq!(
@@ -461,7 +509,15 @@ mod tests {
         );
     }
 
-    fn setup(mode: DriftMode) -> (tempfile::TempDir, NodeDirs, Arc<Desired>, StatusBoard, DriftHandler) {
+    fn setup(
+        mode: DriftMode,
+    ) -> (
+        tempfile::TempDir,
+        NodeDirs,
+        Arc<Desired>,
+        StatusBoard,
+        DriftHandler,
+    ) {
         let t = tempfile::tempdir().unwrap();
         let d = NodeDirs::new(t.path().join("manifests"), t.path().join("state"));
         fs::create_dir(d.manifest_dir()).unwrap();
@@ -470,8 +526,12 @@ mod tests {
         {
             let mut g = desired.lock();
             g.set(Component::Scheduler, b"scheduler v1\n".to_vec());
-            d.write_manifest("kube-scheduler.yaml", &[Component::Scheduler], b"scheduler v1\n")
-                .unwrap();
+            d.write_manifest(
+                "kube-scheduler.yaml",
+                &[Component::Scheduler],
+                b"scheduler v1\n",
+            )
+            .unwrap();
         }
         let board = StatusBoard::new();
         let h = DriftHandler::new(d.clone(), desired.clone(), mode, board.clone());
@@ -484,16 +544,29 @@ mod tests {
         let m = d.manifest_dir();
         fs::write(m.join("kube-scheduler.yaml"), "edited").unwrap();
         fs::write(m.join("kube-scheduler.yaml.bak"), "old copy").unwrap();
-        fs::write(m.join("kube-vip.yaml"), "apiVersion: v1\nkind: Pod\nmetadata:\n  name: kube-vip\n").unwrap();
+        fs::write(
+            m.join("kube-vip.yaml"),
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: kube-vip\n",
+        )
+        .unwrap();
         fs::write(m.join(".kube-scheduler.yaml.swp"), "swap").unwrap();
         let findings = h.scan();
-        assert!(findings.contains(&Finding::Restored("kube-scheduler.yaml".into())), "{findings:?}");
+        assert!(
+            findings.contains(&Finding::Restored("kube-scheduler.yaml".into())),
+            "{findings:?}"
+        );
         assert!(findings.contains(&Finding::Unmanaged("kube-vip.yaml".into())));
-        assert_eq!(fs::read(m.join("kube-scheduler.yaml")).unwrap(), b"scheduler v1\n");
+        assert_eq!(
+            fs::read(m.join("kube-scheduler.yaml")).unwrap(),
+            b"scheduler v1\n"
+        );
         assert!(!m.join("kube-scheduler.yaml.bak").exists());
         assert!(m.join("kube-vip.yaml").exists());
         assert!(m.join(".kube-scheduler.yaml.swp").exists());
-        let q: Vec<_> = fs::read_dir(d.quarantine_dir()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let q: Vec<_> = fs::read_dir(d.quarantine_dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(q.len(), 1);
         assert!(q[0].to_str().unwrap().ends_with("-kube-scheduler.yaml.bak"));
         let s = board.snapshot();
@@ -513,8 +586,14 @@ mod tests {
         let (_t, d, _desired, board, h) = setup(DriftMode::Observe);
         let p = d.manifest_dir().join("kube-scheduler.yaml");
         fs::write(&p, "edited").unwrap();
-        assert_eq!(h.check_managed(Component::Scheduler), Some(Finding::Reported("kube-scheduler.yaml".into())));
-        assert_eq!(h.check_managed(Component::Scheduler), Some(Finding::Reported("kube-scheduler.yaml".into())));
+        assert_eq!(
+            h.check_managed(Component::Scheduler),
+            Some(Finding::Reported("kube-scheduler.yaml".into()))
+        );
+        assert_eq!(
+            h.check_managed(Component::Scheduler),
+            Some(Finding::Reported("kube-scheduler.yaml".into()))
+        );
         assert_eq!(fs::read(&p).unwrap(), b"edited");
         assert_eq!(board.snapshot().drift.len(), 1, "reported once per content");
         fs::remove_file(&p).unwrap();
@@ -562,17 +641,31 @@ mod tests {
         fs::write(&p, "hand edit").unwrap();
         assert!(eventually(|| fs::read(&p).unwrap_or_default() == b"scheduler v1\n").await);
         // Unrelated static pod untouched, stray quarantined.
-        fs::write(m.join("haproxy.yaml"), "apiVersion: v1\nkind: Pod\nmetadata:\n  name: haproxy\n").unwrap();
+        fs::write(
+            m.join("haproxy.yaml"),
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: haproxy\n",
+        )
+        .unwrap();
         fs::write(m.join("kube-scheduler.yaml~"), "copy").unwrap();
         assert!(eventually(|| !m.join("kube-scheduler.yaml~").exists()).await);
         assert!(eventually(|| board.snapshot().unmanaged == vec!["haproxy.yaml"]).await);
         assert!(m.join("haproxy.yaml").exists());
+        // Reading files (the handler's own checks) does not trigger further checks.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let checks = h.checks();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(h.checks(), checks, "checks keep triggering checks");
         // The agent's own write (desired changed under the lock) is not drift.
         let before = board.snapshot().drift.len();
         {
             let mut g = desired.lock();
             g.set(Component::Scheduler, b"scheduler v2\n".to_vec());
-            d.write_manifest("kube-scheduler.yaml", &[Component::Scheduler], b"scheduler v2\n").unwrap();
+            d.write_manifest(
+                "kube-scheduler.yaml",
+                &[Component::Scheduler],
+                b"scheduler v2\n",
+            )
+            .unwrap();
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(board.snapshot().drift.len(), before);
@@ -587,7 +680,14 @@ mod tests {
         tokio::spawn(h.clone().run(rx));
         let p = d.manifest_dir().join("kube-scheduler.yaml");
         fs::write(&p, "hand edit").unwrap();
-        assert!(eventually(|| board.snapshot().drift.iter().any(|r| r.action == "Reported")).await);
+        assert!(
+            eventually(|| board
+                .snapshot()
+                .drift
+                .iter()
+                .any(|r| r.action == "Reported"))
+            .await
+        );
         assert_eq!(fs::read(&p).unwrap(), b"hand edit");
     }
 }

@@ -67,7 +67,10 @@ impl Secrets for KubeSecrets {
     fn get<'a>(&'a self, r: &'a SecretKeyRef) -> BoxFuture<'a, Result<Vec<u8>, String>> {
         Box::pin(async move {
             let ns = r.namespace.as_deref().unwrap_or("kube-system");
-            let key = r.key.as_deref().unwrap_or(render::defaults::ENCRYPTION_SECRET_KEY);
+            let key = r
+                .key
+                .as_deref()
+                .unwrap_or(render::defaults::ENCRYPTION_SECRET_KEY);
             let api: Api<Secret> = Api::namespaced(self.client.clone(), ns);
             let s = api
                 .get(&r.name)
@@ -92,7 +95,9 @@ impl Secrets for NoSecrets {
                 "kubeplane apply has no API to read Secret {}/{} (key {}); put the file in place first",
                 r.namespace.as_deref().unwrap_or("kube-system"),
                 r.name,
-                r.key.as_deref().unwrap_or(render::defaults::ENCRYPTION_SECRET_KEY)
+                r.key
+                    .as_deref()
+                    .unwrap_or(render::defaults::ENCRYPTION_SECRET_KEY)
             ))
         })
     }
@@ -229,7 +234,7 @@ fn timeout_of(seconds: i32) -> Duration {
 }
 
 fn parse_pod(bytes: &[u8]) -> Option<Pod> {
-    serde_saphyr::from_slice(bytes).ok()
+    super::files::parse_pod(bytes).ok()
 }
 
 fn terminal(p: Option<NodePhase>) -> bool {
@@ -251,18 +256,19 @@ impl Engine {
     pub fn open(parts: EngineParts) -> Result<Engine, EngineError> {
         let removed = parts.dirs.prepare()?;
         if removed > 0 {
-            tracing::info!(removed, "removed stale staging files left by an interrupted write");
+            tracing::info!(
+                removed,
+                "removed stale staging files left by an interrupted write"
+            );
         }
         let store = StateStore::new(parts.dirs.state_file(), parts.dirs.staging_dir());
         let state = match store.load() {
             Ok(s) => s,
             Err(e @ StateError::Corrupt { .. }) => {
                 tracing::error!(error = %e, "state file unusable");
-                parts.board.event(AgentEvent::warning(
-                    "StateReset",
-                    "Start",
-                    e.to_string(),
-                ));
+                parts
+                    .board
+                    .event(AgentEvent::warning("StateReset", "Start", e.to_string()));
                 store.load()?
             }
             Err(e) => return Err(e.into()),
@@ -324,14 +330,16 @@ impl Engine {
                 (Some(b), None) => Some(b.clone()),
                 (None, _) => None,
             };
-            let bytes = bytes.filter(|b| sha256_hex(b) == cs.content_sha256).or_else(|| {
-                // History lost: trust the file on disk if it still is what was written.
-                self.dirs
-                    .read_manifest(c.manifest_file())
-                    .ok()
-                    .flatten()
-                    .filter(|b| sha256_hex(b) == cs.content_sha256)
-            });
+            let bytes = bytes
+                .filter(|b| sha256_hex(b) == cs.content_sha256)
+                .or_else(|| {
+                    // History lost: trust the file on disk if it still is what was written.
+                    self.dirs
+                        .read_manifest(c.manifest_file())
+                        .ok()
+                        .flatten()
+                        .filter(|b| sha256_hex(b) == cs.content_sha256)
+                });
             match bytes {
                 Some(b) => g.set(*c, b),
                 None => tracing::warn!(
@@ -399,22 +407,23 @@ impl Engine {
             };
             self.board.event(ev);
         }
-        if !same {
+        if !same && !changed {
+            // A phase change is logged with its Event.
             tracing::info!(phase = phase.as_str(), reason, "{message}");
         }
         self.save();
     }
 
     fn component_status(&self, st: ComponentStatus) {
-        self.board.update(|s| {
-            match s.components.iter_mut().find(|c| c.name == st.name) {
+        self.board.update(
+            |s| match s.components.iter_mut().find(|c| c.name == st.name) {
                 Some(c) => *c = st,
                 None => {
                     s.components.push(st);
                     s.components.sort_by_key(|c| Component::parse(&c.name));
                 }
-            }
-        });
+            },
+        );
     }
 
     /// Reads the spec's certificates, reports their expiry, returns what was read.
@@ -702,7 +711,10 @@ impl Engine {
             );
             return Outcome::Written;
         }
-        self.healthy(&rev, format!("revision {rev}: every component updated and healthy"))
+        self.healthy(
+            &rev,
+            format!("revision {rev}: every component updated and healthy"),
+        )
     }
 
     fn healthy(&mut self, rev: &str, message: impl Into<String>) -> Outcome {
@@ -759,9 +771,8 @@ impl Engine {
                     m.file_name
                 ));
             }
-            let rendered: Pod = parse_pod(m.content.as_bytes()).ok_or_else(|| {
-                format!("spec.manifests[{c}]: the content is not a Pod manifest")
-            })?;
+            let rendered: Pod = parse_pod(m.content.as_bytes())
+                .ok_or_else(|| format!("spec.manifests[{c}]: the content is not a Pod manifest"))?;
             let prev = self.state.components.get(&c);
             let annotation = prev
                 .filter(|p| p.rendered_hash.as_deref() == Some(m.config_hash.as_str()))
@@ -776,9 +787,8 @@ impl Engine {
                 .read_manifest(c.manifest_file())
                 .map_err(|e| e.to_string())?;
             let timeout = timeout_of(m.health_timeout_seconds);
-            let confirmed = |b: &[u8]| {
-                prev.is_some_and(|p| p.confirmed && p.content_sha256 == sha256_hex(b))
-            };
+            let confirmed =
+                |b: &[u8]| prev.is_some_and(|p| p.confirmed && p.content_sha256 == sha256_hex(b));
             let mut step = Step {
                 component: c,
                 action: Action::Write,
@@ -893,7 +903,9 @@ impl Engine {
                                         "Secret {}/{} key {} now has SHA-256 {got}, but revision {} was rendered with {}: the Secret changed after rendering; nothing was written, waiting for a revision rendered from the current Secret",
                                         r.namespace.as_deref().unwrap_or("kube-system"),
                                         r.name,
-                                        r.key.as_deref().unwrap_or(render::defaults::ENCRYPTION_SECRET_KEY),
+                                        r.key
+                                            .as_deref()
+                                            .unwrap_or(render::defaults::ENCRYPTION_SECRET_KEY),
                                         spec.revision,
                                         f.sha256
                                     ),
@@ -931,10 +943,12 @@ impl Engine {
         let span = tracing::info_span!("wait", component = %c);
         kubelet_wait::wait(ws, self.pods.as_deref(), &*self.health, |st| {
             let st = st.clone();
-            board.update(|s| match s.components.iter_mut().find(|x| x.name == st.name) {
-                Some(x) => *x = st,
-                None => s.components.push(st),
-            });
+            board.update(
+                |s| match s.components.iter_mut().find(|x| x.name == st.name) {
+                    Some(x) => *x = st,
+                    None => s.components.push(st),
+                },
+            );
         })
         .instrument(span)
         .await
@@ -949,7 +963,9 @@ impl Engine {
         diag: Diagnosis,
     ) -> Outcome {
         let span = tracing::warn_span!("rollback", component = %failed);
-        self.rollback_inner(spec, failed, diag).instrument(span).await
+        self.rollback_inner(spec, failed, diag)
+            .instrument(span)
+            .await
     }
 
     async fn rollback_inner(
@@ -1154,22 +1170,23 @@ impl Engine {
             let Some(cs) = self.state.components.get(&c).cloned() else {
                 continue;
             };
-            if now.is_empty() || cs.certificates == now {
+            if cs.certificates == now {
                 continue;
             }
-            if cs.certificates.is_empty() || !cs.confirmed {
-                // Nothing known to compare with yet: remember these.
+            // Only a certificate whose known content changed restarts; one seen for the first
+            // time (or readable again) is just remembered.
+            let changed: Vec<String> = now
+                .iter()
+                .filter(|(p, d)| cs.certificates.get(*p).is_some_and(|old| old != *d))
+                .map(|(p, _)| p.clone())
+                .collect();
+            if changed.is_empty() || !cs.confirmed {
                 if let Some(x) = self.state.components.get_mut(&c) {
                     x.certificates = now;
                 }
                 self.save();
                 continue;
             }
-            let changed: Vec<String> = now
-                .iter()
-                .filter(|(p, d)| cs.certificates.get(*p) != Some(*d))
-                .map(|(p, _)| p.clone())
-                .collect();
             let base = self
                 .history
                 .load(&cs.revision)
@@ -1203,7 +1220,8 @@ impl Engine {
                 let mut g = self.desired.lock();
                 g.set(c, bytes.clone());
                 let managed = g.managed();
-                self.dirs.write_manifest(c.manifest_file(), &managed, &bytes)
+                self.dirs
+                    .write_manifest(c.manifest_file(), &managed, &bytes)
             };
             if let Err(e) = result {
                 self.board.event(AgentEvent::warning(

@@ -23,8 +23,7 @@ use crate::api::{
 use crate::render::{self, RenderInput};
 
 const NODE: &str = "cp-1";
-const STATUS_PATH: &str =
-    "/apis/kubeplane.io/v1alpha1/controlplanenodes/cp-1/status?&force=true&fieldManager=kubeplane-agent";
+const STATUS_PATH: &str = "/apis/kubeplane.io/v1alpha1/controlplanenodes/cp-1/status?&force=true&fieldManager=kubeplane-agent";
 
 struct Env {
     _tmp: tempfile::TempDir,
@@ -86,7 +85,10 @@ impl Env {
     }
 
     async fn last_status(&self) -> Value {
-        assert!(self.board.flush(Duration::from_secs(120)).await, "status not sent");
+        assert!(
+            self.board.flush(Duration::from_secs(120)).await,
+            "status not sent"
+        );
         let patches = self.cluster.accepted_status_patches();
         let last = patches.last().expect("a status patch");
         assert_eq!(last.method, "PATCH");
@@ -133,7 +135,11 @@ fn node_spec_for(spec: &ControlPlaneConfigSpec, facts: &NodeFacts) -> ControlPla
     render::node_spec("test", spec, &render::revision(spec, None), &r)
 }
 
-fn node_spec(api_args: &[(&str, &str)], sched_args: &[(&str, &str)], env: &Env) -> ControlPlaneNodeSpec {
+fn node_spec(
+    api_args: &[(&str, &str)],
+    sched_args: &[(&str, &str)],
+    env: &Env,
+) -> ControlPlaneNodeSpec {
     let facts = NodeFacts {
         node_name: NODE.into(),
         advertise_address: Some("10.0.0.11".into()),
@@ -191,7 +197,10 @@ async fn hash_moves_ready_and_endpoint_ok_is_healthy() {
     }
     let reasons = env.event_reasons();
     for r in ["Applying", "WaitingForKubelet", "Healthy"] {
-        assert!(reasons.iter().any(|x| x == r), "{r} missing from {reasons:?}");
+        assert!(
+            reasons.iter().any(|x| x == r),
+            "{r} missing from {reasons:?}"
+        );
     }
     // kube-apiserver is written and waited for first: its mirror pod is watched first.
     let first_watch = env
@@ -200,7 +209,11 @@ async fn hash_moves_ready_and_endpoint_ok_is_healthy() {
         .into_iter()
         .find(|r| r.path.starts_with("/api/v1/namespaces/kube-system/pods"))
         .unwrap();
-    assert!(first_watch.path.contains("kube-apiserver-cp-1"), "{}", first_watch.path);
+    assert!(
+        first_watch.path.contains("kube-apiserver-cp-1"),
+        "{}",
+        first_watch.path
+    );
 
     // A second apply of the same spec changes nothing.
     let inode = env.inode(Component::Scheduler);
@@ -231,7 +244,10 @@ async fn hash_never_changes_rolls_back_with_hash_never_changed() {
         panic!("{out:?}")
     };
     assert_eq!(reason, "HashNeverChanged");
-    assert!(message.starts_with("kube-scheduler not updated within 60s"), "{message}");
+    assert!(
+        message.starts_with("kube-scheduler not updated within 60s"),
+        "{message}"
+    );
     assert!(
         message.contains(&format!(
             "hash never changed: mirror pod kube-system/kube-scheduler-cp-1 still shows kubernetes.io/config.hash={} (expected {bad_hash})",
@@ -239,9 +255,19 @@ async fn hash_never_changes_rolls_back_with_hash_never_changed() {
         )),
         "{message}"
     );
-    assert!(message.contains(&format!("restored last-known-good revision {}", good.revision)));
-    assert_eq!(env.manifest(Component::Scheduler), content_of(&good, Component::Scheduler));
-    assert_eq!(env.inode(Component::ApiServer), api_inode, "unchanged component touched");
+    assert!(message.contains(&format!(
+        "restored last-known-good revision {}",
+        good.revision
+    )));
+    assert_eq!(
+        env.manifest(Component::Scheduler),
+        content_of(&good, Component::Scheduler)
+    );
+    assert_eq!(
+        env.inode(Component::ApiServer),
+        api_inode,
+        "unchanged component touched"
+    );
 
     let status = env.last_status().await;
     assert_eq!(status["phase"], "RolledBack");
@@ -290,7 +316,8 @@ async fn pod_not_ready_rolls_back_naming_restart_count_and_last_state() {
     assert!(message.contains("pod not Ready: mirror pod kube-system/kube-scheduler-cp-1 has the new hash but is not Ready"), "{message}");
     assert!(message.contains("restartCount 5"), "{message}");
     assert!(
-        message.contains("last state Terminated: Error, exit code 1; now Waiting: CrashLoopBackOff"),
+        message
+            .contains("last state Terminated: Error, exit code 1; now Waiting: CrashLoopBackOff"),
         "{message}"
     );
     assert!(
@@ -360,9 +387,15 @@ async fn first_revision_failing_without_last_known_good_is_failed() {
         panic!("{out:?}")
     };
     assert_eq!(reason, "PodNotReady");
-    assert!(message.contains("there is no last-known-good revision to restore"), "{message}");
+    assert!(
+        message.contains("there is no last-known-good revision to restore"),
+        "{message}"
+    );
     // The revision stays on disk.
-    assert_eq!(env.manifest(Component::Scheduler), content_of(&spec, Component::Scheduler));
+    assert_eq!(
+        env.manifest(Component::Scheduler),
+        content_of(&spec, Component::Scheduler)
+    );
     assert_eq!(env.last_status().await["phase"], "Failed");
 }
 
@@ -386,11 +419,15 @@ async fn api_unavailable_while_apiserver_restarts_relies_on_endpoint_and_reports
     let outage_start = refused.first().unwrap().at;
     let outage_end = refused.last().unwrap().at;
     assert!(
-        refused.iter().any(|r| r.method == "PATCH" && r.path == STATUS_PATH),
+        refused
+            .iter()
+            .any(|r| r.method == "PATCH" && r.path == STATUS_PATH),
         "status was not retried during the outage"
     );
     assert!(
-        refused.iter().any(|r| r.path.contains("kube-apiserver-cp-1")),
+        refused
+            .iter()
+            .any(|r| r.path.contains("kube-apiserver-cp-1")),
         "mirror pod not retried during the outage"
     );
     assert!(
@@ -403,7 +440,10 @@ async fn api_unavailable_while_apiserver_restarts_relies_on_endpoint_and_reports
     assert_eq!(status["phase"], "Healthy");
     let api = &status["components"][0];
     assert_eq!(api["name"], "kube-apiserver");
-    assert_eq!(api["observedHash"], hash_of(&next, Component::ApiServer).as_str());
+    assert_eq!(
+        api["observedHash"],
+        hash_of(&next, Component::ApiServer).as_str()
+    );
     let msg = api["message"].as_str().unwrap();
     assert!(msg.contains("API was unavailable for"), "{msg}");
     let healthy_patch = env
@@ -415,7 +455,10 @@ async fn api_unavailable_while_apiserver_restarts_relies_on_endpoint_and_reports
                 && r.body.as_ref().unwrap()["status"]["targetRevision"] == next.revision.as_str()
         })
         .unwrap();
-    assert!(healthy_patch.at > outage_end, "reported after the API came back");
+    assert!(
+        healthy_patch.at > outage_end,
+        "reported after the API came back"
+    );
     assert!(!env.event_reasons().contains(&"RolledBack".to_string()));
 }
 
@@ -430,7 +473,10 @@ async fn state_survives_an_agent_restart_and_the_wait_resumes_without_rewriting(
     let inodes: Vec<u64> = Component::ALL.iter().map(|c| env.inode(*c)).collect();
     // A new engine over the same directories (an agent restart).
     let mut engine = env.engine();
-    assert_eq!(engine.state().target_revision.as_deref(), Some(spec.revision.as_str()));
+    assert_eq!(
+        engine.state().target_revision.as_deref(),
+        Some(spec.revision.as_str())
+    );
     assert_eq!(engine.apply(&spec, None, true).await, Outcome::Healthy);
     let after: Vec<u64> = Component::ALL.iter().map(|c| env.inode(*c)).collect();
     assert_eq!(inodes, after, "files were rewritten");
@@ -508,7 +554,12 @@ fn kubeadm_manifests_are_equivalent_to_the_kubeadm_defaults_render() {
         if !render::equivalent(&kubeadm, &p.pod) {
             let a = serde_json::to_value(render::normalize(&kubeadm)).unwrap();
             let b = serde_json::to_value(render::normalize(&p.pod)).unwrap();
-            panic!("{}:\n{}\n---\n{}", p.component, serde_json::to_string_pretty(&a).unwrap(), serde_json::to_string_pretty(&b).unwrap());
+            panic!(
+                "{}:\n{}\n---\n{}",
+                p.component,
+                serde_json::to_string_pretty(&a).unwrap(),
+                serde_json::to_string_pretty(&b).unwrap()
+            );
         }
         // One flag changed is not equivalent.
         let mut changed = kubeadm.clone();
@@ -542,7 +593,10 @@ async fn kubeadm_manifests_are_adopted_not_rewritten() {
         let cs = &engine.state().components[&c];
         assert!(cs.adopted && cs.confirmed, "{c}: {cs:?}");
         // The hash kubelet computed for the kubeadm file is remembered as the expected one.
-        assert_eq!(cs.config_hash.as_deref(), Some(Kubelet::hash_of(&env.manifest(c)).as_str()));
+        assert_eq!(
+            cs.config_hash.as_deref(),
+            Some(Kubelet::hash_of(&env.manifest(c)).as_str())
+        );
     }
     let status = env.last_status().await;
     assert_eq!(status["phase"], "Healthy");
@@ -563,7 +617,10 @@ async fn a_changed_kubeadm_flag_is_written_and_the_baseline_restores_on_failure(
     env.kubelet.sync();
     let kubeadm_scheduler = env.manifest(Component::Scheduler);
     let mut cfg = kubeadm_defaults();
-    cfg.scheduler = Some(serde_json::from_value(serde_json::json!({"extraArgs": [{"name": "v", "value": "4"}]})).unwrap());
+    cfg.scheduler = Some(
+        serde_json::from_value(serde_json::json!({"extraArgs": [{"name": "v", "value": "4"}]}))
+            .unwrap(),
+    );
     let spec = node_spec_for(&cfg, &kubeadm_facts(&env));
     let h = hash_of(&spec, Component::Scheduler);
     env.kubelet.behave(move |_, hash| {
@@ -589,7 +646,12 @@ async fn a_changed_kubeadm_flag_is_written_and_the_baseline_restores_on_failure(
 async fn renewed_certificate_restarts_its_component_with_a_new_hash() {
     let env = env();
     let mut spec = node_spec(&[], &[], &env);
-    let kc = env.dirs.state_dir().parent().unwrap().join("scheduler.conf");
+    let kc = env
+        .dirs
+        .state_dir()
+        .parent()
+        .unwrap()
+        .join("scheduler.conf");
     let write_kc = |year: i32| {
         use base64::Engine as _;
         let pem = super::certs::tests::pem_cert("system:kube-scheduler", year);
@@ -609,22 +671,43 @@ async fn renewed_certificate_restarts_its_component_with_a_new_hash() {
     }];
     let mut engine = env.engine();
     assert_eq!(engine.apply(&spec, None, true).await, Outcome::Healthy);
-    assert!(engine.restart_for_certificates().await.is_empty(), "nothing changed yet");
+    assert!(
+        engine.restart_for_certificates().await.is_empty(),
+        "nothing changed yet"
+    );
     let status = env.last_status().await;
-    assert_eq!(status["certificates"][0]["notAfter"], "2030-01-02T00:00:00Z");
+    assert_eq!(
+        status["certificates"][0]["notAfter"],
+        "2030-01-02T00:00:00Z"
+    );
 
     write_kc(2031);
     let api_inode = env.inode(Component::ApiServer);
-    assert_eq!(engine.restart_for_certificates().await, vec![Component::Scheduler]);
+    assert_eq!(
+        engine.restart_for_certificates().await,
+        vec![Component::Scheduler]
+    );
     let text = String::from_utf8(env.manifest(Component::Scheduler)).unwrap();
-    assert!(text.contains("kubeplane.io/certificates-sha256: "), "{text}");
+    assert!(
+        text.contains("kubeplane.io/certificates-sha256: "),
+        "{text}"
+    );
     let new_hash = Kubelet::hash_of(text.as_bytes());
     assert_ne!(new_hash, hash_of(&spec, Component::Scheduler));
-    assert_eq!(env.cluster.pod("kube-scheduler-cp-1").unwrap().hash, new_hash);
+    assert_eq!(
+        env.cluster.pod("kube-scheduler-cp-1").unwrap().hash,
+        new_hash
+    );
     assert_eq!(env.inode(Component::ApiServer), api_inode);
     let status = env.last_status().await;
-    assert_eq!(status["certificates"][0]["notAfter"], "2031-01-02T00:00:00Z");
-    assert!(env.event_reasons().contains(&"CertificateRestarted".to_string()));
+    assert_eq!(
+        status["certificates"][0]["notAfter"],
+        "2031-01-02T00:00:00Z"
+    );
+    assert!(
+        env.event_reasons()
+            .contains(&"CertificateRestarted".to_string())
+    );
 
     // The annotated manifest is the target from now on: a re-apply keeps it, and a
     // restarted engine enforces it.
@@ -667,13 +750,24 @@ async fn secret_backed_file_is_written_when_its_digest_matches_and_refused_when_
         .set_secret("kube-system", "enc", "config.yaml", b"something else");
     let mut engine = env.engine();
     let out = engine.apply(&spec, None, true).await;
-    let Outcome::Pending { reason, message, retry } = &out else {
+    let Outcome::Pending {
+        reason,
+        message,
+        retry,
+    } = &out
+    else {
         panic!("{out:?}")
     };
     assert_eq!(reason, "SecretChanged");
     assert!(*retry);
-    assert!(message.contains("the Secret changed after rendering"), "{message}");
-    assert_eq!(std::fs::read_dir(env.dirs.manifest_dir()).unwrap().count(), 0);
+    assert!(
+        message.contains("the Secret changed after rendering"),
+        "{message}"
+    );
+    assert_eq!(
+        std::fs::read_dir(env.dirs.manifest_dir()).unwrap().count(),
+        0
+    );
     let get = env
         .cluster
         .requests()
@@ -684,7 +778,8 @@ async fn secret_backed_file_is_written_when_its_digest_matches_and_refused_when_
     assert_eq!(get.path, "/api/v1/namespaces/kube-system/secrets/enc");
     assert_eq!(env.last_status().await["reason"], "SecretChanged");
 
-    env.cluster.set_secret("kube-system", "enc", "config.yaml", content);
+    env.cluster
+        .set_secret("kube-system", "enc", "config.yaml", content);
     assert_eq!(engine.apply(&spec, None, true).await, Outcome::Healthy);
     let path = env
         .dirs

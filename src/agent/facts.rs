@@ -74,7 +74,7 @@ fn usable(addrs: Vec<IpAddr>) -> Vec<IpAddr> {
 /// The `--advertise-address` of the kube-apiserver manifest in `manifest_dir`, if any.
 pub fn advertise_from_manifest(manifest_dir: &Path) -> Option<String> {
     let bytes = files::read_nofollow(&manifest_dir.join("kube-apiserver.yaml")).ok()??;
-    let pod: Pod = serde_saphyr::from_slice(&bytes).ok()?;
+    let pod: Pod = files::parse_pod(&bytes).ok()?;
     let container = pod.spec?.containers.into_iter().next()?;
     container
         .command
@@ -133,10 +133,18 @@ mod tests {
 
     #[test]
     fn usable_filters_and_orders() {
-        let v: Vec<IpAddr> = ["::1", "fe80::1", "2001:db8::1", "10.0.0.11", "127.0.0.1", "10.0.0.11", "0.0.0.0"]
-            .iter()
-            .map(|s| s.parse().unwrap())
-            .collect();
+        let v: Vec<IpAddr> = [
+            "::1",
+            "fe80::1",
+            "2001:db8::1",
+            "10.0.0.11",
+            "127.0.0.1",
+            "10.0.0.11",
+            "0.0.0.0",
+        ]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
         let out: Vec<String> = usable(v).iter().map(|a| a.to_string()).collect();
         assert_eq!(out, vec!["10.0.0.11", "2001:db8::1"]);
     }

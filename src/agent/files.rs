@@ -140,7 +140,9 @@ impl NodeDirs {
         let dev_manifest = fs::metadata(&self.manifest_dir)
             .map_err(io_err("stat", &self.manifest_dir))?
             .dev();
-        let dev_staging = fs::metadata(&staging).map_err(io_err("stat", &staging))?.dev();
+        let dev_staging = fs::metadata(&staging)
+            .map_err(io_err("stat", &staging))?
+            .dev();
         if dev_manifest != dev_staging {
             return Err(refused(
                 &self.manifest_dir,
@@ -154,10 +156,7 @@ impl NodeDirs {
         for entry in fs::read_dir(&staging).map_err(io_err("read", &staging))? {
             let entry = entry.map_err(io_err("read", &staging))?;
             let path = entry.path();
-            let is_dir = entry
-                .file_type()
-                .map_err(io_err("stat", &path))?
-                .is_dir();
+            let is_dir = entry.file_type().map_err(io_err("stat", &path))?.is_dir();
             if is_dir {
                 fs::remove_dir_all(&path).map_err(io_err("remove", &path))?;
             } else {
@@ -307,6 +306,14 @@ fn ensure_real_dir(dir: &Path, create: bool) -> Result<()> {
     }
 }
 
+/// Parses a static Pod manifest (YAML or JSON). The YAML is read into a JSON value first and
+/// the Pod taken from that, as kubelet does (YAML → JSON → object); this also keeps a single
+/// Pod deserializer in the binary.
+pub fn parse_pod(bytes: &[u8]) -> std::result::Result<k8s_openapi::api::core::v1::Pod, String> {
+    let value: serde_json::Value = serde_saphyr::from_slice(bytes).map_err(|e| e.to_string())?;
+    serde_json::from_value(value).map_err(|e| e.to_string())
+}
+
 /// Reads a file with `O_NOFOLLOW`: a symlink is an error, a missing file is `None`.
 pub fn read_nofollow(path: &Path) -> Result<Option<Vec<u8>>> {
     let file = OpenOptions::new()
@@ -317,7 +324,10 @@ pub fn read_nofollow(path: &Path) -> Result<Option<Vec<u8>>> {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-            return Err(refused(path, "is a symlink; kubeplane does not follow symlinks"));
+            return Err(refused(
+                path,
+                "is a symlink; kubeplane does not follow symlinks",
+            ));
         }
         Err(e) => return Err(io_err("open", path)(e)),
     };
@@ -408,7 +418,10 @@ mod tests {
             .write_manifest("kube-scheduler.yaml", ALL, b"a: 1\n")
             .unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"a: 1\n");
-        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let names: Vec<_> = fs::read_dir(d.manifest_dir())
             .unwrap()
             .map(|e| e.unwrap().file_name())
@@ -426,7 +439,12 @@ mod tests {
     #[test]
     fn refuses_unmanaged_names() {
         let (_t, d) = dirs();
-        for name in ["etcd.yaml", "kube-apiserver.yaml.bak", "../x.yaml", ".hidden"] {
+        for name in [
+            "etcd.yaml",
+            "kube-apiserver.yaml.bak",
+            "../x.yaml",
+            ".hidden",
+        ] {
             let e = d.write_manifest(name, ALL, b"x").unwrap_err();
             assert!(matches!(e, FileError::Refused { .. }), "{name}: {e}");
         }
@@ -434,7 +452,10 @@ mod tests {
         let e = d
             .write_manifest("kube-scheduler.yaml", &[Component::ApiServer], b"x")
             .unwrap_err();
-        assert!(e.to_string().contains("managed: kube-apiserver.yaml"), "{e}");
+        assert!(
+            e.to_string().contains("managed: kube-apiserver.yaml"),
+            "{e}"
+        );
         assert_eq!(fs::read_dir(d.manifest_dir()).unwrap().count(), 0);
     }
 
@@ -471,7 +492,10 @@ mod tests {
         let ok = d.files_dir().join("kube-apiserver/audit-policy.yaml");
         d.write_side_file(&ok, b"policy").unwrap();
         assert_eq!(fs::read(&ok).unwrap(), b"policy");
-        assert_eq!(fs::metadata(&ok).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&ok).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         for bad in [
             PathBuf::from("/etc/passwd"),
             d.files_dir().join("../state.json"),
@@ -480,7 +504,11 @@ mod tests {
             d.files_dir(),
         ] {
             let e = d.write_side_file(&bad, b"x").unwrap_err();
-            assert!(matches!(e, FileError::Refused { .. }), "{}: {e}", bad.display());
+            assert!(
+                matches!(e, FileError::Refused { .. }),
+                "{}: {e}",
+                bad.display()
+            );
         }
         // A symlinked directory on the way is refused.
         let elsewhere = t.path().join("elsewhere");

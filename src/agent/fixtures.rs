@@ -83,7 +83,9 @@ fn one(status: u16, v: Value) -> Response<MockBody> {
     Response::builder()
         .status(status)
         .header("content-type", "application/json")
-        .body(StreamBody::new(stream::once(async move { frame(&v) }).boxed()))
+        .body(StreamBody::new(
+            stream::once(async move { frame(&v) }).boxed(),
+        ))
         .unwrap()
 }
 
@@ -229,7 +231,10 @@ impl Cluster {
         let body: Option<Value> = serde_json::from_slice(&bytes).ok();
         if self.lock().api_down {
             self.record(&method, &full, body, 503);
-            return one(503, status_obj(503, "ServiceUnavailable", "apiserver is restarting"));
+            return one(
+                503,
+                status_obj(503, "ServiceUnavailable", "apiserver is restarting"),
+            );
         }
         let (status, resp) = match (method.as_str(), path.as_str()) {
             ("GET", "/api/v1/namespaces/kube-system/pods") => {
@@ -258,7 +263,10 @@ impl Cluster {
                 let name = p
                     .trim_start_matches("/apis/kubeplane.io/v1alpha1/controlplanenodes/")
                     .trim_end_matches("/status");
-                let status = body.as_ref().map(|b| b["status"].clone()).unwrap_or_default();
+                let status = body
+                    .as_ref()
+                    .map(|b| b["status"].clone())
+                    .unwrap_or_default();
                 (
                     200,
                     json!({"apiVersion": "kubeplane.io/v1alpha1", "kind": "ControlPlaneNode",
@@ -283,14 +291,21 @@ impl Cluster {
                 let parts: Vec<&str> = p.split('/').collect();
                 // /api/v1/namespaces/<ns>/secrets/<name>
                 let (ns, name) = (parts[4].to_string(), parts[6].to_string());
-                let secret = self.lock().secrets.get(&(ns.clone(), name.clone())).cloned();
+                let secret = self
+                    .lock()
+                    .secrets
+                    .get(&(ns.clone(), name.clone()))
+                    .cloned();
                 match secret {
                     Some(data) => {
                         use base64::Engine as _;
                         let data: BTreeMap<String, String> = data
                             .iter()
                             .map(|(k, v)| {
-                                (k.clone(), base64::engine::general_purpose::STANDARD.encode(v))
+                                (
+                                    k.clone(),
+                                    base64::engine::general_purpose::STANDARD.encode(v),
+                                )
                             })
                             .collect();
                         (
@@ -302,7 +317,14 @@ impl Cluster {
                     None => (404, status_obj(404, "NotFound", "secret not found")),
                 }
             }
-            _ => (404, status_obj(404, "NotFound", &format!("mock: no route for {method} {full}"))),
+            _ => (
+                404,
+                status_obj(
+                    404,
+                    "NotFound",
+                    &format!("mock: no route for {method} {full}"),
+                ),
+            ),
         };
         self.record(&method, &full, body, status);
         one(status, resp)
@@ -324,8 +346,12 @@ impl Cluster {
                 }
                 if last.as_ref() != Some(&cur) {
                     let ev = match (&cur, &last) {
-                        (Some(p), _) => json!({"type": "MODIFIED", "object": me.pod_json(&name, p, rv)}),
-                        (None, Some(Some(p))) => json!({"type": "DELETED", "object": me.pod_json(&name, p, rv)}),
+                        (Some(p), _) => {
+                            json!({"type": "MODIFIED", "object": me.pod_json(&name, p, rv)})
+                        }
+                        (None, Some(Some(p))) => {
+                            json!({"type": "DELETED", "object": me.pod_json(&name, p, rv)})
+                        }
                         (None, _) => {
                             last = Some(cur);
                             continue;
@@ -444,7 +470,7 @@ impl Kubelet {
 
     /// The hash kubelet uses for a manifest: its uid, else a content hash.
     pub fn hash_of(bytes: &[u8]) -> String {
-        let pod: Option<k8s_openapi::api::core::v1::Pod> = serde_saphyr::from_slice(bytes).ok();
+        let pod = super::files::parse_pod(bytes).ok();
         pod.and_then(|p| p.metadata.uid)
             .unwrap_or_else(|| format!("kubelet-{}", &sha256_hex(bytes)[..16]))
     }

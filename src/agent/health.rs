@@ -75,12 +75,14 @@ fn from_probe(container: &Container, probe: &Probe, default_host: &str) -> Optio
     let get = probe.http_get.as_ref()?;
     let port = match &get.port {
         IntOrString::Int(p) => *p,
-        IntOrString::String(name) => container
-            .ports
-            .as_ref()?
-            .iter()
-            .find(|p| p.name.as_deref() == Some(name.as_str()))?
-            .container_port,
+        IntOrString::String(name) => {
+            container
+                .ports
+                .as_ref()?
+                .iter()
+                .find(|p| p.name.as_deref() == Some(name.as_str()))?
+                .container_port
+        }
     };
     let port = u16::try_from(port).ok().filter(|p| *p > 0)?;
     let host = get
@@ -308,8 +310,8 @@ mod tests {
     async fn server(mode: Arc<AtomicU8>) -> u16 {
         let cert = rcgen::generate_simple_self_signed(vec!["kube-scheduler".into()]).unwrap();
         let der = CertificateDer::from(cert.cert.der().to_vec());
-        let key = rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der())
-            .unwrap();
+        let key =
+            rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der()).unwrap();
         let config = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
@@ -352,7 +354,9 @@ mod tests {
                             tokio::time::sleep(Duration::from_secs(30)).await;
                             return;
                         }
-                        _ => b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 6\r\n\r\nfailed",
+                        _ => {
+                            b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 6\r\n\r\nfailed"
+                        }
                     };
                     let _ = write_all(&mut tls, resp).await;
                 });

@@ -118,7 +118,13 @@ impl History {
         if entry.join("meta.json").is_file() {
             return Ok(false);
         }
-        let sequence = self.entries()?.iter().map(|m| m.sequence).max().unwrap_or(0) + 1;
+        let sequence = self
+            .entries()?
+            .iter()
+            .map(|m| m.sequence)
+            .max()
+            .unwrap_or(0)
+            + 1;
         let tmp = self.staging.join(format!("history-{}", rev.revision));
         let _ = fs::remove_dir_all(&tmp);
         fs::create_dir_all(tmp.join("manifests")).map_err(io("mkdir", &tmp))?;
@@ -301,7 +307,10 @@ mod tests {
         RevisionFiles {
             revision: name.into(),
             manifests: BTreeMap::from([
-                (Component::ApiServer, Some(format!("api {name}").into_bytes())),
+                (
+                    Component::ApiServer,
+                    Some(format!("api {name}").into_bytes()),
+                ),
                 (Component::Scheduler, None),
             ]),
             files: BTreeMap::from([(

@@ -342,11 +342,10 @@ impl Tracker {
     }
 
     fn endpoint_ok(&self) -> bool {
-        match (&self.spec.endpoint, &self.endpoint) {
-            (None, _) => true,
-            (Some(_), Some(Ok(()))) => true,
-            _ => false,
-        }
+        matches!(
+            (&self.spec.endpoint, &self.endpoint),
+            (None, _) | (Some(_), Some(Ok(())))
+        )
     }
 
     /// Resets or starts the continuity clock: any negative evidence resets it; it starts once
@@ -368,8 +367,7 @@ impl Tracker {
     /// `min_ready`.
     pub fn updated(&self, now: Instant) -> Option<Verdict> {
         let since = self.ok_since?;
-        if self.pod_ok() == Some(true) && self.endpoint_ok() && now - since >= self.spec.min_ready
-        {
+        if self.pod_ok() == Some(true) && self.endpoint_ok() && now - since >= self.spec.min_ready {
             Some(Verdict::Updated {
                 observed_hash: self.pod.as_ref().and_then(|p| p.hash.clone()),
             })
@@ -424,7 +422,9 @@ impl Tracker {
                     reason = Some("HashNeverChanged");
                 }
             } else if let Some(p) = self.pod.as_ref().filter(|p| !p.ready) {
-                let mut s = format!("pod not Ready: mirror pod {pod_name} has the new hash but is not Ready");
+                let mut s = format!(
+                    "pod not Ready: mirror pod {pod_name} has the new hash but is not Ready"
+                );
                 if let Some(n) = p.restart_count {
                     s.push_str(&format!("; restartCount {n}"));
                 }
@@ -632,7 +632,12 @@ mod tests {
         t.on_endpoint(s(2), Ok(()));
         assert_eq!(t.pod_ok(), None);
         assert_eq!(t.updated(s(20)), None, "needs the API to confirm the hash");
-        assert!(t.status().message.unwrap().contains("relying on the local endpoint"));
+        assert!(
+            t.status()
+                .message
+                .unwrap()
+                .contains("relying on the local endpoint")
+        );
         t.on_pod(s(20), seen("new", true));
         assert!(t.updated(s(20)).is_some(), "endpoint healthy since 2s");
         assert!(
@@ -651,7 +656,10 @@ mod tests {
         t.on_endpoint(t0, Ok(()));
         let d = t.diagnose();
         assert_eq!(d.reason, "HashNeverChanged");
-        assert!(d.message.contains("still shows kubernetes.io/config.hash=old (expected new)"));
+        assert!(
+            d.message
+                .contains("still shows kubernetes.io/config.hash=old (expected new)")
+        );
 
         let mut t = Tracker::new(spec(Expect::Hash("new".into()), true));
         t.on_pod(
@@ -668,7 +676,10 @@ mod tests {
         assert_eq!(d.reason, "PodNotReady");
         assert!(d.message.contains("restartCount 4"), "{}", d.message);
         assert!(d.message.contains("Terminated: Error, exit code 1"));
-        assert!(d.message.contains("https://127.0.0.1:10259/livez failing: connect"));
+        assert!(
+            d.message
+                .contains("https://127.0.0.1:10259/livez failing: connect")
+        );
 
         let mut t = Tracker::new(spec(Expect::Hash("new".into()), false));
         t.on_endpoint(t0, Err("HTTP 500 Internal Server Error".into()));

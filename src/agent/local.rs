@@ -166,11 +166,7 @@ pub fn apply(args: &ApplyArgs, out: &mut dyn Write, err: &mut dyn Write) -> Exit
             ExitCode::FAILURE
         }
         Ok(Outcome::Healthy) => {
-            let _ = writeln!(
-                out,
-                "revision {revision} is healthy on node {}",
-                args.node
-            );
+            let _ = writeln!(out, "revision {revision} is healthy on node {}", args.node);
             ExitCode::SUCCESS
         }
         Ok(Outcome::Written) => {
@@ -181,7 +177,9 @@ pub fn apply(args: &ApplyArgs, out: &mut dyn Write, err: &mut dyn Write) -> Exit
             );
             ExitCode::SUCCESS
         }
-        Ok(Outcome::Pending { reason, message, .. }) => {
+        Ok(Outcome::Pending {
+            reason, message, ..
+        }) => {
             let _ = writeln!(err, "error: {reason}: {message}");
             ExitCode::FAILURE
         }

@@ -202,7 +202,10 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     let api: Api<ControlPlaneNode> = Api::all(client.clone());
     let config = watcher::Config::default().fields(&format!("metadata.name={node}"));
     tokio::spawn(async move {
-        let mut stream = watcher(api, config).default_backoff().applied_objects().boxed();
+        let mut stream = watcher(api, config)
+            .default_backoff()
+            .applied_objects()
+            .boxed();
         while let Some(ev) = stream.next().await {
             match ev {
                 Ok(cpn) => {

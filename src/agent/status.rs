@@ -269,10 +269,7 @@ fn truncate_note(s: &str) -> String {
 }
 
 /// Prints Events (`kubeplane apply` has no API): one line each, warnings marked.
-pub fn spawn_local_printer(
-    board: StatusBoard,
-    mut out: Box<dyn Write + Send>,
-) -> JoinHandle<()> {
+pub fn spawn_local_printer(board: StatusBoard, mut out: Box<dyn Write + Send>) -> JoinHandle<()> {
     let mut version = board.inner.version.subscribe();
     let mut events = board.take_events();
     tokio::spawn(async move {
@@ -328,7 +325,11 @@ mod tests {
         let buf = Buf::default();
         spawn_local_printer(b.clone(), Box::new(buf.clone()));
         b.update(|s| s.reason = Some("X".into()));
-        b.event(AgentEvent::warning("RolledBack", "Rollback", "kube-scheduler failed"));
+        b.event(AgentEvent::warning(
+            "RolledBack",
+            "Rollback",
+            "kube-scheduler failed",
+        ));
         assert!(b.flush(Duration::from_secs(5)).await);
         let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
         assert_eq!(text, "warning: RolledBack: kube-scheduler failed\n");
