@@ -787,3 +787,80 @@ async fn secret_backed_file_is_written_when_its_digest_matches_and_refused_when_
         .join("kube-apiserver/encryption-config.yaml");
     assert_eq!(std::fs::read(&path).unwrap(), content);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_agent_reports_facts_and_pending_then_applies_its_control_plane_node() {
+    let env = env();
+    let root = env.dirs.state_dir().parent().unwrap().join("root");
+    std::fs::create_dir_all(root.join("etc/pki/ca-trust")).unwrap();
+    let empty = serde_json::json!({"configName": "test", "revision": ""});
+    env.cluster.set_cpn(NODE, 1, empty);
+    let args = super::AgentArgs {
+        node_name: NODE.into(),
+        manifest_dir: env.dirs.manifest_dir().to_path_buf(),
+        state_dir: env.dirs.state_dir().to_path_buf(),
+        drift_mode: super::drift::DriftMode::Enforce,
+        history: 5,
+        host_root: root,
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let health = Arc::new(FakeHealth(env.kubelet.clone()));
+    let agent = tokio::spawn(super::run_with(args, env.client.clone(), health, async {
+        let _ = stop_rx.await;
+    }));
+    let patch_with = |reason: &str, revision: Option<&str>| {
+        env.cluster.accepted_status_patches().into_iter().find(|r| {
+            let s = &r.body.as_ref().unwrap()["status"];
+            s["reason"] == reason && revision.is_none_or(|rev| s["targetRevision"] == rev)
+        })
+    };
+    let mut pending = None;
+    for _ in 0..600 {
+        pending = patch_with("NoManifests", None);
+        if pending.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pending = pending.expect("Pending reported");
+    assert_eq!(pending.path, STATUS_PATH);
+    let status = &pending.body.unwrap()["status"];
+    assert_eq!(status["phase"], "Pending");
+    let facts = &status["nodeFacts"];
+    assert_eq!(facts["nodeName"], NODE);
+    assert_eq!(
+        facts["hostCaDirectories"],
+        serde_json::json!(["/etc/pki/ca-trust"])
+    );
+    assert_eq!(
+        facts["manifestDir"],
+        env.dirs.manifest_dir().display().to_string().as_str()
+    );
+    assert_eq!(
+        std::fs::read_dir(env.dirs.manifest_dir()).unwrap().count(),
+        0
+    );
+
+    // The operator renders the node: the agent applies it.
+    let spec = node_spec(&[], &[], &env);
+    env.cluster
+        .set_cpn(NODE, 2, serde_json::to_value(&spec).unwrap());
+    let mut healthy = None;
+    for _ in 0..6000 {
+        healthy = patch_with("Healthy", Some(&spec.revision));
+        if healthy.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let healthy = healthy.expect("Healthy reported");
+    let status = &healthy.body.unwrap()["status"];
+    assert_eq!(status["phase"], "Healthy");
+    assert_eq!(status["observedGeneration"], 2);
+    assert_eq!(status["nodeFacts"]["nodeName"], NODE);
+    for c in Component::ALL {
+        assert_eq!(env.manifest(c), content_of(&spec, c));
+    }
+    stop_tx.send(()).unwrap();
+    agent.await.unwrap().unwrap();
+}

@@ -59,6 +59,7 @@ pub struct FakePod {
 
 #[derive(Default)]
 struct Inner {
+    cpn: Option<Value>,
     pods: BTreeMap<String, FakePod>,
     api_down: bool,
     requests: Vec<Recorded>,
@@ -152,6 +153,22 @@ impl Cluster {
     /// A mirror pod as shown now.
     pub fn pod(&self, name: &str) -> Option<FakePod> {
         self.lock().pods.get(name).cloned()
+    }
+
+    /// Sets the node's `ControlPlaneNode` (served by list and watch).
+    pub fn set_cpn(&self, name: &str, generation: i64, spec: Value) {
+        {
+            let mut g = self.lock();
+            g.rv += 1;
+            let rv = g.rv.to_string();
+            g.cpn = Some(json!({
+                "apiVersion": "kubeplane.io/v1alpha1", "kind": "ControlPlaneNode",
+                "metadata": {"name": name, "uid": "cpn-uid", "generation": generation,
+                             "resourceVersion": rv},
+                "spec": spec
+            }));
+        }
+        self.bump();
     }
 
     /// Starts or ends an API outage.
@@ -256,6 +273,19 @@ impl Cluster {
                            "metadata": {"resourceVersion": rv.to_string()}, "items": items}),
                 )
             }
+            ("GET", "/apis/kubeplane.io/v1alpha1/controlplanenodes") => {
+                if query_value(&query, "watch").as_deref() == Some("true") {
+                    self.record(&method, &full, body, 200);
+                    return self.clone().watch_cpn();
+                }
+                let g = self.lock();
+                (
+                    200,
+                    json!({"apiVersion": "kubeplane.io/v1alpha1", "kind": "ControlPlaneNodeList",
+                           "metadata": {"resourceVersion": g.rv.to_string()},
+                           "items": g.cpn.iter().cloned().collect::<Vec<_>>()}),
+                )
+            }
             ("PATCH", p)
                 if p.starts_with("/apis/kubeplane.io/v1alpha1/controlplanenodes/")
                     && p.ends_with("/status") =>
@@ -328,6 +358,38 @@ impl Cluster {
         };
         self.record(&method, &full, body, status);
         one(status, resp)
+    }
+
+    /// A watch on the `ControlPlaneNode`: every change, until an outage drops the connection.
+    fn watch_cpn(self: Arc<Self>) -> Response<MockBody> {
+        let rx = self.version.subscribe();
+        let last = self.lock().cpn.clone();
+        let s = stream::unfold((self, rx, last), |(me, mut rx, mut last)| async move {
+            loop {
+                let (down, cur) = {
+                    let g = me.lock();
+                    (g.api_down, g.cpn.clone())
+                };
+                if down {
+                    return None;
+                }
+                if cur != last {
+                    last = cur.clone();
+                    if let Some(obj) = cur {
+                        let ev = json!({"type": "MODIFIED", "object": obj});
+                        return Some((frame(&ev), (me, rx, last)));
+                    }
+                }
+                if rx.changed().await.is_err() {
+                    return None;
+                }
+            }
+        });
+        Response::builder()
+            .status(200)
+            .header("content-type", "application/json")
+            .body(StreamBody::new(s.boxed()))
+            .unwrap()
     }
 
     /// A watch on one mirror pod: the current state, then every change, until an outage

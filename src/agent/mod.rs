@@ -150,11 +150,22 @@ async fn shutdown() {
     }
 }
 
-/// The agent: facts, drift, certificates, and the engine driven by the node's
-/// `ControlPlaneNode`.
+/// The agent with the default client (in-cluster, or `KUBECONFIG`), until SIGTERM/Ctrl-C.
 pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
-    let node = args.node_name.clone();
     let client = Client::try_default().await?;
+    run_with(args, client, Arc::new(HttpsCheck::new()), shutdown()).await
+}
+
+/// The agent: facts, drift, certificates, and the engine driven by the node's
+/// `ControlPlaneNode`, until `shutdown` completes. `health` checks the local endpoints
+/// ([`HttpsCheck`] in production).
+pub async fn run_with(
+    args: AgentArgs,
+    client: Client,
+    health: Arc<dyn health::HealthCheck>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), AgentError> {
+    let node = args.node_name.clone();
     let board = StatusBoard::new();
     let reporter = status::spawn_api_reporter(board.clone(), client.clone(), node.clone());
     let dirs = NodeDirs::new(&args.manifest_dir, &args.state_dir);
@@ -164,7 +175,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         dirs: dirs.clone(),
         history: args.history,
         pods: Some(Arc::new(KubeMirrorPods::new(client.clone()))),
-        health: Arc::new(HttpsCheck::new()),
+        health,
         secrets: Arc::new(KubeSecrets::new(client.clone())),
         board: board.clone(),
         desired: desired.clone(),
@@ -217,9 +228,9 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     });
     tracing::info!(node = %node, manifest_dir = %dirs.manifest_dir().display(), "agent started");
 
-    let shutdown = shutdown();
     tokio::pin!(shutdown);
     let mut retry_at: Option<tokio::time::Instant> = None;
+    let mut seeded = false;
     loop {
         let cpn = tokio::select! {
             changed = cpn_rx.changed() => {
@@ -245,6 +256,12 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         };
         let Some(cpn) = cpn else { continue };
         board.set_object(cpn.object_ref(&()));
+        if !seeded {
+            seeded = true;
+            if let Some(previous) = &cpn.status {
+                board.seed(previous);
+            }
+        }
         report_facts(&board);
         let generation = cpn.metadata.generation;
         let outcome = tokio::select! {

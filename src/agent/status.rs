@@ -109,6 +109,23 @@ impl StatusBoard {
         }
     }
 
+    /// Carries over what a restarted agent cannot recompute at once from the status already
+    /// on the object: per-component observations and the drift and quarantine records. Only
+    /// fills what the board does not have yet.
+    pub fn seed(&self, previous: &ControlPlaneNodeStatus) {
+        self.update(|s| {
+            if s.components.is_empty() {
+                s.components = previous.components.clone();
+            }
+            if s.drift.is_empty() {
+                s.drift = previous.drift.clone();
+            }
+            if s.quarantined.is_empty() {
+                s.quarantined = previous.quarantined.clone();
+            }
+        });
+    }
+
     /// The status as it is now.
     pub fn snapshot(&self) -> ControlPlaneNodeStatus {
         lock(&self.inner.status).clone()
@@ -297,6 +314,24 @@ pub fn spawn_local_printer(board: StatusBoard, mut out: Box<dyn Write + Send>) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seed_fills_only_what_is_missing() {
+        let b = StatusBoard::new();
+        b.update(|s| s.unmanaged = vec!["kube-vip.yaml".into()]);
+        let previous = ControlPlaneNodeStatus {
+            components: vec![crate::api::ComponentStatus {
+                name: "kube-scheduler".into(),
+                ..Default::default()
+            }],
+            unmanaged: vec!["old".into()],
+            ..Default::default()
+        };
+        b.seed(&previous);
+        let s = b.snapshot();
+        assert_eq!(s.components.len(), 1);
+        assert_eq!(s.unmanaged, vec!["kube-vip.yaml"]);
+    }
 
     #[test]
     fn update_bumps_version_only_on_change() {
