@@ -5,10 +5,11 @@
 //! - pure: [`api`] (types), [`flags`] (flag knowledge), [`render`] (Pods from a spec),
 //!   [`validation`] (problems in a spec), [`adopt`] (import and diff of existing
 //!   manifests) — no I/O, no async;
-//! - I/O: the agent and operator roles;
+//! - I/O: the [`agent`] and operator roles;
 //! - [`cli`]: the subcommands `main.rs` wires up.
 
 pub mod adopt;
+pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod flags;

@@ -46,6 +46,10 @@ enum Command {
     Operator(operator::OperatorArgs),
     /// Follow the rollout of a ControlPlaneConfig.
     Rollout(operator::RolloutArgs),
+    /// Run the node agent: keep this node's manifest directory in line with its ControlPlaneNode.
+    Agent(kubeplane::agent::AgentArgs),
+    /// Render a ControlPlaneConfig for this node, write it, wait for it, roll back on failure (no API).
+    Apply(kubeplane::agent::local::ApplyArgs),
 }
 
 /// A multi-threaded tokio runtime for the roles that talk to a cluster.
@@ -89,5 +93,7 @@ fn main() -> ExitCode {
             let mut stdout = std::io::stdout();
             runtime().block_on(operator::rollout_command(&args, &mut stdout, &mut err))
         }
+        Command::Agent(args) => kubeplane::agent::main(args),
+        Command::Apply(args) => kubeplane::agent::local::apply(&args, &mut out, &mut err),
     }
 }

@@ -212,7 +212,8 @@ pub struct NodeFacts {
     /// Address kube-apiserver advertises, unless the config sets one for this node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub advertise_address: Option<String>,
-    /// The Node's addresses, `TYPE=ADDRESS` (for example `InternalIP=10.0.0.11`).
+    /// The host's interface addresses as the agent sees them (it runs with hostNetwork):
+    /// loopback and IPv6 link-local excluded, IPv4 first (for example `10.0.0.11`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub addresses: Vec<String>,
     /// Which of the optional host CA directories exist on the node (`/etc/ca-certificates`,

@@ -1,0 +1,693 @@
+//! Drift: the manifest directory watched with `notify` (inotify on the directory itself,
+//! not on the files, so replaced and new files are seen too).
+//!
+//! - A managed manifest whose content differs from the desired bytes (edited, replaced or
+//!   deleted by hand) is restored (`--drift-mode enforce`, the default) or only reported
+//!   (`observe`), and recorded in `status.drift`.
+//! - A backup-like copy of a managed manifest (`kube-apiserver.yaml.bak`, `…yaml~`,
+//!   `….orig`, `….old`, anything named after a managed manifest) or any other non-dot file
+//!   whose content declares a Pod named like a managed component is moved to
+//!   `<state-dir>/quarantine/` and recorded in `status.quarantined`: kubelet would run it as
+//!   a second copy of the component. Strays are handled after a short settle time so a tool
+//!   writing a temporary file and renaming it (`sed -i`) is not disturbed.
+//! - Dot files are ignored (kubelet ignores them too: an editor's `.swp`); other static Pods
+//!   (kube-vip, haproxy, an unmanaged etcd) are left alone and listed in `status.unmanaged`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::desired::Desired;
+use super::files::{self, NodeDirs};
+use super::quarantine;
+use super::status::{AgentEvent, StatusBoard};
+use crate::api::{Component, DriftRecord, QuarantineRecord};
+use crate::render::sha256_hex;
+
+/// How long a stray file must exist before it is quarantined.
+pub const STRAY_SETTLE: Duration = Duration::from_millis(250);
+
+/// How many drift and quarantine records status keeps.
+pub const MAX_RECORDS: usize = 10;
+
+/// What to do about a managed file changed by hand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DriftMode {
+    /// Restore the file.
+    Enforce,
+    /// Only report it.
+    Observe,
+}
+
+/// What a file in the manifest directory is to kubeplane.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A managed manifest.
+    Managed(Component),
+    /// A stray copy of a managed component's manifest, and why it counts as one.
+    Stray(Component, String),
+    /// A static Pod (or anything) kubeplane does not manage.
+    Unmanaged,
+    /// A dot file or a directory: kubelet ignores it, and so does kubeplane.
+    Ignored,
+}
+
+/// Classifies a file of the manifest directory by its name and (for the Pod-name rule) its
+/// content. Pure.
+pub fn classify(name: &str, content: Option<&[u8]>, managed: &[Component]) -> Kind {
+    if name.starts_with('.') || name.is_empty() {
+        return Kind::Ignored;
+    }
+    for &c in managed {
+        let file = c.manifest_file();
+        if name == file {
+            return Kind::Managed(c);
+        }
+        let stem = file.trim_end_matches(".yaml");
+        if let Some(rest) = name.strip_prefix(file) {
+            return Kind::Stray(c, format!("backup-like copy of {file} (suffix {rest:?})"));
+        }
+        if let Some(rest) = name.strip_prefix(stem)
+            && [".yml", ".json", ".manifest"]
+                .iter()
+                .any(|s| rest.starts_with(s))
+        {
+            return Kind::Stray(c, format!("copy of {file} named {name}"));
+        }
+    }
+    if let Some(bytes) = content
+        && let Some(pod_name) = pod_name(bytes)
+        && let Some(&c) = managed.iter().find(|c| c.name() == pod_name)
+    {
+        return Kind::Stray(c, format!("declares Pod {pod_name}, a managed component"));
+    }
+    Kind::Unmanaged
+}
+
+/// The `metadata.name` of a Pod manifest, if the bytes are one (YAML or JSON).
+fn pod_name(bytes: &[u8]) -> Option<String> {
+    let pod: Pod = files::parse_pod(bytes).ok()?;
+    pod.metadata.name
+}
+
+/// The outcome of checking one file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Finding {
+    /// A managed file differed and was restored.
+    Restored(String),
+    /// A managed file differs and was left (observe mode).
+    Reported(String),
+    /// A stray was moved to quarantine.
+    Quarantined(String, PathBuf),
+    /// A file kubeplane leaves alone.
+    Unmanaged(String),
+}
+
+/// Whether a notify event can mean changed content. Reads (open, access, close after
+/// reading) and metadata changes cannot — and must be ignored: the agent's own reads of a
+/// file would otherwise trigger another check, and another read, forever.
+pub fn is_change(kind: &notify::EventKind) -> bool {
+    use notify::EventKind;
+    use notify::event::{AccessKind, AccessMode, ModifyKind};
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        EventKind::Modify(ModifyKind::Metadata(_)) => false,
+        _ => true,
+    }
+}
+
+/// Checks and heals the manifest directory.
+pub struct DriftHandler {
+    dirs: NodeDirs,
+    desired: Arc<Desired>,
+    mode: DriftMode,
+    board: StatusBoard,
+    unmanaged: Mutex<BTreeSet<String>>,
+    /// Digest of the last reported content per file, so observe mode reports a change once.
+    reported: Mutex<BTreeMap<String, String>>,
+    checks: std::sync::atomic::AtomicU64,
+}
+
+fn now() -> k8s_openapi::jiff::Timestamp {
+    k8s_openapi::jiff::Timestamp::now()
+}
+
+impl DriftHandler {
+    /// A handler over the node's directories.
+    pub fn new(dirs: NodeDirs, desired: Arc<Desired>, mode: DriftMode, board: StatusBoard) -> Self {
+        DriftHandler {
+            dirs,
+            desired,
+            mode,
+            board,
+            unmanaged: Mutex::new(BTreeSet::new()),
+            reported: Mutex::new(BTreeMap::new()),
+            checks: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// How many file checks the handler has made (each one reads a file).
+    pub fn checks(&self) -> u64 {
+        self.checks.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The manifest directory.
+    pub fn manifest_dir(&self) -> &Path {
+        self.dirs.manifest_dir()
+    }
+
+    /// Checks one managed file against the desired bytes, restoring it in enforce mode.
+    /// `None` when it matches (including the agent's own writes) or is not managed.
+    pub fn check_managed(&self, c: Component) -> Option<Finding> {
+        let name = c.manifest_file();
+        self.checks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let desired = self.desired.lock();
+        let want = desired.get(c)?;
+        let have = self.dirs.read_manifest(name);
+        let (differs, how) = match &have {
+            Ok(Some(b)) if b.as_slice() == want => (false, ""),
+            Ok(Some(_)) => (true, "edited by hand"),
+            Ok(None) => (true, "deleted"),
+            Err(_) => (true, "replaced by a symlink or unreadable"),
+        };
+        if !differs {
+            self.reported
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(name);
+            return None;
+        }
+        match self.mode {
+            DriftMode::Enforce => {
+                if have.is_err() {
+                    let _ = std::fs::remove_file(self.dirs.manifest_path(c));
+                }
+                let managed = desired.managed();
+                match self.dirs.write_manifest(name, &managed, want) {
+                    Ok(_) => {
+                        drop(desired);
+                        self.record_drift(name, "Restored");
+                        self.board.event(AgentEvent::warning(
+                            "DriftRestored",
+                            "Heal",
+                            format!(
+                                "{} was {how}; restored it (drift mode enforce). Change the ControlPlaneConfig instead of the file.",
+                                self.dirs.manifest_path(c).display()
+                            ),
+                        ));
+                        Some(Finding::Restored(name.to_string()))
+                    }
+                    Err(e) => {
+                        drop(desired);
+                        tracing::error!(error = %e, file = name, "could not restore drifted manifest");
+                        self.board.event(AgentEvent::warning(
+                            "DriftRestoreFailed",
+                            "Heal",
+                            format!("{name} was {how} and could not be restored: {e}"),
+                        ));
+                        None
+                    }
+                }
+            }
+            DriftMode::Observe => {
+                drop(desired);
+                let digest = match &have {
+                    Ok(Some(b)) => sha256_hex(b),
+                    Ok(None) => "deleted".into(),
+                    Err(_) => "unreadable".into(),
+                };
+                let first = self
+                    .reported
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(name.to_string(), digest.clone())
+                    != Some(digest);
+                if first {
+                    self.record_drift(name, "Reported");
+                    self.board.event(AgentEvent::warning(
+                        "DriftDetected",
+                        "Heal",
+                        format!(
+                            "{} was {how}; left as it is (drift mode observe)",
+                            self.dirs.manifest_path(c).display()
+                        ),
+                    ));
+                }
+                Some(Finding::Reported(name.to_string()))
+            }
+        }
+    }
+
+    /// Checks any file of the manifest directory: managed files are compared (and healed),
+    /// strays quarantined, others listed as unmanaged.
+    pub fn check(&self, name: &str) -> Option<Finding> {
+        let managed = self.desired.lock().managed();
+        if let Kind::Managed(c) = classify(name, None, &managed) {
+            return self.check_managed(c);
+        }
+        self.checks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = self.dirs.manifest_dir().join(name);
+        let meta = std::fs::symlink_metadata(&path);
+        let exists = meta.is_ok();
+        if !exists || meta.as_ref().is_ok_and(|m| m.is_dir()) {
+            self.set_unmanaged(name, false);
+            return None;
+        }
+        let content = files::read_nofollow(&path).ok().flatten();
+        match classify(name, content.as_deref(), &managed) {
+            Kind::Stray(c, why) => {
+                self.set_unmanaged(name, false);
+                match quarantine::quarantine(&self.dirs, name, now()) {
+                    Ok(to) => {
+                        let record = QuarantineRecord {
+                            file: name.to_string(),
+                            moved_to: to.display().to_string(),
+                            reason: why.clone(),
+                            at: Time(now()),
+                        };
+                        self.board.update(|s| {
+                            s.quarantined.push(record);
+                            trim(&mut s.quarantined);
+                        });
+                        self.board.event(AgentEvent::warning(
+                            "Quarantined",
+                            "Heal",
+                            format!(
+                                "moved {name} ({why}) out of the manifest directory to {}: kubelet would run it next to the managed {c}",
+                                to.display()
+                            ),
+                        ));
+                        Some(Finding::Quarantined(name.to_string(), to))
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, file = name, "could not quarantine stray manifest");
+                        None
+                    }
+                }
+            }
+            Kind::Unmanaged => {
+                self.set_unmanaged(name, true);
+                Some(Finding::Unmanaged(name.to_string()))
+            }
+            Kind::Managed(_) | Kind::Ignored => None,
+        }
+    }
+
+    /// Checks every managed file and every file in the directory.
+    pub fn scan(&self) -> Vec<Finding> {
+        let mut out = Vec::new();
+        let managed = self.desired.lock().managed();
+        for c in &managed {
+            out.extend(self.check_managed(*c));
+        }
+        let mut present = BTreeSet::new();
+        if let Ok(rd) = std::fs::read_dir(self.dirs.manifest_dir()) {
+            for e in rd.flatten() {
+                if let Some(name) = e.file_name().to_str() {
+                    present.insert(name.to_string());
+                    if !matches!(classify(name, None, &managed), Kind::Managed(_)) {
+                        out.extend(self.check(name));
+                    }
+                }
+            }
+        }
+        // Forget unmanaged files that are gone.
+        let gone: Vec<String> = self
+            .unmanaged
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|n| !present.contains(*n))
+            .cloned()
+            .collect();
+        for n in gone {
+            self.set_unmanaged(&n, false);
+        }
+        out
+    }
+
+    fn set_unmanaged(&self, name: &str, present: bool) {
+        let list = {
+            let mut set = self.unmanaged.lock().unwrap_or_else(|p| p.into_inner());
+            let changed = if present {
+                set.insert(name.to_string())
+            } else {
+                set.remove(name)
+            };
+            if !changed {
+                return;
+            }
+            set.iter().cloned().collect::<Vec<_>>()
+        };
+        self.board.update(|s| s.unmanaged = list);
+    }
+
+    fn record_drift(&self, name: &str, action: &str) {
+        let record = DriftRecord {
+            file: name.to_string(),
+            action: action.to_string(),
+            detected_at: Time(now()),
+        };
+        self.board.update(|s| {
+            s.drift.push(record);
+            trim(&mut s.drift);
+        });
+    }
+
+    /// Handles events from [`watch`] until the channel closes: managed files at once, other
+    /// files after [`STRAY_SETTLE`]; a full scan when notify asks for one.
+    pub async fn run(
+        self: Arc<Self>,
+        mut rx: mpsc::UnboundedReceiver<notify::Result<notify::Event>>,
+    ) {
+        let dir = self.dirs.manifest_dir().to_path_buf();
+        let mut pending: BTreeMap<String, Instant> = BTreeMap::new();
+        loop {
+            let next = pending.values().min().copied();
+            tokio::select! {
+                ev = rx.recv() => {
+                    let Some(ev) = ev else { break };
+                    match ev {
+                        Ok(ev) if !ev.need_rescan() && !is_change(&ev.kind) => {}
+                        Ok(ev) if !ev.need_rescan() => {
+                            let managed = self.desired.lock().managed();
+                            for p in &ev.paths {
+                                if p.parent() != Some(dir.as_path()) {
+                                    continue;
+                                }
+                                let Some(name) = p.file_name().and_then(|n| n.to_str()) else {
+                                    continue;
+                                };
+                                match classify(name, None, &managed) {
+                                    Kind::Managed(c) => {
+                                        let _span = tracing::debug_span!("drift", file = name).entered();
+                                        self.check_managed(c);
+                                    }
+                                    Kind::Ignored => {}
+                                    _ => {
+                                        pending.insert(name.to_string(), Instant::now() + STRAY_SETTLE);
+                                    }
+                                }
+                            }
+                        }
+                        Ok(_) => {
+                            self.scan();
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "manifest directory watch error; rescanning");
+                            self.scan();
+                        }
+                    }
+                }
+                _ = sleep_until_opt(next) => {
+                    let now = Instant::now();
+                    let due: Vec<String> = pending
+                        .iter()
+                        .filter(|(_, t)| **t <= now)
+                        .map(|(n, _)| n.clone())
+                        .collect();
+                    for n in due {
+                        pending.remove(&n);
+                        self.check(&n);
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until_opt(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn trim<T>(v: &mut Vec<T>) {
+    if v.len() > MAX_RECORDS {
+        let excess = v.len() - MAX_RECORDS;
+        v.drain(..excess);
+    }
+}
+
+/// A notify watcher on a directory (non-recursive) whose events arrive on a tokio channel.
+/// Keep the watcher alive as long as events are wanted.
+pub fn watch(
+    dir: &Path,
+) -> notify::Result<(
+    RecommendedWatcher,
+    mpsc::UnboundedReceiver<notify::Result<notify::Event>>,
+)> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut w = notify::recommended_watcher(move |ev| {
+        let _ = tx.send(ev);
+    })?;
+    w.watch(dir, RecursiveMode::NonRecursive)?;
+    Ok((w, rx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    const ALL: &[Component] = &Component::ALL;
+
+    #[test]
+    fn classification_by_name_and_content() {
+        let api = Component::ApiServer;
+        assert_eq!(
+            classify("kube-apiserver.yaml", None, ALL),
+            Kind::Managed(api)
+        );
+        for stray in [
+            "kube-apiserver.yaml.bak",
+            "kube-apiserver.yaml~",
+            "kube-apiserver.yaml.orig",
+            "kube-apiserver.yaml.old",
+            "kube-apiserver.yml",
+        ] {
+            assert!(
+                matches!(classify(stray, None, ALL), Kind::Stray(c, _) if c == api),
+                "{stray}"
+            );
+        }
+        assert_eq!(
+            classify(".kube-apiserver.yaml.swp", None, ALL),
+            Kind::Ignored
+        );
+        assert_eq!(classify("kube-vip.yaml", None, ALL), Kind::Unmanaged);
+        let pod = b"apiVersion: v1\nkind: Pod\nmetadata:\n  name: kube-scheduler\n";
+        assert!(matches!(
+            classify("old-sched", Some(pod), ALL),
+            Kind::Stray(Component::Scheduler, _)
+        ));
+        let etcd = b"apiVersion: v1\nkind: Pod\nmetadata:\n  name: etcd\n";
+        assert_eq!(classify("etcd.yaml", Some(etcd), ALL), Kind::Unmanaged);
+        // An unmanaged component's files are not strays.
+        assert_eq!(
+            classify(
+                "kube-scheduler.yaml.bak",
+                Some(pod),
+                &[Component::ApiServer]
+            ),
+            Kind::Unmanaged
+        );
+        assert_eq!(
+            classify("kube-scheduler.yaml", None, &[Component::ApiServer]),
+            Kind::Unmanaged
+        );
+    }
+
+    fn setup(
+        mode: DriftMode,
+    ) -> (
+        tempfile::TempDir,
+        NodeDirs,
+        Arc<Desired>,
+        StatusBoard,
+        DriftHandler,
+    ) {
+        let t = tempfile::tempdir().unwrap();
+        let d = NodeDirs::new(t.path().join("manifests"), t.path().join("state"));
+        fs::create_dir(d.manifest_dir()).unwrap();
+        d.prepare().unwrap();
+        let desired = Arc::new(Desired::new());
+        {
+            let mut g = desired.lock();
+            g.set(Component::Scheduler, b"scheduler v1\n".to_vec());
+            d.write_manifest(
+                "kube-scheduler.yaml",
+                &[Component::Scheduler],
+                b"scheduler v1\n",
+            )
+            .unwrap();
+        }
+        let board = StatusBoard::new();
+        let h = DriftHandler::new(d.clone(), desired.clone(), mode, board.clone());
+        (t, d, desired, board, h)
+    }
+
+    #[test]
+    fn scan_heals_quarantines_and_lists_unmanaged() {
+        let (_t, d, _desired, board, h) = setup(DriftMode::Enforce);
+        let m = d.manifest_dir();
+        fs::write(m.join("kube-scheduler.yaml"), "edited").unwrap();
+        fs::write(m.join("kube-scheduler.yaml.bak"), "old copy").unwrap();
+        fs::write(
+            m.join("kube-vip.yaml"),
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: kube-vip\n",
+        )
+        .unwrap();
+        fs::write(m.join(".kube-scheduler.yaml.swp"), "swap").unwrap();
+        let findings = h.scan();
+        assert!(
+            findings.contains(&Finding::Restored("kube-scheduler.yaml".into())),
+            "{findings:?}"
+        );
+        assert!(findings.contains(&Finding::Unmanaged("kube-vip.yaml".into())));
+        assert_eq!(
+            fs::read(m.join("kube-scheduler.yaml")).unwrap(),
+            b"scheduler v1\n"
+        );
+        assert!(!m.join("kube-scheduler.yaml.bak").exists());
+        assert!(m.join("kube-vip.yaml").exists());
+        assert!(m.join(".kube-scheduler.yaml.swp").exists());
+        let q: Vec<_> = fs::read_dir(d.quarantine_dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(q.len(), 1);
+        assert!(q[0].to_str().unwrap().ends_with("-kube-scheduler.yaml.bak"));
+        let s = board.snapshot();
+        assert_eq!(s.unmanaged, vec!["kube-vip.yaml"]);
+        assert_eq!(s.drift.len(), 1);
+        assert_eq!(s.drift[0].action, "Restored");
+        assert_eq!(s.quarantined.len(), 1);
+        // Nothing left to do.
+        assert_eq!(h.scan(), vec![Finding::Unmanaged("kube-vip.yaml".into())]);
+        fs::remove_file(m.join("kube-vip.yaml")).unwrap();
+        h.scan();
+        assert!(board.snapshot().unmanaged.is_empty());
+    }
+
+    #[test]
+    fn observe_mode_reports_once_and_does_not_touch() {
+        let (_t, d, _desired, board, h) = setup(DriftMode::Observe);
+        let p = d.manifest_dir().join("kube-scheduler.yaml");
+        fs::write(&p, "edited").unwrap();
+        assert_eq!(
+            h.check_managed(Component::Scheduler),
+            Some(Finding::Reported("kube-scheduler.yaml".into()))
+        );
+        assert_eq!(
+            h.check_managed(Component::Scheduler),
+            Some(Finding::Reported("kube-scheduler.yaml".into()))
+        );
+        assert_eq!(fs::read(&p).unwrap(), b"edited");
+        assert_eq!(board.snapshot().drift.len(), 1, "reported once per content");
+        fs::remove_file(&p).unwrap();
+        h.check_managed(Component::Scheduler);
+        assert_eq!(board.snapshot().drift.len(), 2);
+        assert!(!p.exists());
+    }
+
+    #[test]
+    fn deleted_or_symlinked_managed_file_is_restored() {
+        let (t, d, _desired, _board, h) = setup(DriftMode::Enforce);
+        let p = d.manifest_dir().join("kube-scheduler.yaml");
+        fs::remove_file(&p).unwrap();
+        assert!(h.check_managed(Component::Scheduler).is_some());
+        assert_eq!(fs::read(&p).unwrap(), b"scheduler v1\n");
+        let other = t.path().join("other");
+        fs::write(&other, "x").unwrap();
+        fs::remove_file(&p).unwrap();
+        std::os::unix::fs::symlink(&other, &p).unwrap();
+        assert!(h.check_managed(Component::Scheduler).is_some());
+        assert!(!fs::symlink_metadata(&p).unwrap().file_type().is_symlink());
+        assert_eq!(fs::read(&other).unwrap(), b"x");
+    }
+
+    /// Waits (real time) until `cond` holds, up to 5 s.
+    async fn eventually(mut cond: impl FnMut() -> bool) -> bool {
+        let end = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < end {
+            if cond() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        cond()
+    }
+
+    #[tokio::test]
+    async fn real_notify_events_drive_healing() {
+        let (_t, d, desired, board, h) = setup(DriftMode::Enforce);
+        let h = Arc::new(h);
+        let (_w, rx) = watch(d.manifest_dir()).unwrap();
+        tokio::spawn(h.clone().run(rx));
+        let m = d.manifest_dir().to_path_buf();
+        let p = m.join("kube-scheduler.yaml");
+        fs::write(&p, "hand edit").unwrap();
+        assert!(eventually(|| fs::read(&p).unwrap_or_default() == b"scheduler v1\n").await);
+        // Unrelated static pod untouched, stray quarantined.
+        fs::write(
+            m.join("haproxy.yaml"),
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: haproxy\n",
+        )
+        .unwrap();
+        fs::write(m.join("kube-scheduler.yaml~"), "copy").unwrap();
+        assert!(eventually(|| !m.join("kube-scheduler.yaml~").exists()).await);
+        assert!(eventually(|| board.snapshot().unmanaged == vec!["haproxy.yaml"]).await);
+        assert!(m.join("haproxy.yaml").exists());
+        // Reading files (the handler's own checks) does not trigger further checks.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let checks = h.checks();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(h.checks(), checks, "checks keep triggering checks");
+        // The agent's own write (desired changed under the lock) is not drift.
+        let before = board.snapshot().drift.len();
+        {
+            let mut g = desired.lock();
+            g.set(Component::Scheduler, b"scheduler v2\n".to_vec());
+            d.write_manifest(
+                "kube-scheduler.yaml",
+                &[Component::Scheduler],
+                b"scheduler v2\n",
+            )
+            .unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(board.snapshot().drift.len(), before);
+        assert_eq!(fs::read(&p).unwrap(), b"scheduler v2\n");
+    }
+
+    #[tokio::test]
+    async fn real_notify_events_in_observe_mode_only_report() {
+        let (_t, d, _desired, board, h) = setup(DriftMode::Observe);
+        let h = Arc::new(h);
+        let (_w, rx) = watch(d.manifest_dir()).unwrap();
+        tokio::spawn(h.clone().run(rx));
+        let p = d.manifest_dir().join("kube-scheduler.yaml");
+        fs::write(&p, "hand edit").unwrap();
+        assert!(
+            eventually(|| board
+                .snapshot()
+                .drift
+                .iter()
+                .any(|r| r.action == "Reported"))
+            .await
+        );
+        assert_eq!(fs::read(&p).unwrap(), b"hand edit");
+    }
+}

@@ -1,0 +1,1286 @@
+//! The node's apply → wait → rollback state machine, shared by the agent and
+//! `kubeplane apply`.
+//!
+//! For a node spec (one revision's manifests and side files) the engine:
+//! 1. resolves side files (inline, or a Secret whose SHA-256 must match the rendered digest);
+//! 2. plans each component, kube-apiserver first: *keep* (on disk and confirmed), *wait*
+//!    (on disk, not yet confirmed: a resumed attempt), *adopt* (an equivalent manifest is
+//!    already on disk: recorded, not rewritten, so nothing restarts), or *write*;
+//! 3. records the revision in history (and, on first contact, the files found on disk as
+//!    the `pre-kubeplane` baseline);
+//! 4. writes and waits one component at a time ([`kubelet_wait`](super::kubelet_wait));
+//! 5. on a timeout restores the last-known-good revision (or the baseline), waits for it the
+//!    same way, and ends `RolledBack` — or `Failed` when that does not come back either.
+//!
+//! Observation (mirror pods, endpoint health) comes in through the [`MirrorPods`] and
+//! [`HealthCheck`] traits, time through tokio, so the machine is tested without a cluster.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{Api, Client};
+use tracing::Instrument;
+
+use super::certs::{self, CertInfo};
+use super::desired::Desired;
+use super::files::{FileError, NodeDirs};
+use super::health::{Endpoint, HealthCheck};
+use super::history::{BASELINE, History, HistoryError, RevisionFiles};
+use super::kubelet_wait::{self, Diagnosis, Expect, MirrorPods, Verdict, WaitSpec};
+use super::state::{AgentState, ComponentState, StateError, StateStore};
+use super::status::{AgentEvent, StatusBoard};
+use crate::api::{
+    Component, ComponentStatus, ControlPlaneNodeSpec, FileSource, NodePhase, SecretKeyRef,
+};
+use crate::render::{self, sha256_hex};
+
+/// Host used for probes without a host (the Pod IP of a host-network Pod: this node).
+pub const LOCAL_HOST: &str = "127.0.0.1";
+
+/// Health timeout used when a manifest carries none.
+const DEFAULT_TIMEOUT: Duration =
+    Duration::from_secs(render::defaults::HEALTH_TIMEOUT_SECONDS as u64);
+
+/// Reads Secret keys for Secret-backed side files.
+pub trait Secrets: Send + Sync {
+    /// The bytes of one key of a Secret.
+    fn get<'a>(&'a self, r: &'a SecretKeyRef) -> BoxFuture<'a, Result<Vec<u8>, String>>;
+}
+
+/// Secrets through the API.
+pub struct KubeSecrets {
+    client: Client,
+}
+
+impl KubeSecrets {
+    /// Reads Secrets with this client.
+    pub fn new(client: Client) -> Self {
+        KubeSecrets { client }
+    }
+}
+
+impl Secrets for KubeSecrets {
+    fn get<'a>(&'a self, r: &'a SecretKeyRef) -> BoxFuture<'a, Result<Vec<u8>, String>> {
+        Box::pin(async move {
+            let ns = r.namespace.as_deref().unwrap_or("kube-system");
+            let key = r
+                .key
+                .as_deref()
+                .unwrap_or(render::defaults::ENCRYPTION_SECRET_KEY);
+            let api: Api<Secret> = Api::namespaced(self.client.clone(), ns);
+            let s = api
+                .get(&r.name)
+                .await
+                .map_err(|e| format!("reading Secret {ns}/{}: {e}", r.name))?;
+            s.data
+                .and_then(|mut d| d.remove(key))
+                .map(|b| b.0)
+                .ok_or_else(|| format!("Secret {ns}/{} has no key {key:?}", r.name))
+        })
+    }
+}
+
+/// No Secrets (`kubeplane apply` has no API): a Secret-backed file must already be on disk
+/// with the rendered digest.
+pub struct NoSecrets;
+
+impl Secrets for NoSecrets {
+    fn get<'a>(&'a self, r: &'a SecretKeyRef) -> BoxFuture<'a, Result<Vec<u8>, String>> {
+        Box::pin(async move {
+            Err(format!(
+                "kubeplane apply has no API to read Secret {}/{} (key {}); put the file in place first",
+                r.namespace.as_deref().unwrap_or("kube-system"),
+                r.name,
+                r.key
+                    .as_deref()
+                    .unwrap_or(render::defaults::ENCRYPTION_SECRET_KEY)
+            ))
+        })
+    }
+}
+
+/// Why the engine could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The directories are unusable.
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// The state file is unusable.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// History is unusable.
+    #[error(transparent)]
+    History(#[from] HistoryError),
+}
+
+/// How an apply ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing to act on yet (no manifests), or waiting for something outside (a Secret):
+    /// `retry` says whether trying again later may help.
+    Pending {
+        /// PascalCase reason.
+        reason: String,
+        /// What is missing.
+        message: String,
+        /// Whether a later retry may succeed without a new spec.
+        retry: bool,
+    },
+    /// Files written, not waited for (`--no-wait`).
+    Written,
+    /// Every component runs the revision and is healthy.
+    Healthy,
+    /// A component did not become healthy; last-known-good was restored and is healthy.
+    RolledBack {
+        /// PascalCase reason.
+        reason: String,
+        /// What was seen.
+        message: String,
+    },
+    /// The revision could not be applied, nor last-known-good restored.
+    Failed {
+        /// PascalCase reason.
+        reason: String,
+        /// What was seen.
+        message: String,
+    },
+}
+
+impl Outcome {
+    /// Whether the outcome means the revision is not running (rolled back or failed).
+    pub fn is_failure(&self) -> bool {
+        matches!(self, Outcome::RolledBack { .. } | Outcome::Failed { .. })
+    }
+}
+
+/// Where the engine lives and what it can see.
+pub struct EngineParts {
+    /// Node name (mirror pod names, uid computation).
+    pub node_name: String,
+    /// Manifest and state directories.
+    pub dirs: NodeDirs,
+    /// How many revisions history keeps.
+    pub history: usize,
+    /// Mirror pods; `None` without an API (`kubeplane apply`).
+    pub pods: Option<Arc<dyn MirrorPods>>,
+    /// Endpoint health.
+    pub health: Arc<dyn HealthCheck>,
+    /// Secret reader.
+    pub secrets: Arc<dyn Secrets>,
+    /// Where status and events go.
+    pub board: StatusBoard,
+    /// The desired files, shared with the drift handler.
+    pub desired: Arc<Desired>,
+}
+
+/// What to do with one component.
+#[derive(Clone, Debug)]
+enum Action {
+    /// On disk and confirmed: nothing.
+    Keep,
+    /// On disk, not confirmed: wait.
+    Wait,
+    /// Equivalent file on disk: record, wait on readiness.
+    Adopt,
+    /// Write the bytes, wait.
+    Write,
+}
+
+#[derive(Clone, Debug)]
+struct Step {
+    component: Component,
+    action: Action,
+    /// Bytes that will be on disk.
+    bytes: Vec<u8>,
+    /// The hash kubelet will report.
+    expect: Expect,
+    /// The rendered manifest's config hash.
+    rendered_hash: String,
+    restart_annotation: Option<String>,
+    pod: Pod,
+    timeout: Duration,
+}
+
+/// The engine.
+pub struct Engine {
+    node: String,
+    dirs: NodeDirs,
+    desired: Arc<Desired>,
+    store: StateStore,
+    state: AgentState,
+    history: History,
+    pods: Option<Arc<dyn MirrorPods>>,
+    health: Arc<dyn HealthCheck>,
+    secrets: Arc<dyn Secrets>,
+    board: StatusBoard,
+    spec: Option<ControlPlaneNodeSpec>,
+    generation: Option<i64>,
+}
+
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+fn timeout_of(seconds: i32) -> Duration {
+    if seconds > 0 {
+        Duration::from_secs(seconds as u64)
+    } else {
+        DEFAULT_TIMEOUT
+    }
+}
+
+fn parse_pod(bytes: &[u8]) -> Option<Pod> {
+    super::files::parse_pod(bytes).ok()
+}
+
+fn terminal(p: Option<NodePhase>) -> bool {
+    matches!(
+        p,
+        Some(NodePhase::Healthy | NodePhase::RolledBack | NodePhase::Failed)
+    )
+}
+
+/// A digest of everything in a node spec: a new digest is a new attempt.
+pub fn spec_digest(spec: &ControlPlaneNodeSpec) -> String {
+    sha256_hex(&serde_json::to_vec(spec).unwrap_or_default())
+}
+
+impl Engine {
+    /// Opens the node: prepares the directories (cleaning stale staging files), loads
+    /// `state.json` (a corrupt one is moved aside and reported), and sets the desired files
+    /// from state and history so drift is enforced before the first spec arrives.
+    pub fn open(parts: EngineParts) -> Result<Engine, EngineError> {
+        let removed = parts.dirs.prepare()?;
+        if removed > 0 {
+            tracing::info!(
+                removed,
+                "removed stale staging files left by an interrupted write"
+            );
+        }
+        let store = StateStore::new(parts.dirs.state_file(), parts.dirs.staging_dir());
+        let state = match store.load() {
+            Ok(s) => s,
+            Err(e @ StateError::Corrupt { .. }) => {
+                tracing::error!(error = %e, "state file unusable");
+                parts
+                    .board
+                    .event(AgentEvent::warning("StateReset", "Start", e.to_string()));
+                store.load()?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let history = History::new(&parts.dirs, parts.history);
+        let mut engine = Engine {
+            node: parts.node_name,
+            dirs: parts.dirs,
+            desired: parts.desired,
+            store,
+            state,
+            history,
+            pods: parts.pods,
+            health: parts.health,
+            secrets: parts.secrets,
+            board: parts.board,
+            spec: None,
+            generation: None,
+        };
+        engine.restore_desired();
+        engine.publish();
+        Ok(engine)
+    }
+
+    /// The engine's persistent state.
+    pub fn state(&self) -> &AgentState {
+        &self.state
+    }
+
+    /// The desired files, shared with the drift handler.
+    pub fn desired(&self) -> Arc<Desired> {
+        self.desired.clone()
+    }
+
+    /// The board status and events go to.
+    pub fn board(&self) -> &StatusBoard {
+        &self.board
+    }
+
+    /// The spec last acted on.
+    pub fn spec(&self) -> Option<&ControlPlaneNodeSpec> {
+        self.spec.as_ref()
+    }
+
+    /// The desired bytes of each component, from state and history.
+    fn restore_desired(&mut self) {
+        let mut g = self.desired.lock();
+        for (c, cs) in &self.state.components {
+            let from_history = self
+                .history
+                .load(&cs.revision)
+                .ok()
+                .flatten()
+                .and_then(|r| r.manifests.get(c).cloned().flatten());
+            let bytes = match (&from_history, &cs.restart_annotation) {
+                (Some(b), Some(v)) => certs::with_restart_annotation(b, v, &self.node)
+                    .ok()
+                    .map(|(b, _)| b),
+                (Some(b), None) => Some(b.clone()),
+                (None, _) => None,
+            };
+            let bytes = bytes
+                .filter(|b| sha256_hex(b) == cs.content_sha256)
+                .or_else(|| {
+                    // History lost: trust the file on disk if it still is what was written.
+                    self.dirs
+                        .read_manifest(c.manifest_file())
+                        .ok()
+                        .flatten()
+                        .filter(|b| sha256_hex(b) == cs.content_sha256)
+                });
+            match bytes {
+                Some(b) => g.set(*c, b),
+                None => tracing::warn!(
+                    component = %c,
+                    "the file kubeplane last wrote is in neither history nor the manifest directory; drift is not enforced for it until the next apply"
+                ),
+            }
+        }
+    }
+
+    /// Writes the state and the status derived from it.
+    fn save(&mut self) {
+        if let Err(e) = self.store.save(&self.state) {
+            tracing::error!(error = %e, "could not save state.json");
+            self.board.event(AgentEvent::warning(
+                "StateNotSaved",
+                "Apply",
+                format!("{e}; the agent may repeat work after a restart"),
+            ));
+        }
+        self.publish();
+    }
+
+    fn publish(&self) {
+        let st = &self.state;
+        let generation = self.generation;
+        let since = st
+            .phase_since
+            .as_deref()
+            .and_then(|s| s.parse::<k8s_openapi::jiff::Timestamp>().ok())
+            .map(Time);
+        self.board.update(|s| {
+            s.observed_generation = generation.or(s.observed_generation);
+            s.phase = st.phase.or(Some(NodePhase::Pending));
+            s.target_revision = st.target_revision.clone();
+            s.applied_revision = st.applied_revision.clone();
+            s.last_known_good_revision = st.last_known_good_revision.clone();
+            s.reason = st.reason.clone();
+            s.message = st.message.clone();
+            s.phase_since = since;
+        });
+    }
+
+    /// Sets the phase; on a change of phase, records when and publishes an Event.
+    fn set_phase(&mut self, phase: NodePhase, reason: &str, message: impl Into<String>) {
+        let message = message.into();
+        let changed = self.state.phase != Some(phase);
+        if changed {
+            self.state.phase_since = Some(now().0.to_string());
+        }
+        let same = !changed
+            && self.state.reason.as_deref() == Some(reason)
+            && self.state.message.as_deref() == Some(message.as_str());
+        self.state.phase = Some(phase);
+        self.state.reason = Some(reason.to_string());
+        self.state.message = Some(message.clone());
+        if changed {
+            let warning = matches!(phase, NodePhase::RolledBack | NodePhase::Failed);
+            let ev_reason = phase.as_str();
+            let note = format!("{reason}: {message}");
+            let ev = if warning {
+                AgentEvent::warning(ev_reason, "Apply", note)
+            } else {
+                AgentEvent::normal(ev_reason, "Apply", note)
+            };
+            self.board.event(ev);
+        }
+        if !same && !changed {
+            // A phase change is logged with its Event.
+            tracing::info!(phase = phase.as_str(), reason, "{message}");
+        }
+        self.save();
+    }
+
+    fn component_status(&self, st: ComponentStatus) {
+        self.board.update(
+            |s| match s.components.iter_mut().find(|c| c.name == st.name) {
+                Some(c) => *c = st,
+                None => {
+                    s.components.push(st);
+                    s.components.sort_by_key(|c| Component::parse(&c.name));
+                }
+            },
+        );
+    }
+
+    /// Reads the spec's certificates, reports their expiry, returns what was read.
+    pub fn read_certificates(&self) -> Vec<CertInfo> {
+        let Some(spec) = &self.spec else {
+            return Vec::new();
+        };
+        let infos: Vec<CertInfo> = spec.certificates.iter().map(certs::read).collect();
+        let statuses = certs::statuses(&infos);
+        self.board.update(|s| s.certificates = statuses);
+        infos
+    }
+
+    /// Applies a node spec. `wait: false` writes and returns ([`Outcome::Written`]).
+    pub async fn apply(
+        &mut self,
+        spec: &ControlPlaneNodeSpec,
+        generation: Option<i64>,
+        wait: bool,
+    ) -> Outcome {
+        let span = tracing::info_span!("apply", node = %self.node, revision = %spec.revision);
+        self.apply_inner(spec, generation, wait)
+            .instrument(span)
+            .await
+    }
+
+    async fn apply_inner(
+        &mut self,
+        spec: &ControlPlaneNodeSpec,
+        generation: Option<i64>,
+        wait: bool,
+    ) -> Outcome {
+        self.generation = generation;
+        if spec.manifests.is_empty() {
+            let message = "no manifests rendered for this node yet: node facts reported, waiting for the operator";
+            self.set_phase(NodePhase::Pending, "NoManifests", message);
+            return Outcome::Pending {
+                reason: "NoManifests".into(),
+                message: message.into(),
+                retry: false,
+            };
+        }
+        let digest = spec_digest(spec);
+        let same_attempt = self.state.target_digest.as_deref() == Some(digest.as_str())
+            && self.state.target_revision.as_deref() == Some(spec.revision.as_str());
+        self.spec = Some(spec.clone());
+        let infos = self.read_certificates();
+        if same_attempt && terminal(self.state.phase) {
+            self.publish();
+            return self.settled_outcome();
+        }
+        let rev = spec.revision.clone();
+
+        // Side files.
+        let side = match self.resolve_files(spec).await {
+            Ok(s) => s,
+            Err(FileProblem::Wait(reason, message)) => {
+                self.state.target_revision = Some(rev);
+                self.set_phase(NodePhase::Pending, reason, message.clone());
+                return Outcome::Pending {
+                    reason: reason.into(),
+                    message,
+                    retry: true,
+                };
+            }
+            Err(FileProblem::Invalid(message)) => {
+                self.state.target_revision = Some(rev);
+                self.state.target_digest = Some(digest);
+                return self.fail("InvalidSpec", message);
+            }
+        };
+
+        // Resumed after a restart in the middle of a rollback: finish the rollback.
+        if same_attempt && self.state.reason.as_deref() == Some("RollingBack") {
+            let message = self.state.message.clone().unwrap_or_default();
+            let failed = self.state.components.keys().next().copied();
+            return self
+                .rollback(
+                    spec,
+                    failed.unwrap_or(Component::ApiServer),
+                    Diagnosis {
+                        reason: "AgentRestarted",
+                        message,
+                    },
+                )
+                .await;
+        }
+
+        let steps = match self.plan(spec) {
+            Ok(s) => s,
+            Err(message) => {
+                self.state.target_revision = Some(rev);
+                self.state.target_digest = Some(digest);
+                return self.fail("InvalidSpec", message);
+            }
+        };
+
+        self.state.target_revision = Some(rev.clone());
+        self.state.target_digest = Some(digest);
+
+        // Baseline: the files found before kubeplane's first write, restorable if the first
+        // revision fails.
+        if self.state.last_known_good_revision.is_none()
+            && self.state.baseline_revision.is_none()
+            && self.state.components.is_empty()
+            && let Err(e) = self.record_baseline(spec)
+        {
+            tracing::warn!(error = %e, "could not record the pre-kubeplane baseline");
+        }
+
+        let record = RevisionFiles {
+            revision: rev.clone(),
+            manifests: steps
+                .iter()
+                .map(|s| (s.component, Some(s.bytes.clone())))
+                .collect(),
+            files: side.iter().cloned().collect(),
+        };
+        if let Err(e) = self.history.record(&record) {
+            return self.fail(
+                "HistoryNotWritten",
+                format!("{e}; nothing was written to the manifest directory"),
+            );
+        }
+
+        let files_changed = side.iter().any(|(p, b)| {
+            self.dirs
+                .read_side_file(std::path::Path::new(p))
+                .ok()
+                .flatten()
+                .as_deref()
+                != Some(b.as_slice())
+        });
+        let nothing = !files_changed && steps.iter().all(|s| matches!(s.action, Action::Keep));
+        if nothing {
+            // Everything is on disk and confirmed (for example the same render again).
+            {
+                let mut g = self.desired.lock();
+                for s in &steps {
+                    g.set(s.component, s.bytes.clone());
+                }
+            }
+            return self.healthy(&rev, "every component already runs this revision");
+        }
+
+        if files_changed || steps.iter().any(|s| matches!(s.action, Action::Write)) {
+            self.set_phase(
+                NodePhase::Applying,
+                "Writing",
+                format!("writing revision {rev}"),
+            );
+        }
+        for (path, bytes) in &side {
+            let p = std::path::Path::new(path);
+            if self.dirs.read_side_file(p).ok().flatten().as_deref() == Some(bytes.as_slice()) {
+                continue;
+            }
+            if let Err(e) = self.dirs.write_side_file(p, bytes) {
+                return self.fail("WriteFailed", e.to_string());
+            }
+            self.state.files.insert(path.clone(), sha256_hex(bytes));
+        }
+
+        for step in &steps {
+            let c = step.component;
+            let previous = self.state.components.get(&c).cloned();
+            match step.action {
+                Action::Keep => {
+                    self.desired.lock().set(c, step.bytes.clone());
+                    continue;
+                }
+                Action::Write => {
+                    let span = tracing::info_span!("write", component = %c);
+                    let _g = span.enter();
+                    let result = {
+                        let mut g = self.desired.lock();
+                        g.set(c, step.bytes.clone());
+                        let managed = g.managed();
+                        self.dirs
+                            .write_manifest(c.manifest_file(), &managed, &step.bytes)
+                    };
+                    if let Err(e) = result {
+                        return self.fail("WriteFailed", e.to_string());
+                    }
+                    tracing::info!("wrote {}", c.manifest_file());
+                    self.state.applied_revision = Some(rev.clone());
+                    self.state.components.insert(
+                        c,
+                        ComponentState {
+                            revision: rev.clone(),
+                            content_sha256: sha256_hex(&step.bytes),
+                            rendered_hash: Some(step.rendered_hash.clone()),
+                            config_hash: match &step.expect {
+                                Expect::Hash(h) => Some(h.clone()),
+                                _ => None,
+                            },
+                            adopted: false,
+                            confirmed: false,
+                            restart_annotation: step.restart_annotation.clone(),
+                            certificates: certs::digests(c, &infos),
+                        },
+                    );
+                }
+                Action::Adopt => {
+                    self.desired.lock().set(c, step.bytes.clone());
+                    tracing::info!(component = %c, "adopted the manifest on disk: it means the same Pod as the render");
+                    self.state.components.insert(
+                        c,
+                        ComponentState {
+                            revision: rev.clone(),
+                            content_sha256: sha256_hex(&step.bytes),
+                            rendered_hash: Some(step.rendered_hash.clone()),
+                            config_hash: None,
+                            adopted: true,
+                            confirmed: false,
+                            restart_annotation: None,
+                            certificates: certs::digests(c, &infos),
+                        },
+                    );
+                }
+                Action::Wait => {
+                    self.desired.lock().set(c, step.bytes.clone());
+                    if previous.as_ref().is_none_or(|p| {
+                        p.content_sha256 != sha256_hex(&step.bytes) || p.revision != rev
+                    }) {
+                        self.state.components.insert(
+                            c,
+                            ComponentState {
+                                revision: rev.clone(),
+                                content_sha256: sha256_hex(&step.bytes),
+                                rendered_hash: Some(step.rendered_hash.clone()),
+                                config_hash: match &step.expect {
+                                    Expect::Hash(h) => Some(h.clone()),
+                                    _ => None,
+                                },
+                                certificates: certs::digests(c, &infos),
+                                ..Default::default()
+                            },
+                        );
+                    }
+                }
+            }
+            self.save();
+            self.component_status(ComponentStatus {
+                name: c.name().to_string(),
+                expected_hash: match &step.expect {
+                    Expect::Hash(h) => Some(h.clone()),
+                    _ => None,
+                },
+                message: matches!(step.action, Action::Adopt)
+                    .then(|| "adopted: the manifest on disk already means this Pod".to_string()),
+                ..Default::default()
+            });
+            if !wait {
+                continue;
+            }
+            self.set_phase(
+                NodePhase::WaitingForKubelet,
+                "WaitingForKubelet",
+                format!("waiting for kubelet to run {c} of revision {rev}"),
+            );
+            match self
+                .wait_component(c, step.expect.clone(), &step.pod, step.timeout, spec)
+                .await
+            {
+                Verdict::Updated { observed_hash } => {
+                    if let Some(cs) = self.state.components.get_mut(&c) {
+                        cs.confirmed = true;
+                        if cs.config_hash.is_none() {
+                            cs.config_hash = observed_hash;
+                        }
+                    }
+                    self.save();
+                    tracing::info!(component = %c, "updated and healthy");
+                }
+                Verdict::TimedOut(diag) => return self.rollback(spec, c, diag).await,
+            }
+        }
+        self.state.applied_revision = Some(rev.clone());
+        if !wait {
+            self.set_phase(
+                NodePhase::WaitingForKubelet,
+                "NotWaited",
+                format!("revision {rev} written; not waiting for kubelet (--no-wait)"),
+            );
+            return Outcome::Written;
+        }
+        self.healthy(
+            &rev,
+            format!("revision {rev}: every component updated and healthy"),
+        )
+    }
+
+    fn healthy(&mut self, rev: &str, message: impl Into<String>) -> Outcome {
+        self.state.applied_revision = Some(rev.to_string());
+        self.state.last_known_good_revision = Some(rev.to_string());
+        self.set_phase(NodePhase::Healthy, "Healthy", message);
+        let mut protect: Vec<&str> = vec![rev];
+        if let Some(b) = self.state.baseline_revision.as_deref() {
+            protect.push(b);
+        }
+        let revs: Vec<String> = self
+            .state
+            .components
+            .values()
+            .map(|c| c.revision.clone())
+            .collect();
+        protect.extend(revs.iter().map(String::as_str));
+        if let Err(e) = self.history.rotate(&protect) {
+            tracing::warn!(error = %e, "could not rotate history");
+        }
+        Outcome::Healthy
+    }
+
+    fn fail(&mut self, reason: &str, message: impl Into<String>) -> Outcome {
+        let message = message.into();
+        self.set_phase(NodePhase::Failed, reason, message.clone());
+        Outcome::Failed {
+            reason: reason.into(),
+            message,
+        }
+    }
+
+    fn settled_outcome(&self) -> Outcome {
+        let reason = self.state.reason.clone().unwrap_or_default();
+        let message = self.state.message.clone().unwrap_or_default();
+        match self.state.phase {
+            Some(NodePhase::RolledBack) => Outcome::RolledBack { reason, message },
+            Some(NodePhase::Failed) => Outcome::Failed { reason, message },
+            _ => Outcome::Healthy,
+        }
+    }
+
+    /// Decides what to do with each component, kube-apiserver first.
+    fn plan(&self, spec: &ControlPlaneNodeSpec) -> Result<Vec<Step>, String> {
+        let mut manifests: Vec<_> = spec.manifests.iter().collect();
+        manifests.sort_by_key(|m| m.component);
+        let mut out = Vec::new();
+        for m in manifests {
+            let c = m.component;
+            if m.file_name != c.manifest_file() {
+                return Err(format!(
+                    "spec.manifests: {c} must be written as {}, not {:?}",
+                    c.manifest_file(),
+                    m.file_name
+                ));
+            }
+            let rendered: Pod = parse_pod(m.content.as_bytes())
+                .ok_or_else(|| format!("spec.manifests[{c}]: the content is not a Pod manifest"))?;
+            let prev = self.state.components.get(&c);
+            let annotation = prev
+                .filter(|p| p.rendered_hash.as_deref() == Some(m.config_hash.as_str()))
+                .and_then(|p| p.restart_annotation.clone());
+            let (bytes, hash) = match &annotation {
+                Some(v) => certs::with_restart_annotation(m.content.as_bytes(), v, &self.node)
+                    .map_err(|e| format!("spec.manifests[{c}]: {e}"))?,
+                None => (m.content.clone().into_bytes(), m.config_hash.clone()),
+            };
+            let disk = self
+                .dirs
+                .read_manifest(c.manifest_file())
+                .map_err(|e| e.to_string())?;
+            let timeout = timeout_of(m.health_timeout_seconds);
+            let confirmed =
+                |b: &[u8]| prev.is_some_and(|p| p.confirmed && p.content_sha256 == sha256_hex(b));
+            let mut step = Step {
+                component: c,
+                action: Action::Write,
+                bytes: bytes.clone(),
+                expect: Expect::Hash(hash.clone()),
+                rendered_hash: m.config_hash.clone(),
+                restart_annotation: annotation.clone(),
+                pod: parse_pod(&bytes).unwrap_or(rendered.clone()),
+                timeout,
+            };
+            if disk.as_deref() == Some(bytes.as_slice()) {
+                step.action = if confirmed(&bytes) {
+                    Action::Keep
+                } else {
+                    Action::Wait
+                };
+            } else if let Some(d) = disk.as_deref()
+                && let Some(on_disk) = parse_pod(d)
+                && render::equivalent(&on_disk, &rendered)
+            {
+                let adopted_before = prev.filter(|p| {
+                    p.adopted
+                        && p.rendered_hash.as_deref() == Some(m.config_hash.as_str())
+                        && p.content_sha256 == sha256_hex(d)
+                });
+                step.bytes = d.to_vec();
+                step.pod = on_disk;
+                step.restart_annotation = None;
+                step.expect = match adopted_before.and_then(|p| p.config_hash.clone()) {
+                    Some(h) => Expect::Hash(h),
+                    None => Expect::Any,
+                };
+                step.action = match adopted_before {
+                    Some(p) if p.confirmed => Action::Keep,
+                    Some(_) => Action::Wait,
+                    None => Action::Adopt,
+                };
+            }
+            out.push(step);
+        }
+        Ok(out)
+    }
+
+    fn record_baseline(&mut self, spec: &ControlPlaneNodeSpec) -> Result<(), String> {
+        let mut manifests = BTreeMap::new();
+        let mut any = false;
+        for m in &spec.manifests {
+            let bytes = self
+                .dirs
+                .read_manifest(m.component.manifest_file())
+                .map_err(|e| e.to_string())?;
+            any |= bytes.is_some();
+            manifests.insert(m.component, bytes);
+        }
+        if !any {
+            return Ok(());
+        }
+        let mut files = BTreeMap::new();
+        for f in &spec.files {
+            if let Ok(Some(b)) = self.dirs.read_side_file(std::path::Path::new(&f.path)) {
+                files.insert(f.path.clone(), b);
+            }
+        }
+        self.history
+            .record(&RevisionFiles {
+                revision: BASELINE.into(),
+                manifests,
+                files,
+            })
+            .map_err(|e| e.to_string())?;
+        self.state.baseline_revision = Some(BASELINE.into());
+        tracing::info!("recorded the manifests found on disk as history entry {BASELINE}");
+        Ok(())
+    }
+
+    async fn resolve_files(
+        &self,
+        spec: &ControlPlaneNodeSpec,
+    ) -> Result<Vec<(String, Vec<u8>)>, FileProblem> {
+        let mut out = Vec::new();
+        for f in &spec.files {
+            let path = std::path::Path::new(&f.path);
+            self.dirs
+                .check_side_file_path(path)
+                .map_err(|e| FileProblem::Invalid(format!("spec.files: {e}")))?;
+            let bytes = match &f.source {
+                FileSource::Inline(s) => {
+                    let b = s.clone().into_bytes();
+                    if sha256_hex(&b) != f.sha256 {
+                        return Err(FileProblem::Invalid(format!(
+                            "spec.files {}: the inline content's SHA-256 is {}, not the recorded {}",
+                            f.path,
+                            sha256_hex(&b),
+                            f.sha256
+                        )));
+                    }
+                    b
+                }
+                FileSource::Secret(r) => {
+                    let on_disk = self.dirs.read_side_file(path).ok().flatten();
+                    match on_disk.filter(|b| sha256_hex(b) == f.sha256) {
+                        Some(b) => b,
+                        None => {
+                            let b = self.secrets.get(r).await.map_err(|e| {
+                                FileProblem::Wait("SecretUnavailable", format!("{}: {e}", f.path))
+                            })?;
+                            let got = sha256_hex(&b);
+                            if got != f.sha256 {
+                                return Err(FileProblem::Wait(
+                                    "SecretChanged",
+                                    format!(
+                                        "Secret {}/{} key {} now has SHA-256 {got}, but revision {} was rendered with {}: the Secret changed after rendering; nothing was written, waiting for a revision rendered from the current Secret",
+                                        r.namespace.as_deref().unwrap_or("kube-system"),
+                                        r.name,
+                                        r.key
+                                            .as_deref()
+                                            .unwrap_or(render::defaults::ENCRYPTION_SECRET_KEY),
+                                        spec.revision,
+                                        f.sha256
+                                    ),
+                                ));
+                            }
+                            b
+                        }
+                    }
+                }
+            };
+            out.push((f.path.clone(), bytes));
+        }
+        Ok(out)
+    }
+
+    async fn wait_component(
+        &self,
+        c: Component,
+        expect: Expect,
+        pod: &Pod,
+        timeout: Duration,
+        spec: &ControlPlaneNodeSpec,
+    ) -> Verdict {
+        let endpoint = Endpoint::from_pod(pod, LOCAL_HOST);
+        let ws = WaitSpec {
+            component: c,
+            pod_name: c.mirror_pod_name(&self.node),
+            expect,
+            endpoint,
+            timeout,
+            min_ready: Duration::from_secs(spec.min_ready_seconds.max(0) as u64),
+            use_api: self.pods.is_some(),
+        };
+        let board = self.board.clone();
+        let span = tracing::info_span!("wait", component = %c);
+        kubelet_wait::wait(ws, self.pods.as_deref(), &*self.health, |st| {
+            let st = st.clone();
+            board.update(
+                |s| match s.components.iter_mut().find(|x| x.name == st.name) {
+                    Some(x) => *x = st,
+                    None => s.components.push(st),
+                },
+            );
+        })
+        .instrument(span)
+        .await
+    }
+
+    /// Restores the last-known-good revision (or the pre-kubeplane baseline) after `failed`
+    /// timed out, waits for it, and settles `RolledBack` or `Failed`.
+    async fn rollback(
+        &mut self,
+        spec: &ControlPlaneNodeSpec,
+        failed: Component,
+        diag: Diagnosis,
+    ) -> Outcome {
+        let span = tracing::warn_span!("rollback", component = %failed);
+        self.rollback_inner(spec, failed, diag)
+            .instrument(span)
+            .await
+    }
+
+    async fn rollback_inner(
+        &mut self,
+        spec: &ControlPlaneNodeSpec,
+        failed: Component,
+        diag: Diagnosis,
+    ) -> Outcome {
+        let rev = spec.revision.clone();
+        let target = self
+            .state
+            .last_known_good_revision
+            .clone()
+            .filter(|l| *l != rev)
+            .or_else(|| self.state.baseline_revision.clone());
+        let Some(target) = target else {
+            return self.fail(
+                diag.reason,
+                format!(
+                    "{}; there is no last-known-good revision to restore, so revision {rev} stays on disk: fix the ControlPlaneConfig (a new revision is a new attempt)",
+                    diag.message
+                ),
+            );
+        };
+        let what = if target == BASELINE {
+            format!("the manifests found before kubeplane's first write (history entry {BASELINE})")
+        } else {
+            format!("last-known-good revision {target}")
+        };
+        self.board.event(AgentEvent::warning(
+            "RollingBack",
+            "Rollback",
+            format!("{}; restoring {what}", diag.message),
+        ));
+        // Persist that a rollback is under way, so a restarted agent finishes it.
+        self.state.reason = Some("RollingBack".into());
+        self.state.message = Some(diag.message.clone());
+        self.save();
+
+        let files = match self.history.load(&target) {
+            Ok(Some(f)) => f,
+            Ok(None) => {
+                return self.fail(
+                    "LastKnownGoodMissing",
+                    format!(
+                        "{}; {what} is not in {} any more, so nothing could be restored",
+                        diag.message,
+                        self.dirs.history_dir().display()
+                    ),
+                );
+            }
+            Err(e) => {
+                return self.fail(
+                    "LastKnownGoodMissing",
+                    format!("{}; {what} could not be read: {e}", diag.message),
+                );
+            }
+        };
+        for (path, bytes) in &files.files {
+            let p = std::path::Path::new(path);
+            if self.dirs.read_side_file(p).ok().flatten().as_deref() != Some(bytes.as_slice()) {
+                if let Err(e) = self.dirs.write_side_file(p, bytes) {
+                    return self.fail(
+                        "RestoreFailed",
+                        format!("{}; restoring {path} failed: {e}", diag.message),
+                    );
+                }
+                self.state.files.insert(path.clone(), sha256_hex(bytes));
+            }
+        }
+
+        let failed_hash = self
+            .state
+            .components
+            .get(&failed)
+            .and_then(|c| c.config_hash.clone());
+        let mut to_wait: Vec<(Component, Expect, Pod, Duration)> = Vec::new();
+        for c in Component::ALL {
+            let Some(entry) = files.manifests.get(&c) else {
+                continue;
+            };
+            let disk = self.dirs.read_manifest(c.manifest_file()).ok().flatten();
+            match entry {
+                None => {
+                    let result = {
+                        let mut g = self.desired.lock();
+                        let managed = {
+                            let mut m = g.managed();
+                            if !m.contains(&c) {
+                                m.push(c);
+                            }
+                            m
+                        };
+                        g.remove(c);
+                        self.dirs.remove_manifest(c.manifest_file(), &managed)
+                    };
+                    if let Err(e) = result {
+                        return self.fail(
+                            "RestoreFailed",
+                            format!("{}; removing {c}: {e}", diag.message),
+                        );
+                    }
+                    self.state.components.remove(&c);
+                }
+                Some(bytes) => {
+                    let pod = parse_pod(bytes).unwrap_or_default();
+                    let uid = pod.metadata.uid.clone();
+                    let prev_hash = self
+                        .state
+                        .components
+                        .get(&c)
+                        .filter(|p| p.revision == target)
+                        .and_then(|p| p.config_hash.clone());
+                    if disk.as_deref() != Some(bytes.as_slice()) {
+                        let result = {
+                            let mut g = self.desired.lock();
+                            g.set(c, bytes.clone());
+                            let managed = g.managed();
+                            self.dirs.write_manifest(c.manifest_file(), &managed, bytes)
+                        };
+                        if let Err(e) = result {
+                            return self.fail(
+                                "RestoreFailed",
+                                format!("{}; restoring {c}: {e}", diag.message),
+                            );
+                        }
+                        let expect = match (uid.clone(), prev_hash.clone(), &failed_hash) {
+                            (Some(u), _, _) => Expect::Hash(u),
+                            (None, Some(h), _) => Expect::Hash(h),
+                            (None, None, Some(bad)) if c == failed => Expect::Not(bad.clone()),
+                            _ => Expect::Any,
+                        };
+                        let timeout = spec
+                            .manifests
+                            .iter()
+                            .find(|m| m.component == c)
+                            .map_or(DEFAULT_TIMEOUT, |m| timeout_of(m.health_timeout_seconds));
+                        to_wait.push((c, expect, pod.clone(), timeout));
+                    } else {
+                        self.desired.lock().set(c, bytes.clone());
+                    }
+                    let lkg_state = ComponentState {
+                        revision: target.clone(),
+                        content_sha256: sha256_hex(bytes),
+                        rendered_hash: uid.clone(),
+                        config_hash: uid.or(prev_hash),
+                        adopted: target == BASELINE,
+                        confirmed: false,
+                        restart_annotation: None,
+                        certificates: BTreeMap::new(),
+                    };
+                    self.state.components.insert(c, lkg_state);
+                }
+            }
+        }
+        self.state.applied_revision = Some(target.clone());
+        self.save();
+
+        for (c, expect, pod, timeout) in to_wait {
+            match self.wait_component(c, expect, &pod, timeout, spec).await {
+                Verdict::Updated { observed_hash } => {
+                    if let Some(cs) = self.state.components.get_mut(&c) {
+                        cs.confirmed = true;
+                        if cs.config_hash.is_none() {
+                            cs.config_hash = observed_hash;
+                        }
+                    }
+                    self.save();
+                }
+                Verdict::TimedOut(d2) => {
+                    return self.fail(
+                        "LastKnownGoodUnhealthy",
+                        format!(
+                            "{}; restored {what}, but it did not come back either: {}",
+                            diag.message, d2.message
+                        ),
+                    );
+                }
+            }
+        }
+        for cs in self.state.components.values_mut() {
+            cs.confirmed = true;
+        }
+        let message = format!("{}; restored {what}, healthy again", diag.message);
+        self.set_phase(NodePhase::RolledBack, diag.reason, message.clone());
+        Outcome::RolledBack {
+            reason: diag.reason.to_string(),
+            message,
+        }
+    }
+
+    /// Restarts the components whose certificates changed on disk since their last start,
+    /// by bumping the restart annotation, and waits for each. Returns the restarted ones.
+    pub async fn restart_for_certificates(&mut self) -> Vec<Component> {
+        let Some(spec) = self.spec.clone() else {
+            return Vec::new();
+        };
+        let infos = self.read_certificates();
+        let mut restarted = Vec::new();
+        for c in Component::ALL {
+            let now = certs::digests(c, &infos);
+            let Some(cs) = self.state.components.get(&c).cloned() else {
+                continue;
+            };
+            if cs.certificates == now {
+                continue;
+            }
+            // Only a certificate whose known content changed restarts; one seen for the first
+            // time (or readable again) is just remembered.
+            let changed: Vec<String> = now
+                .iter()
+                .filter(|(p, d)| cs.certificates.get(*p).is_some_and(|old| old != *d))
+                .map(|(p, _)| p.clone())
+                .collect();
+            if changed.is_empty() || !cs.confirmed {
+                if let Some(x) = self.state.components.get_mut(&c) {
+                    x.certificates = now;
+                }
+                self.save();
+                continue;
+            }
+            let base = self
+                .history
+                .load(&cs.revision)
+                .ok()
+                .flatten()
+                .and_then(|r| r.manifests.get(&c).cloned().flatten());
+            let Some(base) = base else {
+                tracing::warn!(component = %c, "certificate changed but the manifest is not in history; not restarting");
+                continue;
+            };
+            let value = certs::restart_value(&now);
+            let (bytes, uid) = match certs::with_restart_annotation(&base, &value, &self.node) {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(component = %c, error = %e, "cannot add the restart annotation");
+                    continue;
+                }
+            };
+            let span = tracing::info_span!("certificate_restart", component = %c);
+            let _g = span.enter();
+            self.board.event(AgentEvent::normal(
+                "CertificateRestart",
+                "Restart",
+                format!(
+                    "{} changed on disk; restarting {c} so it loads the new certificate ({}: {value})",
+                    changed.join(", "),
+                    certs::RESTART_ANNOTATION
+                ),
+            ));
+            let result = {
+                let mut g = self.desired.lock();
+                g.set(c, bytes.clone());
+                let managed = g.managed();
+                self.dirs
+                    .write_manifest(c.manifest_file(), &managed, &bytes)
+            };
+            if let Err(e) = result {
+                self.board.event(AgentEvent::warning(
+                    "CertificateRestartFailed",
+                    "Restart",
+                    format!("could not write {}: {e}", c.manifest_file()),
+                ));
+                continue;
+            }
+            if let Some(x) = self.state.components.get_mut(&c) {
+                x.restart_annotation = Some(value);
+                x.content_sha256 = sha256_hex(&bytes);
+                x.config_hash = Some(uid.clone());
+                x.confirmed = false;
+                x.certificates = now;
+            }
+            self.save();
+            drop(_g);
+            let timeout = spec
+                .manifests
+                .iter()
+                .find(|m| m.component == c)
+                .map_or(DEFAULT_TIMEOUT, |m| timeout_of(m.health_timeout_seconds));
+            let pod = parse_pod(&bytes).unwrap_or_default();
+            match self
+                .wait_component(c, Expect::Hash(uid), &pod, timeout, &spec)
+                .await
+            {
+                Verdict::Updated { .. } => {
+                    if let Some(x) = self.state.components.get_mut(&c) {
+                        x.confirmed = true;
+                    }
+                    self.save();
+                    self.board.event(AgentEvent::normal(
+                        "CertificateRestarted",
+                        "Restart",
+                        format!("{c} restarted with the renewed certificate and is healthy"),
+                    ));
+                }
+                Verdict::TimedOut(d) => {
+                    self.board.event(AgentEvent::warning(
+                        "CertificateRestartUnhealthy",
+                        "Restart",
+                        format!(
+                            "{}; the manifest was not rolled back because the old one would load the same new certificate: check the certificate",
+                            d.message
+                        ),
+                    ));
+                }
+            }
+            restarted.push(c);
+        }
+        restarted
+    }
+}
+
+enum FileProblem {
+    /// Something outside may change (a Secret): report and wait.
+    Wait(&'static str, String),
+    /// The spec itself is wrong.
+    Invalid(String),
+}

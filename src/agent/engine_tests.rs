@@ -1,0 +1,881 @@
+//! Scenarios of the apply → wait → rollback state machine against a mock API (tower-test)
+//! and a fake kubelet over a real temporary manifest directory. Virtual time
+//! (`start_paused`): minutes of waiting take milliseconds.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use serde_json::Value;
+
+use super::desired::Desired;
+use super::engine::{Engine, EngineParts, KubeSecrets, Outcome};
+use super::files::NodeDirs;
+use super::fixtures::{Behaviour, Cluster, FakeHealth, Kubelet};
+use super::kubelet_wait::KubeMirrorPods;
+use super::status::{self, StatusBoard};
+use crate::api::{
+    CertificateRef, Component, ControlPlaneConfigSpec, ControlPlaneNodeSpec, NodeFacts,
+};
+use crate::render::{self, RenderInput};
+
+const NODE: &str = "cp-1";
+const STATUS_PATH: &str = "/apis/kubeplane.io/v1alpha1/controlplanenodes/cp-1/status?&force=true&fieldManager=kubeplane-agent";
+
+struct Env {
+    _tmp: tempfile::TempDir,
+    dirs: NodeDirs,
+    cluster: Arc<Cluster>,
+    kubelet: Arc<Kubelet>,
+    board: StatusBoard,
+    client: kube::Client,
+}
+
+fn env() -> Env {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = NodeDirs::new(tmp.path().join("manifests"), tmp.path().join("kubeplane"));
+    std::fs::create_dir(dirs.manifest_dir()).unwrap();
+    let cluster = Cluster::new();
+    let client = cluster.client();
+    let kubelet = Kubelet::new(cluster.clone(), dirs.manifest_dir().to_path_buf(), NODE);
+    tokio::spawn(kubelet.clone().run());
+    let board = StatusBoard::new();
+    board.set_object(ObjectReference {
+        api_version: Some("kubeplane.io/v1alpha1".into()),
+        kind: Some("ControlPlaneNode".into()),
+        name: Some(NODE.into()),
+        uid: Some("cpn-uid".into()),
+        ..Default::default()
+    });
+    status::spawn_api_reporter(board.clone(), client.clone(), NODE.into());
+    Env {
+        _tmp: tmp,
+        dirs,
+        cluster,
+        kubelet,
+        board,
+        client,
+    }
+}
+
+impl Env {
+    fn engine(&self) -> Engine {
+        Engine::open(EngineParts {
+            node_name: NODE.into(),
+            dirs: self.dirs.clone(),
+            history: 5,
+            pods: Some(Arc::new(KubeMirrorPods::new(self.client.clone()))),
+            health: Arc::new(FakeHealth(self.kubelet.clone())),
+            secrets: Arc::new(KubeSecrets::new(self.client.clone())),
+            board: self.board.clone(),
+            desired: Arc::new(Desired::new()),
+        })
+        .unwrap()
+    }
+
+    fn manifest(&self, c: Component) -> Vec<u8> {
+        std::fs::read(self.dirs.manifest_path(c)).unwrap()
+    }
+
+    fn inode(&self, c: Component) -> u64 {
+        std::fs::metadata(self.dirs.manifest_path(c)).unwrap().ino()
+    }
+
+    async fn last_status(&self) -> Value {
+        assert!(
+            self.board.flush(Duration::from_secs(120)).await,
+            "status not sent"
+        );
+        let patches = self.cluster.accepted_status_patches();
+        let last = patches.last().expect("a status patch");
+        assert_eq!(last.method, "PATCH");
+        assert_eq!(last.path, STATUS_PATH);
+        let body = last.body.clone().unwrap();
+        assert_eq!(body["apiVersion"], "kubeplane.io/v1alpha1");
+        assert_eq!(body["kind"], "ControlPlaneNode");
+        body["status"].clone()
+    }
+
+    fn event_reasons(&self) -> Vec<String> {
+        self.cluster
+            .events()
+            .iter()
+            .map(|e| e["reason"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+}
+
+/// A config spec: kubeadm defaults with short timeouts, plus extra flags.
+fn config(api_args: &[(&str, &str)], sched_args: &[(&str, &str)]) -> ControlPlaneConfigSpec {
+    let args = |a: &[(&str, &str)]| -> Value {
+        a.iter()
+            .map(|(n, v)| serde_json::json!({"name": n, "value": v}))
+            .collect()
+    };
+    serde_json::from_value(serde_json::json!({
+        "kubernetesVersion": "v1.36.2",
+        "apiServer": {"extraArgs": args(api_args)},
+        "scheduler": {"extraArgs": args(sched_args)},
+        "rollout": {"minReadySeconds": 5,
+                    "healthTimeoutSeconds": {"apiServer": 120, "controllerManager": 60, "scheduler": 60}}
+    }))
+    .unwrap()
+}
+
+fn node_spec_for(spec: &ControlPlaneConfigSpec, facts: &NodeFacts) -> ControlPlaneNodeSpec {
+    let r = render::render(&RenderInput {
+        spec,
+        node: facts,
+        encryption_config_sha256: None,
+    })
+    .unwrap();
+    render::node_spec("test", spec, &render::revision(spec, None), &r)
+}
+
+fn node_spec(
+    api_args: &[(&str, &str)],
+    sched_args: &[(&str, &str)],
+    env: &Env,
+) -> ControlPlaneNodeSpec {
+    let facts = NodeFacts {
+        node_name: NODE.into(),
+        advertise_address: Some("10.0.0.11".into()),
+        state_dir: Some(env.dirs.state_dir().display().to_string()),
+        ..Default::default()
+    };
+    node_spec_for(&config(api_args, sched_args), &facts)
+}
+
+fn hash_of(spec: &ControlPlaneNodeSpec, c: Component) -> String {
+    spec.manifests
+        .iter()
+        .find(|m| m.component == c)
+        .unwrap()
+        .config_hash
+        .clone()
+}
+
+fn content_of(spec: &ControlPlaneNodeSpec, c: Component) -> Vec<u8> {
+    spec.manifests
+        .iter()
+        .find(|m| m.component == c)
+        .unwrap()
+        .content
+        .clone()
+        .into_bytes()
+}
+
+#[tokio::test(start_paused = true)]
+async fn hash_moves_ready_and_endpoint_ok_is_healthy() {
+    let env = env();
+    let mut engine = env.engine();
+    let spec = node_spec(&[], &[], &env);
+    assert_eq!(engine.apply(&spec, Some(3), true).await, Outcome::Healthy);
+
+    for c in Component::ALL {
+        assert_eq!(env.manifest(c), content_of(&spec, c));
+        let mode = std::fs::metadata(env.dirs.manifest_path(c)).unwrap().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let status = env.last_status().await;
+    assert_eq!(status["phase"], "Healthy");
+    assert_eq!(status["observedGeneration"], 3);
+    assert_eq!(status["targetRevision"], spec.revision.as_str());
+    assert_eq!(status["appliedRevision"], spec.revision.as_str());
+    assert_eq!(status["lastKnownGoodRevision"], spec.revision.as_str());
+    let comps = status["components"].as_array().unwrap();
+    assert_eq!(comps.len(), 3);
+    for (c, s) in Component::ALL.iter().zip(comps) {
+        assert_eq!(s["name"], c.name());
+        assert_eq!(s["expectedHash"], hash_of(&spec, *c).as_str());
+        assert_eq!(s["observedHash"], hash_of(&spec, *c).as_str());
+        assert_eq!(s["ready"], true);
+        assert_eq!(s["healthy"], true);
+    }
+    let reasons = env.event_reasons();
+    for r in ["Applying", "WaitingForKubelet", "Healthy"] {
+        assert!(
+            reasons.iter().any(|x| x == r),
+            "{r} missing from {reasons:?}"
+        );
+    }
+    // kube-apiserver is written and waited for first: its mirror pod is watched first.
+    let first_watch = env
+        .cluster
+        .requests()
+        .into_iter()
+        .find(|r| r.path.starts_with("/api/v1/namespaces/kube-system/pods"))
+        .unwrap();
+    assert!(
+        first_watch.path.contains("kube-apiserver-cp-1"),
+        "{}",
+        first_watch.path
+    );
+
+    // A second apply of the same spec changes nothing.
+    let inode = env.inode(Component::Scheduler);
+    assert_eq!(engine.apply(&spec, Some(3), true).await, Outcome::Healthy);
+    assert_eq!(env.inode(Component::Scheduler), inode);
+}
+
+#[tokio::test(start_paused = true)]
+async fn hash_never_changes_rolls_back_with_hash_never_changed() {
+    let env = env();
+    let mut engine = env.engine();
+    let good = node_spec(&[], &[], &env);
+    assert_eq!(engine.apply(&good, Some(1), true).await, Outcome::Healthy);
+    let api_inode = env.inode(Component::ApiServer);
+
+    let bad = node_spec(&[], &[("v", "4")], &env);
+    let bad_hash = hash_of(&bad, Component::Scheduler);
+    let h = bad_hash.clone();
+    env.kubelet.behave(move |_, hash| {
+        if hash == h {
+            Behaviour::ignored()
+        } else {
+            Behaviour::healthy()
+        }
+    });
+    let out = engine.apply(&bad, Some(2), true).await;
+    let Outcome::RolledBack { reason, message } = &out else {
+        panic!("{out:?}")
+    };
+    assert_eq!(reason, "HashNeverChanged");
+    assert!(
+        message.starts_with("kube-scheduler not updated within 60s"),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!(
+            "hash never changed: mirror pod kube-system/kube-scheduler-cp-1 still shows kubernetes.io/config.hash={} (expected {bad_hash})",
+            hash_of(&good, Component::Scheduler)
+        )),
+        "{message}"
+    );
+    assert!(message.contains(&format!(
+        "restored last-known-good revision {}",
+        good.revision
+    )));
+    assert_eq!(
+        env.manifest(Component::Scheduler),
+        content_of(&good, Component::Scheduler)
+    );
+    assert_eq!(
+        env.inode(Component::ApiServer),
+        api_inode,
+        "unchanged component touched"
+    );
+
+    let status = env.last_status().await;
+    assert_eq!(status["phase"], "RolledBack");
+    assert_eq!(status["reason"], "HashNeverChanged");
+    assert_eq!(status["targetRevision"], bad.revision.as_str());
+    assert_eq!(status["appliedRevision"], good.revision.as_str());
+    assert_eq!(status["lastKnownGoodRevision"], good.revision.as_str());
+    assert_eq!(status["message"], message.as_str());
+    let reasons = env.event_reasons();
+    assert!(reasons.contains(&"RollingBack".to_string()), "{reasons:?}");
+    assert!(reasons.contains(&"RolledBack".to_string()), "{reasons:?}");
+    let rb = env
+        .cluster
+        .events()
+        .into_iter()
+        .find(|e| e["reason"] == "RolledBack")
+        .unwrap();
+    assert_eq!(rb["type"], "Warning");
+
+    // The same revision is not retried.
+    let inode = env.inode(Component::Scheduler);
+    assert_eq!(engine.apply(&bad, Some(2), true).await, out);
+    assert_eq!(env.inode(Component::Scheduler), inode);
+}
+
+#[tokio::test(start_paused = true)]
+async fn pod_not_ready_rolls_back_naming_restart_count_and_last_state() {
+    let env = env();
+    let mut engine = env.engine();
+    let good = node_spec(&[], &[], &env);
+    assert_eq!(engine.apply(&good, None, true).await, Outcome::Healthy);
+    let bad = node_spec(&[], &[("v", "4")], &env);
+    let h = hash_of(&bad, Component::Scheduler);
+    env.kubelet.behave(move |_, hash| {
+        if hash == h {
+            Behaviour::crashing()
+        } else {
+            Behaviour::healthy()
+        }
+    });
+    let out = engine.apply(&bad, None, true).await;
+    let Outcome::RolledBack { reason, message } = &out else {
+        panic!("{out:?}")
+    };
+    assert_eq!(reason, "PodNotReady");
+    assert!(message.contains("pod not Ready: mirror pod kube-system/kube-scheduler-cp-1 has the new hash but is not Ready"), "{message}");
+    assert!(message.contains("restartCount 5"), "{message}");
+    assert!(
+        message
+            .contains("last state Terminated: Error, exit code 1; now Waiting: CrashLoopBackOff"),
+        "{message}"
+    );
+    assert!(
+        message.contains("endpoint https://127.0.0.1:10259/livez failing: connect"),
+        "{message}"
+    );
+    let status = env.last_status().await;
+    assert_eq!(status["phase"], "RolledBack");
+    assert_eq!(status["reason"], "PodNotReady");
+    // After the rollback the scheduler runs the good hash again.
+    let pod = env.cluster.pod("kube-scheduler-cp-1").unwrap();
+    assert_eq!(pod.hash, hash_of(&good, Component::Scheduler));
+}
+
+#[tokio::test(start_paused = true)]
+async fn last_known_good_failing_too_is_failed() {
+    let env = env();
+    let mut engine = env.engine();
+    let good = node_spec(&[], &[], &env);
+    assert_eq!(engine.apply(&good, None, true).await, Outcome::Healthy);
+    let bad = node_spec(&[], &[("v", "4")], &env);
+    let h = hash_of(&bad, Component::Scheduler);
+    let broken = Arc::new(AtomicBool::new(false));
+    env.kubelet.behave(move |c, hash| {
+        if hash == h {
+            broken.store(true, Ordering::SeqCst);
+        }
+        if c == Component::Scheduler && broken.load(Ordering::SeqCst) {
+            Behaviour::crashing()
+        } else {
+            Behaviour::healthy()
+        }
+    });
+    let out = engine.apply(&bad, None, true).await;
+    let Outcome::Failed { reason, message } = &out else {
+        panic!("{out:?}")
+    };
+    assert_eq!(reason, "LastKnownGoodUnhealthy");
+    assert!(message.contains("pod not Ready"), "{message}");
+    assert!(
+        message.contains(&format!(
+            "restored last-known-good revision {}, but it did not come back either",
+            good.revision
+        )),
+        "{message}"
+    );
+    let status = env.last_status().await;
+    assert_eq!(status["phase"], "Failed");
+    assert_eq!(status["reason"], "LastKnownGoodUnhealthy");
+    assert!(env.event_reasons().contains(&"Failed".to_string()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn first_revision_failing_without_last_known_good_is_failed() {
+    let env = env();
+    let mut engine = env.engine();
+    env.kubelet.behave(|c, _| {
+        if c == Component::Scheduler {
+            Behaviour::crashing()
+        } else {
+            Behaviour::healthy()
+        }
+    });
+    let spec = node_spec(&[], &[], &env);
+    let out = engine.apply(&spec, None, true).await;
+    let Outcome::Failed { reason, message } = &out else {
+        panic!("{out:?}")
+    };
+    assert_eq!(reason, "PodNotReady");
+    assert!(
+        message.contains("there is no last-known-good revision to restore"),
+        "{message}"
+    );
+    // The revision stays on disk.
+    assert_eq!(
+        env.manifest(Component::Scheduler),
+        content_of(&spec, Component::Scheduler)
+    );
+    assert_eq!(env.last_status().await["phase"], "Failed");
+}
+
+#[tokio::test(start_paused = true)]
+async fn api_unavailable_while_apiserver_restarts_relies_on_endpoint_and_reports_after() {
+    let env = env();
+    let mut engine = env.engine();
+    let good = node_spec(&[], &[], &env);
+    assert_eq!(engine.apply(&good, None, true).await, Outcome::Healthy);
+    assert!(env.board.flush(Duration::from_secs(60)).await);
+    *env.kubelet.apiserver_outage.lock().unwrap() = Some(Duration::from_secs(40));
+
+    let next = node_spec(&[("v", "2")], &[], &env);
+    let before = env.cluster.requests().len();
+    let out = engine.apply(&next, None, true).await;
+    assert_eq!(out, Outcome::Healthy);
+
+    let requests = env.cluster.requests()[before..].to_vec();
+    let refused: Vec<_> = requests.iter().filter(|r| r.status == 503).collect();
+    assert!(!refused.is_empty(), "the outage never happened");
+    let outage_start = refused.first().unwrap().at;
+    let outage_end = refused.last().unwrap().at;
+    assert!(
+        refused
+            .iter()
+            .any(|r| r.method == "PATCH" && r.path == STATUS_PATH),
+        "status was not retried during the outage"
+    );
+    assert!(
+        refused
+            .iter()
+            .any(|r| r.path.contains("kube-apiserver-cp-1")),
+        "mirror pod not retried during the outage"
+    );
+    assert!(
+        !requests
+            .iter()
+            .any(|r| r.status == 200 && r.at > outage_start && r.at < outage_end),
+        "a request succeeded during the outage"
+    );
+    let status = env.last_status().await;
+    assert_eq!(status["phase"], "Healthy");
+    let api = &status["components"][0];
+    assert_eq!(api["name"], "kube-apiserver");
+    assert_eq!(
+        api["observedHash"],
+        hash_of(&next, Component::ApiServer).as_str()
+    );
+    let msg = api["message"].as_str().unwrap();
+    assert!(msg.contains("API was unavailable for"), "{msg}");
+    let healthy_patch = env
+        .cluster
+        .accepted_status_patches()
+        .into_iter()
+        .find(|r| {
+            r.body.as_ref().unwrap()["status"]["phase"] == "Healthy"
+                && r.body.as_ref().unwrap()["status"]["targetRevision"] == next.revision.as_str()
+        })
+        .unwrap();
+    assert!(
+        healthy_patch.at > outage_end,
+        "reported after the API came back"
+    );
+    assert!(!env.event_reasons().contains(&"RolledBack".to_string()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn state_survives_an_agent_restart_and_the_wait_resumes_without_rewriting() {
+    let env = env();
+    let spec = node_spec(&[], &[], &env);
+    {
+        let mut engine = env.engine();
+        assert_eq!(engine.apply(&spec, None, false).await, Outcome::Written);
+    }
+    let inodes: Vec<u64> = Component::ALL.iter().map(|c| env.inode(*c)).collect();
+    // A new engine over the same directories (an agent restart).
+    let mut engine = env.engine();
+    assert_eq!(
+        engine.state().target_revision.as_deref(),
+        Some(spec.revision.as_str())
+    );
+    assert_eq!(engine.apply(&spec, None, true).await, Outcome::Healthy);
+    let after: Vec<u64> = Component::ALL.iter().map(|c| env.inode(*c)).collect();
+    assert_eq!(inodes, after, "files were rewritten");
+    let engine = env.engine();
+    assert_eq!(
+        engine.state().last_known_good_revision.as_deref(),
+        Some(spec.revision.as_str())
+    );
+    assert!(engine.state().components.values().all(|c| c.confirmed));
+}
+
+fn kubeadm_facts(env: &Env) -> NodeFacts {
+    NodeFacts {
+        node_name: NODE.into(),
+        advertise_address: Some("10.0.0.11".into()),
+        host_ca_directories: vec![
+            "/etc/ca-certificates".into(),
+            "/usr/local/share/ca-certificates".into(),
+            "/usr/share/ca-certificates".into(),
+        ],
+        state_dir: Some(env.dirs.state_dir().display().to_string()),
+        ..Default::default()
+    }
+}
+
+fn kubeadm_defaults() -> ControlPlaneConfigSpec {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/kubeadm-defaults.yaml"
+    ))
+    .unwrap();
+    crate::api::parse_config(&text).unwrap().spec
+}
+
+fn copy_kubeadm_fixtures(dir: &Path) {
+    for c in Component::ALL {
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/kubeadm-v1.36.2")
+                .join(c.manifest_file()),
+            dir.join(c.manifest_file()),
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn kubeadm_manifests_are_equivalent_to_the_kubeadm_defaults_render() {
+    let tmp = tempfile::tempdir().unwrap();
+    let facts = NodeFacts {
+        state_dir: Some(tmp.path().display().to_string()),
+        ..NodeFacts {
+            node_name: NODE.into(),
+            advertise_address: Some("10.0.0.11".into()),
+            host_ca_directories: vec![
+                "/etc/ca-certificates".into(),
+                "/usr/local/share/ca-certificates".into(),
+                "/usr/share/ca-certificates".into(),
+            ],
+            ..Default::default()
+        }
+    };
+    let r = render::render(&RenderInput {
+        spec: &kubeadm_defaults(),
+        node: &facts,
+        encryption_config_sha256: None,
+    })
+    .unwrap();
+    for p in &r.pods {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/kubeadm-v1.36.2")
+            .join(p.component.manifest_file());
+        let kubeadm: k8s_openapi::api::core::v1::Pod =
+            serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        if !render::equivalent(&kubeadm, &p.pod) {
+            let a = serde_json::to_value(render::normalize(&kubeadm)).unwrap();
+            let b = serde_json::to_value(render::normalize(&p.pod)).unwrap();
+            panic!(
+                "{}:\n{}\n---\n{}",
+                p.component,
+                serde_json::to_string_pretty(&a).unwrap(),
+                serde_json::to_string_pretty(&b).unwrap()
+            );
+        }
+        // One flag changed is not equivalent.
+        let mut changed = kubeadm.clone();
+        changed.spec.as_mut().unwrap().containers[0]
+            .command
+            .as_mut()
+            .unwrap()
+            .push("--v=2".into());
+        assert!(!render::equivalent(&changed, &p.pod));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn kubeadm_manifests_are_adopted_not_rewritten() {
+    let env = env();
+    copy_kubeadm_fixtures(env.dirs.manifest_dir());
+    env.kubelet.sync();
+    let before: Vec<(Vec<u8>, u64)> = Component::ALL
+        .iter()
+        .map(|c| (env.manifest(*c), env.inode(*c)))
+        .collect();
+    let spec = node_spec_for(&kubeadm_defaults(), &kubeadm_facts(&env));
+    let mut engine = env.engine();
+    assert_eq!(engine.apply(&spec, None, true).await, Outcome::Healthy);
+    let after: Vec<(Vec<u8>, u64)> = Component::ALL
+        .iter()
+        .map(|c| (env.manifest(*c), env.inode(*c)))
+        .collect();
+    assert_eq!(before, after, "an adopted manifest was rewritten");
+    for c in Component::ALL {
+        let cs = &engine.state().components[&c];
+        assert!(cs.adopted && cs.confirmed, "{c}: {cs:?}");
+        // The hash kubelet computed for the kubeadm file is remembered as the expected one.
+        assert_eq!(
+            cs.config_hash.as_deref(),
+            Some(Kubelet::hash_of(&env.manifest(c)).as_str())
+        );
+    }
+    let status = env.last_status().await;
+    assert_eq!(status["phase"], "Healthy");
+    assert_eq!(
+        status["components"][2]["observedHash"],
+        Kubelet::hash_of(&env.manifest(Component::Scheduler)).as_str()
+    );
+    // A restarted engine with the same spec does not rewrite either.
+    let mut engine = env.engine();
+    assert_eq!(engine.apply(&spec, None, true).await, Outcome::Healthy);
+    assert_eq!(env.inode(Component::Scheduler), after[2].1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_changed_kubeadm_flag_is_written_and_the_baseline_restores_on_failure() {
+    let env = env();
+    copy_kubeadm_fixtures(env.dirs.manifest_dir());
+    env.kubelet.sync();
+    let kubeadm_scheduler = env.manifest(Component::Scheduler);
+    let mut cfg = kubeadm_defaults();
+    cfg.scheduler = Some(
+        serde_json::from_value(serde_json::json!({"extraArgs": [{"name": "v", "value": "4"}]}))
+            .unwrap(),
+    );
+    let spec = node_spec_for(&cfg, &kubeadm_facts(&env));
+    let h = hash_of(&spec, Component::Scheduler);
+    env.kubelet.behave(move |_, hash| {
+        if hash == h {
+            Behaviour::crashing()
+        } else {
+            Behaviour::healthy()
+        }
+    });
+    let mut engine = env.engine();
+    let out = engine.apply(&spec, None, true).await;
+    let Outcome::RolledBack { message, .. } = &out else {
+        panic!("{out:?}")
+    };
+    assert!(
+        message.contains("restored the manifests found before kubeplane's first write (history entry pre-kubeplane), healthy again"),
+        "{message}"
+    );
+    assert_eq!(env.manifest(Component::Scheduler), kubeadm_scheduler);
+}
+
+#[tokio::test(start_paused = true)]
+async fn renewed_certificate_restarts_its_component_with_a_new_hash() {
+    let env = env();
+    let mut spec = node_spec(&[], &[], &env);
+    let kc = env
+        .dirs
+        .state_dir()
+        .parent()
+        .unwrap()
+        .join("scheduler.conf");
+    let write_kc = |year: i32| {
+        use base64::Engine as _;
+        let pem = super::certs::tests::pem_cert("system:kube-scheduler", year);
+        let b64 = base64::engine::general_purpose::STANDARD.encode(pem);
+        std::fs::write(
+            &kc,
+            format!("users:\n- name: u\n  user:\n    client-certificate-data: {b64}\n"),
+        )
+        .unwrap();
+    };
+    write_kc(2030);
+    spec.certificates = vec![CertificateRef {
+        component: Component::Scheduler,
+        flag: "kubeconfig".into(),
+        path: kc.display().to_string(),
+        kubeconfig: true,
+    }];
+    let mut engine = env.engine();
+    assert_eq!(engine.apply(&spec, None, true).await, Outcome::Healthy);
+    assert!(
+        engine.restart_for_certificates().await.is_empty(),
+        "nothing changed yet"
+    );
+    let status = env.last_status().await;
+    assert_eq!(
+        status["certificates"][0]["notAfter"],
+        "2030-01-02T00:00:00Z"
+    );
+
+    write_kc(2031);
+    let api_inode = env.inode(Component::ApiServer);
+    assert_eq!(
+        engine.restart_for_certificates().await,
+        vec![Component::Scheduler]
+    );
+    let text = String::from_utf8(env.manifest(Component::Scheduler)).unwrap();
+    assert!(
+        text.contains("kubeplane.io/certificates-sha256: "),
+        "{text}"
+    );
+    let new_hash = Kubelet::hash_of(text.as_bytes());
+    assert_ne!(new_hash, hash_of(&spec, Component::Scheduler));
+    assert_eq!(
+        env.cluster.pod("kube-scheduler-cp-1").unwrap().hash,
+        new_hash
+    );
+    assert_eq!(env.inode(Component::ApiServer), api_inode);
+    let status = env.last_status().await;
+    assert_eq!(
+        status["certificates"][0]["notAfter"],
+        "2031-01-02T00:00:00Z"
+    );
+    assert!(
+        env.event_reasons()
+            .contains(&"CertificateRestarted".to_string())
+    );
+
+    // The annotated manifest is the target from now on: a re-apply keeps it, and a
+    // restarted engine enforces it.
+    let inode = env.inode(Component::Scheduler);
+    assert_eq!(engine.apply(&spec, None, true).await, Outcome::Healthy);
+    assert_eq!(env.inode(Component::Scheduler), inode);
+    let engine2 = env.engine();
+    assert_eq!(
+        engine2.desired().lock().get(Component::Scheduler),
+        Some(text.as_bytes())
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn secret_backed_file_is_written_when_its_digest_matches_and_refused_when_not() {
+    let env = env();
+    let mut cfg = config(&[], &[]);
+    cfg.api_server = Some(
+        serde_json::from_value(serde_json::json!({"encryption": {"secretRef": {"name": "enc"}}}))
+            .unwrap(),
+    );
+    let facts = NodeFacts {
+        node_name: NODE.into(),
+        advertise_address: Some("10.0.0.11".into()),
+        state_dir: Some(env.dirs.state_dir().display().to_string()),
+        ..Default::default()
+    };
+    let content = b"kind: EncryptionConfiguration\n";
+    let digest = render::sha256_hex(content);
+    let r = render::render(&RenderInput {
+        spec: &cfg,
+        node: &facts,
+        encryption_config_sha256: Some(&digest),
+    })
+    .unwrap();
+    let spec = render::node_spec("test", &cfg, &render::revision(&cfg, Some(&digest)), &r);
+
+    // The Secret changed after rendering: nothing is written.
+    env.cluster
+        .set_secret("kube-system", "enc", "config.yaml", b"something else");
+    let mut engine = env.engine();
+    let out = engine.apply(&spec, None, true).await;
+    let Outcome::Pending {
+        reason,
+        message,
+        retry,
+    } = &out
+    else {
+        panic!("{out:?}")
+    };
+    assert_eq!(reason, "SecretChanged");
+    assert!(*retry);
+    assert!(
+        message.contains("the Secret changed after rendering"),
+        "{message}"
+    );
+    assert_eq!(
+        std::fs::read_dir(env.dirs.manifest_dir()).unwrap().count(),
+        0
+    );
+    let get = env
+        .cluster
+        .requests()
+        .into_iter()
+        .find(|r| r.path.contains("/secrets/"))
+        .unwrap();
+    assert_eq!(get.method, "GET");
+    assert_eq!(get.path, "/api/v1/namespaces/kube-system/secrets/enc");
+    assert_eq!(env.last_status().await["reason"], "SecretChanged");
+
+    env.cluster
+        .set_secret("kube-system", "enc", "config.yaml", content);
+    assert_eq!(engine.apply(&spec, None, true).await, Outcome::Healthy);
+    let path = env
+        .dirs
+        .files_dir()
+        .join("kube-apiserver/encryption-config.yaml");
+    assert_eq!(std::fs::read(&path).unwrap(), content);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_agent_reports_facts_and_pending_then_applies_its_control_plane_node() {
+    let env = env();
+    let root = env.dirs.state_dir().parent().unwrap().join("root");
+    std::fs::create_dir_all(root.join("etc/pki/ca-trust")).unwrap();
+    let empty = serde_json::json!({"configName": "test", "revision": ""});
+    env.cluster.set_cpn(NODE, 1, empty);
+    let args = super::AgentArgs {
+        node_name: NODE.into(),
+        manifest_dir: env.dirs.manifest_dir().to_path_buf(),
+        state_dir: env.dirs.state_dir().to_path_buf(),
+        drift_mode: super::drift::DriftMode::Enforce,
+        history: 5,
+        host_root: root,
+        metrics_addr: "127.0.0.1:0".into(),
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let health = Arc::new(FakeHealth(env.kubelet.clone()));
+    let readiness = crate::telemetry::Health::new();
+    let agent = tokio::spawn(super::run_with(
+        args,
+        env.client.clone(),
+        health,
+        async {
+            let _ = stop_rx.await;
+        },
+        readiness.clone(),
+    ));
+    let patch_with = |reason: &str, revision: Option<&str>| {
+        env.cluster.accepted_status_patches().into_iter().find(|r| {
+            let s = &r.body.as_ref().unwrap()["status"];
+            s["reason"] == reason && revision.is_none_or(|rev| s["targetRevision"] == rev)
+        })
+    };
+    let mut pending = None;
+    for _ in 0..600 {
+        pending = patch_with("NoManifests", None);
+        if pending.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pending = pending.expect("Pending reported");
+    assert_eq!(pending.path, STATUS_PATH);
+    let status = &pending.body.unwrap()["status"];
+    assert_eq!(status["phase"], "Pending");
+    let facts = &status["nodeFacts"];
+    assert_eq!(facts["nodeName"], NODE);
+    assert_eq!(
+        facts["hostCaDirectories"],
+        serde_json::json!(["/etc/pki/ca-trust"])
+    );
+    assert_eq!(
+        facts["manifestDir"],
+        env.dirs.manifest_dir().display().to_string().as_str()
+    );
+    assert_eq!(
+        std::fs::read_dir(env.dirs.manifest_dir()).unwrap().count(),
+        0
+    );
+
+    // The operator renders the node: the agent applies it.
+    let spec = node_spec(&[], &[], &env);
+    env.cluster
+        .set_cpn(NODE, 2, serde_json::to_value(&spec).unwrap());
+    let mut healthy = None;
+    for _ in 0..6000 {
+        healthy = patch_with("Healthy", Some(&spec.revision));
+        if healthy.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let healthy = healthy.expect("Healthy reported");
+    let status = &healthy.body.unwrap()["status"];
+    assert_eq!(status["phase"], "Healthy");
+    assert_eq!(status["observedGeneration"], 2);
+    assert_eq!(status["nodeFacts"]["nodeName"], NODE);
+    for c in Component::ALL {
+        assert_eq!(env.manifest(c), content_of(&spec, c));
+    }
+    let (ready, detail) = readiness.readiness();
+    assert!(
+        ready,
+        "the agent is ready once it watches its ControlPlaneNode: {detail}"
+    );
+    assert!(detail.contains(NODE), "{detail}");
+    stop_tx.send(()).unwrap();
+    agent.await.unwrap().unwrap();
+    assert!(!readiness.readiness().0, "not ready after shutdown");
+}

@@ -1,0 +1,541 @@
+//! Files on the node: the directories the agent owns and atomic, symlink-refusing writes.
+//!
+//! Every write goes through [`NodeDirs::write_manifest`] or [`NodeDirs::write_side_file`]:
+//! the content is staged under `<state-dir>/staging` (same filesystem as the target, checked
+//! at start), written and fsynced, renamed into place, and the target directory is fsynced.
+//! kubelet parses every non-dot file in the manifest directory, so nothing but a complete
+//! managed manifest ever appears there. Files are opened with `O_NOFOLLOW`, a manifest
+//! directory or target that is a symlink is refused, managed files get mode 0600, and only
+//! the managed names (`<component>.yaml`) and paths under `<state-dir>/files/` are writable.
+
+use std::ffi::OsStr;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Component as PathPart, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::api::Component;
+
+/// Mode of every managed file.
+pub const FILE_MODE: u32 = 0o600;
+/// Mode of the directories the agent creates under its state directory.
+pub const DIR_MODE: u32 = 0o700;
+
+/// Why a file operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// The operation was refused before touching the disk.
+    #[error("refused to write {path}: {reason}")]
+    Refused {
+        /// The path.
+        path: String,
+        /// Why, and what to do.
+        reason: String,
+    },
+    /// A system call failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done (`open`, `write`, `rename`, …).
+        op: &'static str,
+        /// The path.
+        path: String,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+/// `Result` with a [`FileError`].
+pub type Result<T, E = FileError> = std::result::Result<T, E>;
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> FileError + 'a {
+    move |source| FileError::Io {
+        op,
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn refused(path: &Path, reason: impl Into<String>) -> FileError {
+    FileError::Refused {
+        path: path.display().to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// The manifest directory and the agent's state directory, with the layout of
+/// `docs/architecture.md` ("Node layout").
+#[derive(Clone, Debug)]
+pub struct NodeDirs {
+    manifest_dir: PathBuf,
+    state_dir: PathBuf,
+}
+
+static STAGING_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl NodeDirs {
+    /// The two directories; nothing is touched until [`NodeDirs::prepare`].
+    pub fn new(manifest_dir: impl Into<PathBuf>, state_dir: impl Into<PathBuf>) -> Self {
+        NodeDirs {
+            manifest_dir: manifest_dir.into(),
+            state_dir: state_dir.into(),
+        }
+    }
+
+    /// The manifest directory kubelet reads.
+    pub fn manifest_dir(&self) -> &Path {
+        &self.manifest_dir
+    }
+
+    /// The agent's state directory.
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    /// Where writes are staged before the rename.
+    pub fn staging_dir(&self) -> PathBuf {
+        self.state_dir.join("staging")
+    }
+
+    /// Where the last revisions of every managed file are kept.
+    pub fn history_dir(&self) -> PathBuf {
+        self.state_dir.join("history")
+    }
+
+    /// Where stray copies of managed manifests are moved.
+    pub fn quarantine_dir(&self) -> PathBuf {
+        self.state_dir.join("quarantine")
+    }
+
+    /// Where managed side files live.
+    pub fn files_dir(&self) -> PathBuf {
+        self.state_dir.join("files")
+    }
+
+    /// The state file.
+    pub fn state_file(&self) -> PathBuf {
+        self.state_dir.join("state.json")
+    }
+
+    /// The path of a manifest in the manifest directory.
+    pub fn manifest_path(&self, component: Component) -> PathBuf {
+        self.manifest_dir.join(component.manifest_file())
+    }
+
+    /// Creates the state directory layout, refuses a manifest directory that is a symlink or
+    /// on another filesystem than the staging directory, and removes staging files a crash
+    /// left behind. Returns how many stale staging files were removed.
+    pub fn prepare(&self) -> Result<usize> {
+        ensure_real_dir(&self.manifest_dir, false)?;
+        ensure_real_dir(&self.state_dir, true)?;
+        for dir in [
+            self.staging_dir(),
+            self.history_dir(),
+            self.quarantine_dir(),
+            self.files_dir(),
+        ] {
+            ensure_real_dir(&dir, true)?;
+        }
+        let staging = self.staging_dir();
+        let dev_manifest = fs::metadata(&self.manifest_dir)
+            .map_err(io_err("stat", &self.manifest_dir))?
+            .dev();
+        let dev_staging = fs::metadata(&staging)
+            .map_err(io_err("stat", &staging))?
+            .dev();
+        if dev_manifest != dev_staging {
+            return Err(refused(
+                &self.manifest_dir,
+                format!(
+                    "the manifest directory and the staging directory {} are on different filesystems, so a write could not be an atomic rename; put --state-dir on the manifest directory's filesystem (default /etc/kubernetes/kubeplane)",
+                    staging.display()
+                ),
+            ));
+        }
+        let mut removed = 0;
+        for entry in fs::read_dir(&staging).map_err(io_err("read", &staging))? {
+            let entry = entry.map_err(io_err("read", &staging))?;
+            let path = entry.path();
+            let is_dir = entry.file_type().map_err(io_err("stat", &path))?.is_dir();
+            if is_dir {
+                fs::remove_dir_all(&path).map_err(io_err("remove", &path))?;
+            } else {
+                fs::remove_file(&path).map_err(io_err("remove", &path))?;
+            }
+            removed += 1;
+        }
+        if removed > 0 {
+            fsync_dir(&staging)?;
+        }
+        Ok(removed)
+    }
+
+    /// Writes a managed manifest atomically. `file_name` must be the manifest file of one of
+    /// the `managed` components.
+    pub fn write_manifest(
+        &self,
+        file_name: &str,
+        managed: &[Component],
+        content: &[u8],
+    ) -> Result<PathBuf> {
+        let target = self.manifest_dir.join(file_name);
+        check_managed_name(&target, file_name, managed)?;
+        ensure_real_dir(&self.manifest_dir, false)?;
+        atomic_write(&self.staging_dir(), &target, content)?;
+        Ok(target)
+    }
+
+    /// Removes a managed manifest (restoring a revision that did not have it).
+    pub fn remove_manifest(&self, file_name: &str, managed: &[Component]) -> Result<bool> {
+        let target = self.manifest_dir.join(file_name);
+        check_managed_name(&target, file_name, managed)?;
+        match fs::remove_file(&target) {
+            Ok(()) => {
+                fsync_dir(&self.manifest_dir)?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io_err("remove", &target)(e)),
+        }
+    }
+
+    /// Reads a manifest without following symlinks; `None` when it does not exist.
+    pub fn read_manifest(&self, file_name: &str) -> Result<Option<Vec<u8>>> {
+        read_nofollow(&self.manifest_dir.join(file_name))
+    }
+
+    /// Checks that a side file path lies under `<state-dir>/files/` with no `..`, `.` or
+    /// symlinked directory on the way, and returns it.
+    pub fn check_side_file_path(&self, path: &Path) -> Result<PathBuf> {
+        let files = self.files_dir();
+        if !path.is_absolute() {
+            return Err(refused(
+                path,
+                format!(
+                    "side files must be absolute paths under {}",
+                    files.display()
+                ),
+            ));
+        }
+        if path
+            .components()
+            .any(|p| matches!(p, PathPart::ParentDir | PathPart::CurDir))
+        {
+            return Err(refused(path, "the path contains `..`"));
+        }
+        let rel = path.strip_prefix(&files).map_err(|_| {
+            refused(
+                path,
+                format!(
+                    "side files must live under {} (render with the agent's --state-dir)",
+                    files.display()
+                ),
+            )
+        })?;
+        if rel.as_os_str().is_empty() {
+            return Err(refused(path, "the path names the files directory itself"));
+        }
+        Ok(path.to_path_buf())
+    }
+
+    /// Writes a side file atomically under `<state-dir>/files/`, creating its directories.
+    pub fn write_side_file(&self, path: &Path, content: &[u8]) -> Result<()> {
+        let path = self.check_side_file_path(path)?;
+        let files = self.files_dir();
+        ensure_real_dir(&files, true)?;
+        // Create and check every directory between files/ and the file, refusing symlinks.
+        let rel = path.strip_prefix(&files).unwrap_or(Path::new(""));
+        let mut dir = files.clone();
+        if let Some(parent) = rel.parent() {
+            for part in parent.components() {
+                dir.push(part);
+                ensure_real_dir(&dir, true)?;
+            }
+        }
+        atomic_write(&self.staging_dir(), &path, content)
+    }
+
+    /// Reads a side file without following symlinks; `None` when it does not exist.
+    pub fn read_side_file(&self, path: &Path) -> Result<Option<Vec<u8>>> {
+        let path = self.check_side_file_path(path)?;
+        read_nofollow(&path)
+    }
+}
+
+/// Refuses any name that is not the manifest file of a managed component.
+fn check_managed_name(target: &Path, file_name: &str, managed: &[Component]) -> Result<()> {
+    let ok = managed.iter().any(|c| c.manifest_file() == file_name);
+    if ok {
+        Ok(())
+    } else {
+        let names: Vec<&str> = managed.iter().map(|c| c.manifest_file()).collect();
+        Err(refused(
+            target,
+            format!(
+                "{file_name:?} is not a managed manifest (managed: {}); kubeplane writes nothing else into the manifest directory",
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
+            ),
+        ))
+    }
+}
+
+/// Makes sure `dir` is a real directory (not a symlink), creating it (mode 0700) when
+/// `create` is set.
+fn ensure_real_dir(dir: &Path, create: bool) -> Result<()> {
+    match fs::symlink_metadata(dir) {
+        Ok(m) if m.file_type().is_symlink() => Err(refused(
+            dir,
+            "the directory is a symlink; kubeplane does not follow symlinks (point the flag at the real directory)",
+        )),
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(refused(dir, "exists and is not a directory")),
+        Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
+            fs::create_dir_all(dir).map_err(io_err("mkdir", dir))?;
+            fs::set_permissions(dir, fs::Permissions::from_mode(DIR_MODE))
+                .map_err(io_err("chmod", dir))?;
+            if let Some(parent) = dir.parent() {
+                fsync_dir(parent)?;
+            }
+            Ok(())
+        }
+        Err(e) => Err(io_err("stat", dir)(e)),
+    }
+}
+
+/// Parses a static Pod manifest (YAML or JSON). The YAML is read into a JSON value first and
+/// the Pod taken from that, as kubelet does (YAML → JSON → object); this also keeps a single
+/// Pod deserializer in the binary.
+pub fn parse_pod(bytes: &[u8]) -> std::result::Result<k8s_openapi::api::core::v1::Pod, String> {
+    let value: serde_json::Value = serde_saphyr::from_slice(bytes).map_err(|e| e.to_string())?;
+    serde_json::from_value(value).map_err(|e| e.to_string())
+}
+
+/// Reads a file with `O_NOFOLLOW`: a symlink is an error, a missing file is `None`.
+pub fn read_nofollow(path: &Path) -> Result<Option<Vec<u8>>> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path);
+    let mut file = match file {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(refused(
+                path,
+                "is a symlink; kubeplane does not follow symlinks",
+            ));
+        }
+        Err(e) => return Err(io_err("open", path)(e)),
+    };
+    let mut buf = Vec::new();
+    file.read_to_end(&mut buf).map_err(io_err("read", path))?;
+    Ok(Some(buf))
+}
+
+/// Writes `content` to `target` atomically through `staging_dir` (same filesystem): stage
+/// with `O_CREAT|O_EXCL|O_NOFOLLOW` and mode 0600, write, fsync, rename, fsync the target's
+/// directory. A target that is a symlink is refused.
+pub fn atomic_write(staging_dir: &Path, target: &Path, content: &[u8]) -> Result<()> {
+    let dir = target
+        .parent()
+        .ok_or_else(|| refused(target, "has no parent directory"))?;
+    let name = target
+        .file_name()
+        .and_then(OsStr::to_str)
+        .ok_or_else(|| refused(target, "has no UTF-8 file name"))?;
+    match fs::symlink_metadata(target) {
+        Ok(m) if m.file_type().is_symlink() => {
+            return Err(refused(
+                target,
+                "is a symlink; kubeplane does not follow or replace symlinks (remove it by hand)",
+            ));
+        }
+        Ok(m) if m.is_dir() => return Err(refused(target, "is a directory")),
+        _ => {}
+    }
+    let staged = staging_dir.join(format!(
+        "{}.{}.{}",
+        std::process::id(),
+        STAGING_COUNTER.fetch_add(1, Ordering::Relaxed),
+        name
+    ));
+    let result = (|| {
+        let mut file: File = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(FILE_MODE)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&staged)
+            .map_err(io_err("create", &staged))?;
+        // The umask may have narrowed the mode; make it exactly 0600.
+        file.set_permissions(fs::Permissions::from_mode(FILE_MODE))
+            .map_err(io_err("chmod", &staged))?;
+        file.write_all(content).map_err(io_err("write", &staged))?;
+        file.sync_all().map_err(io_err("fsync", &staged))?;
+        drop(file);
+        fs::rename(&staged, target).map_err(io_err("rename", target))?;
+        fsync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&staged);
+    }
+    result
+}
+
+/// fsyncs a directory, so a rename or unlink in it is durable.
+pub fn fsync_dir(dir: &Path) -> Result<()> {
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(dir)
+        .map_err(io_err("open", dir))?;
+    f.sync_all().map_err(io_err("fsync", dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn dirs() -> (tempfile::TempDir, NodeDirs) {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = NodeDirs::new(tmp.path().join("manifests"), tmp.path().join("state"));
+        fs::create_dir(d.manifest_dir()).unwrap();
+        d.prepare().unwrap();
+        (tmp, d)
+    }
+
+    const ALL: &[Component] = &Component::ALL;
+
+    #[test]
+    fn writes_managed_manifest_with_mode_0600_and_nothing_else() {
+        let (_t, d) = dirs();
+        let p = d
+            .write_manifest("kube-scheduler.yaml", ALL, b"a: 1\n")
+            .unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"a: 1\n");
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let names: Vec<_> = fs::read_dir(d.manifest_dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("kube-scheduler.yaml")]);
+        assert_eq!(fs::read_dir(d.staging_dir()).unwrap().count(), 0);
+        // Overwrite replaces the inode (rename), content complete.
+        let ino = fs::metadata(&p).unwrap().ino();
+        d.write_manifest("kube-scheduler.yaml", ALL, b"a: 2\n")
+            .unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"a: 2\n");
+        assert_ne!(fs::metadata(&p).unwrap().ino(), ino);
+    }
+
+    #[test]
+    fn refuses_unmanaged_names() {
+        let (_t, d) = dirs();
+        for name in [
+            "etcd.yaml",
+            "kube-apiserver.yaml.bak",
+            "../x.yaml",
+            ".hidden",
+        ] {
+            let e = d.write_manifest(name, ALL, b"x").unwrap_err();
+            assert!(matches!(e, FileError::Refused { .. }), "{name}: {e}");
+        }
+        // A component that is not managed is refused too.
+        let e = d
+            .write_manifest("kube-scheduler.yaml", &[Component::ApiServer], b"x")
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("managed: kube-apiserver.yaml"),
+            "{e}"
+        );
+        assert_eq!(fs::read_dir(d.manifest_dir()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn refuses_symlinked_target_and_symlinked_manifest_dir() {
+        let (t, d) = dirs();
+        let outside = t.path().join("outside.yaml");
+        fs::write(&outside, "original").unwrap();
+        symlink(&outside, d.manifest_path(Component::Scheduler)).unwrap();
+        let e = d
+            .write_manifest("kube-scheduler.yaml", ALL, b"new")
+            .unwrap_err();
+        assert!(e.to_string().contains("symlink"), "{e}");
+        assert_eq!(fs::read_to_string(&outside).unwrap(), "original");
+        let e = d.read_manifest("kube-scheduler.yaml").unwrap_err();
+        assert!(e.to_string().contains("symlink"), "{e}");
+
+        let real = t.path().join("real-manifests");
+        fs::create_dir(&real).unwrap();
+        let link = t.path().join("linked-manifests");
+        symlink(&real, &link).unwrap();
+        let d2 = NodeDirs::new(&link, t.path().join("state"));
+        assert!(d2.prepare().unwrap_err().to_string().contains("symlink"));
+        let e = d2
+            .write_manifest("kube-scheduler.yaml", ALL, b"x")
+            .unwrap_err();
+        assert!(e.to_string().contains("symlink"), "{e}");
+        assert_eq!(fs::read_dir(&real).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn side_files_only_under_files_dir() {
+        let (t, d) = dirs();
+        let ok = d.files_dir().join("kube-apiserver/audit-policy.yaml");
+        d.write_side_file(&ok, b"policy").unwrap();
+        assert_eq!(fs::read(&ok).unwrap(), b"policy");
+        assert_eq!(
+            fs::metadata(&ok).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        for bad in [
+            PathBuf::from("/etc/passwd"),
+            d.files_dir().join("../state.json"),
+            d.files_dir().join("kube-apiserver/../../state.json"),
+            PathBuf::from("relative/file"),
+            d.files_dir(),
+        ] {
+            let e = d.write_side_file(&bad, b"x").unwrap_err();
+            assert!(
+                matches!(e, FileError::Refused { .. }),
+                "{}: {e}",
+                bad.display()
+            );
+        }
+        // A symlinked directory on the way is refused.
+        let elsewhere = t.path().join("elsewhere");
+        fs::create_dir(&elsewhere).unwrap();
+        symlink(&elsewhere, d.files_dir().join("kube-scheduler")).unwrap();
+        let e = d
+            .write_side_file(&d.files_dir().join("kube-scheduler/x.yaml"), b"x")
+            .unwrap_err();
+        assert!(e.to_string().contains("symlink"), "{e}");
+        assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn prepare_cleans_stale_staging_files() {
+        let (_t, d) = dirs();
+        fs::write(d.staging_dir().join("123.0.kube-apiserver.yaml"), "half").unwrap();
+        fs::create_dir(d.staging_dir().join("dir")).unwrap();
+        assert_eq!(d.prepare().unwrap(), 2);
+        assert_eq!(fs::read_dir(d.staging_dir()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn remove_manifest_is_limited_to_managed_names() {
+        let (_t, d) = dirs();
+        d.write_manifest("kube-scheduler.yaml", ALL, b"x").unwrap();
+        assert!(d.remove_manifest("kube-scheduler.yaml", ALL).unwrap());
+        assert!(!d.remove_manifest("kube-scheduler.yaml", ALL).unwrap());
+        assert!(d.remove_manifest("etcd.yaml", ALL).is_err());
+    }
+}

@@ -1,0 +1,317 @@
+//! The node agent (`kubeplane agent`) and its local twin (`kubeplane apply`).
+//!
+//! The agent runs on every control-plane node (DaemonSet, hostNetwork, hostPath
+//! `/etc/kubernetes`). It watches its own `ControlPlaneNode` (field selector
+//! `metadata.name=<node>`), reports node facts, and makes the manifest directory match the
+//! spec following the protocol of `docs/architecture.md`:
+//!
+//! - [`files`]: atomic, symlink-refusing writes of managed files;
+//! - [`history`], [`state`]: the last N revisions and `state.json`, surviving restarts;
+//! - [`engine`]: apply → wait → rollback, one component at a time, kube-apiserver first;
+//! - [`kubelet_wait`]: mirror pod hash + Ready + local endpoint for `minReadySeconds`;
+//! - [`health`]: the local HTTPS endpoint check;
+//! - [`drift`], [`quarantine`], [`desired`]: hand edits healed, strays moved out;
+//! - [`certs`]: certificate expiry and restarts on renewal;
+//! - [`facts`]: what the renderer needs to know about the node;
+//! - [`status`]: `ControlPlaneNode/status` by server-side apply, and Events;
+//! - [`local`]: `kubeplane apply`.
+
+pub mod certs;
+pub mod desired;
+pub mod drift;
+pub mod engine;
+pub mod facts;
+pub mod files;
+pub mod health;
+pub mod history;
+pub mod kubelet_wait;
+pub mod local;
+pub mod quarantine;
+pub mod state;
+pub mod status;
+
+#[cfg(test)]
+mod engine_tests;
+#[cfg(test)]
+pub(crate) mod fixtures;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use futures::StreamExt;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource};
+use tokio::sync::watch;
+
+use self::desired::Desired;
+use self::drift::{DriftHandler, DriftMode};
+use self::engine::{Engine, EngineError, EngineParts, KubeSecrets, Outcome};
+use self::files::NodeDirs;
+use self::health::HttpsCheck;
+use self::kubelet_wait::KubeMirrorPods;
+use self::status::StatusBoard;
+use crate::api::ControlPlaneNode;
+use crate::render::defaults;
+use crate::telemetry::{self, Health, TelemetryError};
+
+/// How long to wait before trying a revision again that waits on something outside the
+/// spec (a Secret that is unreadable or changed).
+pub const RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// How long certificate changes are collected before restarting (a renewal writes several
+/// files in a row).
+pub const CERT_DEBOUNCE: Duration = Duration::from_secs(2);
+
+/// Arguments of `kubeplane agent`.
+#[derive(Args, Debug, Clone)]
+pub struct AgentArgs {
+    /// Name of this node: the agent acts on the ControlPlaneNode of that name.
+    #[arg(long, env = "NODE_NAME", value_name = "NAME")]
+    pub node_name: String,
+    /// The directory kubelet reads static Pod manifests from.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/etc/kubernetes/manifests",
+        env = "KUBEPLANE_MANIFEST_DIR"
+    )]
+    pub manifest_dir: PathBuf,
+    /// The agent's state directory (history, state.json, side files, quarantine). Must be on
+    /// the manifest directory's filesystem.
+    #[arg(long, value_name = "DIR", default_value = defaults::STATE_DIR, env = "KUBEPLANE_STATE_DIR")]
+    pub state_dir: PathBuf,
+    /// What to do with a managed manifest changed by hand: restore it, or only report it.
+    #[arg(long, value_enum, default_value_t = DriftMode::Enforce)]
+    pub drift_mode: DriftMode,
+    /// How many revisions of every managed file to keep under <state-dir>/history.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub history: usize,
+    /// Root under which the optional host CA directories are looked up (tests; `/` on a
+    /// node).
+    #[arg(long, value_name = "DIR", default_value = "/", hide = true)]
+    pub host_root: PathBuf,
+    /// Address of the agent's HTTP server: `/healthz`, `/readyz`, `/metrics`. The agent runs
+    /// with hostNetwork, so the default listens on loopback only.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:8081",
+        env = "KUBEPLANE_METRICS_ADDR"
+    )]
+    pub metrics_addr: String,
+}
+
+/// Why the agent stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// No usable kubeconfig or in-cluster configuration.
+    #[error("cannot build a Kubernetes client: {0}")]
+    Client(#[from] kube::Error),
+    /// The node's directories or state are unusable.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The manifest directory cannot be watched.
+    #[error("cannot watch {dir}: {source}")]
+    Watch {
+        /// The directory.
+        dir: String,
+        /// Why.
+        source: notify::Error,
+    },
+    /// The tokio runtime could not start.
+    #[error("cannot start the runtime: {0}")]
+    Runtime(std::io::Error),
+    /// The HTTP server could not start.
+    #[error(transparent)]
+    Telemetry(#[from] TelemetryError),
+}
+
+/// `kubeplane agent`: runs until SIGTERM or Ctrl-C.
+pub fn main(args: AgentArgs) -> ExitCode {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build();
+    let result = match rt {
+        Ok(rt) => rt.block_on(run(args)),
+        Err(e) => Err(AgentError::Runtime(e)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn shutdown() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = term => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// The agent with the default client (in-cluster, or `KUBECONFIG`), until SIGTERM/Ctrl-C.
+pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
+    let health = Health::new();
+    let listener = telemetry::bind(&args.metrics_addr).await?;
+    tokio::spawn(telemetry::serve(
+        listener,
+        telemetry::registry(),
+        health.clone(),
+    ));
+    health.set_not_ready("connecting to the API server");
+    let client = Client::try_default().await?;
+    run_with(
+        args,
+        client,
+        Arc::new(HttpsCheck::new()),
+        shutdown(),
+        health,
+    )
+    .await
+}
+
+/// The agent: facts, drift, certificates, and the engine driven by the node's
+/// `ControlPlaneNode`, until `shutdown` completes. `health` checks the local endpoints
+/// ([`HttpsCheck`] in production).
+pub async fn run_with(
+    args: AgentArgs,
+    client: Client,
+    health: Arc<dyn health::HealthCheck>,
+    shutdown: impl std::future::Future<Output = ()>,
+    readiness: Health,
+) -> Result<(), AgentError> {
+    let node = args.node_name.clone();
+    let board = StatusBoard::new();
+    let reporter = status::spawn_api_reporter(board.clone(), client.clone(), node.clone());
+    let dirs = NodeDirs::new(&args.manifest_dir, &args.state_dir);
+    let desired = Arc::new(Desired::new());
+    let mut engine = Engine::open(EngineParts {
+        node_name: node.clone(),
+        dirs: dirs.clone(),
+        history: args.history,
+        pods: Some(Arc::new(KubeMirrorPods::new(client.clone()))),
+        health,
+        secrets: Arc::new(KubeSecrets::new(client.clone())),
+        board: board.clone(),
+        desired: desired.clone(),
+    })?;
+    let node_ip = std::env::var(facts::NODE_IP_ENV).ok();
+    let report_facts = |board: &StatusBoard| {
+        let f = facts::collect(
+            &node,
+            &args.manifest_dir,
+            &args.state_dir,
+            node_ip.as_deref(),
+            &args.host_root,
+        );
+        board.update(|s| s.node_facts = Some(f));
+    };
+    report_facts(&board);
+
+    let drift = Arc::new(DriftHandler::new(
+        dirs.clone(),
+        desired.clone(),
+        args.drift_mode,
+        board.clone(),
+    ));
+    let (_dir_watcher, drift_rx) =
+        drift::watch(dirs.manifest_dir()).map_err(|source| AgentError::Watch {
+            dir: dirs.manifest_dir().display().to_string(),
+            source,
+        })?;
+    drift.scan();
+    tokio::spawn(drift.clone().run(drift_rx));
+
+    let (mut cert_watch, mut cert_rx) = certs::CertWatcher::new();
+
+    let (cpn_tx, mut cpn_rx) = watch::channel::<Option<ControlPlaneNode>>(None);
+    let api: Api<ControlPlaneNode> = Api::all(client.clone());
+    let config = watcher::Config::default().fields(&format!("metadata.name={node}"));
+    tokio::spawn(async move {
+        let mut stream = watcher(api, config)
+            .default_backoff()
+            .applied_objects()
+            .boxed();
+        while let Some(ev) = stream.next().await {
+            match ev {
+                Ok(cpn) => {
+                    cpn_tx.send_replace(Some(cpn));
+                }
+                Err(e) => tracing::warn!(error = %e, "watching the ControlPlaneNode"),
+            }
+        }
+    });
+    tracing::info!(node = %node, manifest_dir = %dirs.manifest_dir().display(), "agent started");
+    readiness.set_not_ready(format!("waiting for ControlPlaneNode {node}"));
+
+    tokio::pin!(shutdown);
+    let mut retry_at: Option<tokio::time::Instant> = None;
+    let mut seeded = false;
+    loop {
+        let cpn = tokio::select! {
+            changed = cpn_rx.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                cpn_rx.borrow_and_update().clone()
+            }
+            _ = async { tokio::time::sleep_until(retry_at.unwrap_or_else(tokio::time::Instant::now)).await }, if retry_at.is_some() => {
+                retry_at = None;
+                cpn_rx.borrow().clone()
+            }
+            Some(()) = cert_rx.recv() => {
+                tokio::time::sleep(CERT_DEBOUNCE).await;
+                while cert_rx.try_recv().is_ok() {}
+                tokio::select! {
+                    _ = engine.restart_for_certificates() => {}
+                    _ = &mut shutdown => break,
+                }
+                continue;
+            }
+            _ = &mut shutdown => break,
+        };
+        let Some(cpn) = cpn else { continue };
+        readiness.set_ready(format!("watching ControlPlaneNode {node}"));
+        board.set_object(cpn.object_ref(&()));
+        if !seeded {
+            seeded = true;
+            if let Some(previous) = &cpn.status {
+                board.seed(previous);
+            }
+        }
+        report_facts(&board);
+        let generation = cpn.metadata.generation;
+        let outcome = tokio::select! {
+            o = engine.apply(&cpn.spec, generation, true) => o,
+            _ = &mut shutdown => break,
+        };
+        if let Outcome::Pending { retry: true, .. } = outcome {
+            retry_at = Some(tokio::time::Instant::now() + RETRY_AFTER);
+        }
+        cert_watch.retarget(&engine.read_certificates());
+        // Certificates that changed while the agent was down restart their components now.
+        tokio::select! {
+            _ = engine.restart_for_certificates() => {}
+            _ = &mut shutdown => break,
+        }
+    }
+    tracing::info!("shutting down");
+    readiness.set_not_ready("shutting down");
+    board.flush(Duration::from_secs(5)).await;
+    reporter.abort();
+    Ok(())
+}
