@@ -23,8 +23,7 @@ use super::health::HttpsCheck;
 use super::status::{self, StatusBoard};
 use crate::api::Component;
 use crate::cli;
-use crate::render::{self, RenderInput, defaults, sha256_hex};
-use crate::validation;
+use crate::render::{self, defaults, sha256_hex};
 
 /// Arguments of `kubeplane apply`.
 #[derive(Args, Debug, Clone)]
@@ -62,25 +61,13 @@ pub struct ApplyArgs {
 /// `kubeplane apply`. Exit status 0 when the revision is healthy (or written, with
 /// `--no-wait`), 1 when it was refused, rolled back or failed.
 pub fn apply(args: &ApplyArgs, out: &mut dyn Write, err: &mut dyn Write) -> ExitCode {
-    let cfg = match cli::load_config(&args.file, err) {
+    let cfg = match cli::load_valid_config(&args.file, "written", err) {
         Ok(c) => c,
         Err(e) => {
             let _ = writeln!(err, "error: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let report = validation::validate(&cfg.spec);
-    for p in &report.problems {
-        let _ = writeln!(err, "{p}");
-    }
-    if !report.is_ok() {
-        let _ = writeln!(
-            err,
-            "error: {}: invalid, nothing written (run kubeplane validate -f {0})",
-            args.file.display()
-        );
-        return ExitCode::FAILURE;
-    }
     let env_ip = std::env::var(facts::NODE_IP_ENV).ok();
     let node = facts::collect(
         &args.node,
@@ -102,20 +89,13 @@ pub fn apply(args: &ApplyArgs, out: &mut dyn Write, err: &mut dyn Write) -> Exit
             .flatten()
             .map(|b| sha256_hex(&b))
     });
-    let rendered = match render::render(&RenderInput {
-        spec: &cfg.spec,
-        node: &node,
-        encryption_config_sha256: encryption_digest.as_deref(),
-    }) {
+    let rendered = match cli::render_node(&cfg, &node, encryption_digest.as_deref(), err) {
         Ok(r) => r,
         Err(e) => {
             let _ = writeln!(err, "error: {e}");
             return ExitCode::FAILURE;
         }
     };
-    for w in &rendered.warnings {
-        let _ = writeln!(err, "warning: {w}");
-    }
     let revision = render::revision(&cfg.spec, encryption_digest.as_deref());
     let name = cfg.metadata.name.clone().unwrap_or_else(|| "local".into());
     let spec = render::node_spec(&name, &cfg.spec, &revision, &rendered);

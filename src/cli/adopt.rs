@@ -12,14 +12,13 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::{CliError, load_config, print_report};
+use super::{CliError, check_address, load_valid_config, print_report, read_optional, render_node};
 use crate::adopt::{
     self, Change, FileStatus, ImportInput, Imported, ManifestFile, Parsed, compare_manifest,
     compare_side_file,
 };
 use crate::api::{Component, NodeFacts};
-use crate::render::{self, RenderInput, defaults, sha256_hex};
-use crate::validation;
+use crate::render::{self, defaults, sha256_hex};
 
 /// Exit code: something would change.
 const EXIT_CHANGES: u8 = 1;
@@ -86,15 +85,6 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CliError + '_ {
     }
 }
 
-fn check_address(address: Option<&str>) -> Result<(), CliError> {
-    match address {
-        Some(a) if a.parse::<std::net::IpAddr>().is_err() => Err(CliError::Refused(format!(
-            "--address {a:?} is not an IP address; give the node's IPv4 or IPv6 address, like 10.0.0.11"
-        ))),
-        _ => Ok(()),
-    }
-}
-
 /// The files kubelet would read from a manifest directory: every regular file whose name
 /// does not start with a dot, sorted by name. Directories are listed in `skipped`.
 fn read_manifest_dir(dir: &Path) -> Result<(Vec<ManifestFile>, Vec<String>), CliError> {
@@ -129,15 +119,6 @@ fn hostname() -> Option<String> {
         .find_map(|p| std::fs::read_to_string(p).ok())
         .map(|h| h.trim().to_lowercase())
         .filter(|h| !h.is_empty())
-}
-
-/// The optional host CA directories that exist on this machine.
-fn detect_host_ca_dirs() -> Vec<String> {
-    defaults::OPTIONAL_CA_DIRS
-        .iter()
-        .filter(|d| Path::new(d).is_dir())
-        .map(|d| d.to_string())
-        .collect()
 }
 
 fn change_line(c: &Change) -> String {
@@ -274,7 +255,7 @@ pub fn diff(args: &DiffArgs, out: &mut dyn Write, err: &mut dyn Write) -> ExitCo
 }
 
 /// Reads a file, `None` when it does not exist.
-fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, CliError> {
+fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>, CliError> {
     match std::fs::read(path) {
         Ok(b) => Ok(Some(b)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -306,17 +287,9 @@ fn print_status(out: &mut dyn Write, path: &str, status: &FileStatus) -> std::io
 
 fn diff_inner(args: &DiffArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<bool, CliError> {
     check_address(args.address.as_deref())?;
-    let cfg = load_config(&args.file, err)?;
-    let report = validation::validate(&cfg.spec);
-    print_report(&report, err);
-    if !report.is_ok() {
-        return Err(CliError::Refused(format!(
-            "{}: invalid, nothing compared (run kubeplane validate -f {0} for the list)",
-            args.file.display()
-        )));
-    }
+    let cfg = load_valid_config(&args.file, "compared", err)?;
     let host_ca_dirs = if args.host_ca_dirs.is_empty() {
-        let found = detect_host_ca_dirs();
+        let found = crate::agent::facts::host_ca_directories(Path::new("/"));
         let _ = writeln!(
             err,
             "host CA directories found on this machine: {}",
@@ -330,10 +303,7 @@ fn diff_inner(args: &DiffArgs, out: &mut dyn Write, err: &mut dyn Write) -> Resu
     } else {
         args.host_ca_dirs.clone()
     };
-    let encryption = match &args.encryption_config {
-        Some(p) => Some(std::fs::read(p).map_err(io_err(p))?),
-        None => None,
-    };
+    let encryption = read_optional(args.encryption_config.as_deref())?;
     let digest = encryption.as_deref().map(sha256_hex);
     let manifest_dir = args.manifest_dir.display().to_string();
     let node = NodeFacts {
@@ -344,15 +314,7 @@ fn diff_inner(args: &DiffArgs, out: &mut dyn Write, err: &mut dyn Write) -> Resu
         state_dir: Some(args.state_dir.clone()),
         ..Default::default()
     };
-    let rendered = render::render(&RenderInput {
-        spec: &cfg.spec,
-        node: &node,
-        encryption_config_sha256: digest.as_deref(),
-    })
-    .map_err(|e| CliError::Refused(e.to_string()))?;
-    for w in &rendered.warnings {
-        let _ = writeln!(err, "warning: {w}");
-    }
+    let rendered = render_node(&cfg, &node, digest.as_deref(), err)?;
 
     let (files, _) = read_manifest_dir(&args.manifest_dir)?;
     let io = |source| CliError::Io {
@@ -383,7 +345,7 @@ fn diff_inner(args: &DiffArgs, out: &mut dyn Write, err: &mut dyn Write) -> Resu
     }
     for f in &rendered.files {
         let path = Path::new(&f.path);
-        let current = read_optional(path)?;
+        let current = read_if_exists(path)?;
         let status = compare_side_file(&f.path, current.as_deref(), f, encryption.as_deref());
         changed += usize::from(status.would_change());
         print_status(out, &f.path, &status).map_err(io)?;

@@ -103,6 +103,60 @@ fn print_report(report: &Report, err: &mut dyn Write) {
     }
 }
 
+/// Reads a ControlPlaneConfig and validates it, printing every problem to `err`; an invalid
+/// config is refused (`what` says what did not happen: "rendered", "written", …).
+pub fn load_valid_config(
+    path: &Path,
+    what: &str,
+    err: &mut dyn Write,
+) -> Result<ControlPlaneConfig, CliError> {
+    let cfg = load_config(path, err)?;
+    let report = validation::validate(&cfg.spec);
+    print_report(&report, err);
+    if !report.is_ok() {
+        return Err(CliError::Refused(format!(
+            "{}: invalid, nothing {what} (run kubeplane validate -f {0} for the list)",
+            path.display()
+        )));
+    }
+    Ok(cfg)
+}
+
+/// Refuses an `--address` that is not an IP address.
+pub fn check_address(address: Option<&str>) -> Result<(), CliError> {
+    match address {
+        Some(a) if a.parse::<std::net::IpAddr>().is_err() => Err(CliError::Refused(format!(
+            "--address {a:?} is not an IP address; give the node's IPv4 or IPv6 address, like 10.0.0.11"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Reads a file given by an optional flag.
+pub fn read_optional(path: Option<&Path>) -> Result<Option<Vec<u8>>, CliError> {
+    path.map(|p| std::fs::read(p).map_err(io_err(p)))
+        .transpose()
+}
+
+/// Renders a config for a node, printing the renderer's warnings to `err`.
+pub fn render_node(
+    cfg: &ControlPlaneConfig,
+    node: &NodeFacts,
+    encryption_config_sha256: Option<&str>,
+    err: &mut dyn Write,
+) -> Result<Rendered, CliError> {
+    let rendered = render::render(&RenderInput {
+        spec: &cfg.spec,
+        node,
+        encryption_config_sha256,
+    })
+    .map_err(|e| CliError::Refused(e.to_string()))?;
+    for w in &rendered.warnings {
+        let _ = writeln!(err, "warning: {w}");
+    }
+    Ok(rendered)
+}
+
 /// `kubeplane validate -f FILE`: every problem, non-zero exit when there is an error.
 pub fn validate(args: &ValidateArgs, out: &mut dyn Write, err: &mut dyn Write) -> ExitCode {
     let cfg = match load_config(&args.file, err) {
@@ -156,22 +210,8 @@ fn render_inner(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<(), CliError> {
-    let cfg = load_config(&args.file, err)?;
-    let report = validation::validate(&cfg.spec);
-    print_report(&report, err);
-    if !report.is_ok() {
-        return Err(CliError::Refused(format!(
-            "{}: invalid, nothing rendered (run kubeplane validate -f {0} for the list)",
-            args.file.display()
-        )));
-    }
-    if let Some(a) = &args.address
-        && a.parse::<std::net::IpAddr>().is_err()
-    {
-        return Err(CliError::Refused(format!(
-            "--address {a:?} is not an IP address; give the node's IPv4 or IPv6 address, like 10.0.0.11"
-        )));
-    }
+    check_address(args.address.as_deref())?;
+    let cfg = load_valid_config(&args.file, "rendered", err)?;
     for d in &args.host_ca_dirs {
         if !defaults::OPTIONAL_CA_DIRS.contains(&d.as_str()) {
             let _ = writeln!(
@@ -181,11 +221,7 @@ fn render_inner(
             );
         }
     }
-    let encryption = match &args.encryption_config {
-        Some(p) => Some(std::fs::read(p).map_err(io_err(p))?),
-        None => None,
-    };
-    let digest = encryption.as_deref().map(sha256_hex);
+    let encryption = read_optional(args.encryption_config.as_deref())?;
     let node = NodeFacts {
         node_name: args.node.clone(),
         advertise_address: args.address.clone(),
@@ -194,15 +230,8 @@ fn render_inner(
         state_dir: Some(args.state_dir.clone()),
         ..Default::default()
     };
-    let rendered = render::render(&RenderInput {
-        spec: &cfg.spec,
-        node: &node,
-        encryption_config_sha256: digest.as_deref(),
-    })
-    .map_err(|e| CliError::Refused(e.to_string()))?;
-    for w in &rendered.warnings {
-        let _ = writeln!(err, "warning: {w}");
-    }
+    let digest = encryption.as_deref().map(sha256_hex);
+    let rendered = render_node(&cfg, &node, digest.as_deref(), err)?;
     let files = out_files(&rendered, &args.manifest_dir, encryption);
     match &args.out {
         None => print_files(&files, out).map_err(|source| CliError::Io {
