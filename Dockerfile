@@ -22,8 +22,8 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY benches ./benches
-RUN cargo build --release --locked --target x86_64-unknown-linux-musl --bin kubeplane \
-    && cp target/x86_64-unknown-linux-musl/release/kubeplane /kubeplane
+RUN cargo build --profile dist --locked --target x86_64-unknown-linux-musl --bin kubeplane \
+    && cp target/x86_64-unknown-linux-musl/dist/kubeplane /kubeplane
 
 FROM scratch
 # In a cluster the client trusts the service account's CA only; the bundle is for a

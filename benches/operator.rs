@@ -12,7 +12,8 @@
 //!   (each run waits for the full 7-node rollout to complete before the next spec change).
 //!
 //! Run: `cargo bench --bench operator` (env: KUBEPLANE_BENCH_NODES=7, KUBEPLANE_BENCH_RUNS=50,
-//! KUBEPLANE_BENCH_SETTLE_SECS=10).
+//! KUBEPLANE_BENCH_SETTLE_SECS=10). To measure the shipped build:
+//! `cargo build --profile dist && KUBEPLANE_BIN=target/dist/kubeplane cargo bench --bench operator`.
 
 #[path = "support/fake_apiserver.rs"]
 mod fake_apiserver;
@@ -96,7 +97,10 @@ async fn run() {
         .map(|a| a.port())
         .expect("free port");
     let log = dir.path().join("operator.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kubeplane"))
+    let bin = std::env::var("KUBEPLANE_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_kubeplane").to_string());
+    println!("binary: {bin}");
+    let mut child = Command::new(&bin)
         .args([
             "operator",
             "--metrics-addr",
