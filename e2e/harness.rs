@@ -540,8 +540,9 @@ async fn client(s: &Settings) -> Client {
 }
 
 /// `kubeplane crd`, server-side applied, then Established.
-async fn install_crds(client: &Client, timeout: Duration) {
-    let out = Command::new(env!("CARGO_BIN_EXE_kubeplane"))
+async fn install_crds(client: &Client, s: &Settings) {
+    let timeout = s.timeout;
+    let out = Command::new(&s.kubeplane)
         .arg("crd")
         .output()
         .expect("run kubeplane crd");
@@ -653,7 +654,7 @@ fn same_filesystem(a: &Path, b: &Path) -> bool {
 
 fn spawn(name: &'static str, args: &[String], s: &Settings, dir: &Path, port: u16) -> Proc {
     let log = dir.join(format!("{name}.log"));
-    let child = Command::new(env!("CARGO_BIN_EXE_kubeplane"))
+    let child = Command::new(&s.kubeplane)
         .args(args)
         .env("KUBECONFIG", &s.kubeconfig)
         .env("KUBEPLANE_LOG", "info,kubeplane=debug")
@@ -683,7 +684,7 @@ impl Scenario {
             bin: settings.kubectl.clone(),
             kubeconfig: settings.kubeconfig.clone(),
         };
-        install_crds(&client, settings.timeout).await;
+        install_crds(&client, &settings).await;
         let (node, hostname_label) = find_node(&client, &settings).await;
         let version = match &settings.kubernetes_version {
             Some(v) => v.clone(),

@@ -36,9 +36,11 @@ pub const KUBECTL: &str = "KUBEPLANE_E2E_KUBECTL";
 pub const TIMEOUT: &str = "KUBEPLANE_E2E_TIMEOUT_SECONDS";
 /// Iterations of the timing harness (default 5).
 pub const TIMING_RUNS: &str = "KUBEPLANE_E2E_TIMING_RUNS";
+/// The `kubeplane` binary to run (default: the one cargo built with the suite).
+pub const BIN: &str = "KUBEPLANE_E2E_BIN";
 
 /// Every variable the suite reads, for messages and the README.
-pub const ALL: [&str; 13] = [
+pub const ALL: [&str; 14] = [
     KUBECONFIG,
     NODE,
     MANIFEST_DIR,
@@ -52,6 +54,7 @@ pub const ALL: [&str; 13] = [
     KUBECTL,
     TIMEOUT,
     TIMING_RUNS,
+    BIN,
 ];
 
 /// The suite's settings.
@@ -83,6 +86,8 @@ pub struct Settings {
     pub timeout: Duration,
     /// Iterations of the timing harness.
     pub timing_runs: usize,
+    /// The `kubeplane` binary.
+    pub kubeplane: PathBuf,
 }
 
 /// Reads the settings through `get` (the process environment in the suite). `Ok(None)`: no
@@ -167,6 +172,7 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Option<Settin
         kubectl: PathBuf::from(get(KUBECTL).unwrap_or_else(|| "kubectl".into())),
         timeout: Duration::from_secs(seconds(TIMEOUT, 300)?),
         timing_runs: seconds(TIMING_RUNS, 5)? as usize,
+        kubeplane: absolute(BIN, env!("CARGO_BIN_EXE_kubeplane"))?,
     }))
 }
 
@@ -220,6 +226,7 @@ mod tests {
         assert_eq!(s.timeout, Duration::from_secs(300));
         assert_eq!((s.node, s.kubernetes_version), (None, None));
         assert_eq!(s.timing_runs, 5);
+        assert_eq!(s.kubeplane, PathBuf::from(env!("CARGO_BIN_EXE_kubeplane")));
     }
 
     #[test]
@@ -255,6 +262,7 @@ mod tests {
             (vec![k, (TIMEOUT, "0")], TIMEOUT),
             (vec![k, (TIMEOUT, "ten")], TIMEOUT),
             (vec![(KUBECONFIG, "/a:/b")], "not a list"),
+            (vec![k, (BIN, "kubeplane")], BIN),
         ] {
             let e = read(&vars).unwrap_err();
             assert!(e.contains(needle), "{e}");
