@@ -751,56 +751,17 @@ impl Scenario {
 
         let name = format!("{PREFIX}{id}");
         let lease = name.clone();
-        let op_port = free_port();
-        let operator = spawn(
-            "operator",
-            &[
-                "operator".into(),
-                "--metrics-addr".into(),
-                format!("127.0.0.1:{op_port}"),
-                "--lease-name".into(),
-                lease.clone(),
-                "--lease-namespace".into(),
-                "kube-system".into(),
-            ],
-            &settings,
-            &dir,
-            op_port,
-        );
-        let agent_port = free_port();
-        let agent = spawn(
-            "agent",
-            &[
-                "agent".into(),
-                "--node-name".into(),
-                node.clone(),
-                "--manifest-dir".into(),
-                manifest_dir.display().to_string(),
-                "--state-dir".into(),
-                state_dir.display().to_string(),
-                "--metrics-addr".into(),
-                format!("127.0.0.1:{agent_port}"),
-                "--drift-mode".into(),
-                match drift {
-                    DriftMode::Enforce => "enforce",
-                    DriftMode::Observe => "observe",
-                }
-                .into(),
-            ],
-            &settings,
-            &dir,
-            agent_port,
-        );
+        // The guard exists before the first process does.
         let mut scenario = Scenario {
             cleanup: Cleanup {
                 kubectl: kubectl.clone(),
                 config: name.clone(),
-                lease,
+                lease: lease.clone(),
                 manifest_dir: manifest_dir.clone(),
                 state_dir: state_dir.clone(),
                 backup,
                 baseline,
-                procs: vec![operator, agent],
+                procs: Vec::new(),
                 timeout: settings.timeout,
                 done: false,
             },
@@ -816,6 +777,48 @@ impl Scenario {
             dir,
             manifest_dir,
         };
+        let op_port = free_port();
+        let operator = spawn(
+            "operator",
+            &[
+                "operator".into(),
+                "--metrics-addr".into(),
+                format!("127.0.0.1:{op_port}"),
+                "--lease-name".into(),
+                lease,
+                "--lease-namespace".into(),
+                "kube-system".into(),
+            ],
+            &scenario.settings,
+            &scenario.dir,
+            op_port,
+        );
+        scenario.cleanup.procs.push(operator);
+        let agent_port = free_port();
+        let agent = spawn(
+            "agent",
+            &[
+                "agent".into(),
+                "--node-name".into(),
+                scenario.node.clone(),
+                "--manifest-dir".into(),
+                scenario.manifest_dir.display().to_string(),
+                "--state-dir".into(),
+                scenario.state_dir.display().to_string(),
+                "--metrics-addr".into(),
+                format!("127.0.0.1:{agent_port}"),
+                "--drift-mode".into(),
+                match drift {
+                    DriftMode::Enforce => "enforce",
+                    DriftMode::Observe => "observe",
+                }
+                .into(),
+            ],
+            &scenario.settings,
+            &scenario.dir,
+            agent_port,
+        );
+        scenario.cleanup.procs.push(agent);
         let ports: Vec<(&'static str, u16)> = scenario
             .cleanup
             .procs
