@@ -233,6 +233,15 @@ fn timeout_of(seconds: i32) -> Duration {
     }
 }
 
+/// How long a restored last-known-good component is waited for: the failed revision's
+/// timeout, but never less than the default. A short `healthTimeoutSeconds` detects a bad
+/// revision quickly; it says nothing about how long the good one takes to restart (on a real
+/// kubelet with kubeadm's probes, kube-scheduler needs about 30 s), and cutting that wait
+/// short would report a healthy rollback as `Failed`.
+fn restore_timeout(failed_revision_seconds: i32) -> Duration {
+    timeout_of(failed_revision_seconds).max(DEFAULT_TIMEOUT)
+}
+
 fn parse_pod(bytes: &[u8]) -> Option<Pod> {
     super::files::parse_pod(bytes).ok()
 }
@@ -1098,11 +1107,12 @@ impl Engine {
                             (None, None, Some(bad)) if c == failed => Expect::Not(bad.clone()),
                             _ => Expect::Any,
                         };
-                        let timeout = spec
-                            .manifests
-                            .iter()
-                            .find(|m| m.component == c)
-                            .map_or(DEFAULT_TIMEOUT, |m| timeout_of(m.health_timeout_seconds));
+                        let timeout = restore_timeout(
+                            spec.manifests
+                                .iter()
+                                .find(|m| m.component == c)
+                                .map_or(0, |m| m.health_timeout_seconds),
+                        );
                         to_wait.push((c, expect, pod.clone(), timeout));
                     } else {
                         self.desired.lock().set(c, bytes.clone());

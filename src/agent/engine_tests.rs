@@ -370,6 +370,79 @@ async fn last_known_good_failing_too_is_failed() {
     assert!(env.event_reasons().contains(&"Failed".to_string()));
 }
 
+/// Found on a real cluster (kubelet v1.36.2, kubeadm's probes): a bad revision with
+/// `healthTimeoutSeconds.scheduler: 20` was rolled back, but the restored kube-scheduler was
+/// waited for with the same 20 s, while kubelet needs ~12 s to swap the pod and ~10 s more for
+/// the startup probe: a good rollback ended `Failed` (`LastKnownGoodUnhealthy`). The restore
+/// is waited for at least the default timeout.
+#[tokio::test(start_paused = true)]
+async fn a_short_timeout_of_the_bad_revision_does_not_cut_the_wait_for_last_known_good() {
+    let env = env();
+    let mut engine = env.engine();
+    let good = node_spec(&[], &[], &env);
+    assert_eq!(engine.apply(&good, None, true).await, Outcome::Healthy);
+    let mut spec = config(&[], &[("v", "4")]);
+    spec.rollout
+        .as_mut()
+        .and_then(|r| r.health_timeout_seconds.as_mut())
+        .unwrap()
+        .scheduler = Some(10);
+    let facts = NodeFacts {
+        node_name: NODE.into(),
+        advertise_address: Some("10.0.0.11".into()),
+        state_dir: Some(env.dirs.state_dir().display().to_string()),
+        ..Default::default()
+    };
+    let bad = node_spec_for(&spec, &facts);
+    assert_eq!(
+        bad.manifests
+            .iter()
+            .find(|m| m.component == Component::Scheduler)
+            .unwrap()
+            .health_timeout_seconds,
+        10
+    );
+    let (bad_hash, good_hash) = (
+        hash_of(&bad, Component::Scheduler),
+        hash_of(&good, Component::Scheduler),
+    );
+    // kubelet takes 25 s (plus its pickup delay) to bring the restored scheduler back.
+    let restore_asked: Arc<std::sync::Mutex<Option<tokio::time::Instant>>> = Arc::default();
+    env.kubelet.behave(move |_, hash| {
+        if hash == bad_hash {
+            return Behaviour::crashing();
+        }
+        if hash == good_hash {
+            let now = tokio::time::Instant::now();
+            let first = *restore_asked.lock().unwrap().get_or_insert(now);
+            if now - first < Duration::from_secs(25) {
+                return Behaviour::ignored();
+            }
+        }
+        Behaviour::healthy()
+    });
+    let start = tokio::time::Instant::now();
+    let out = engine.apply(&bad, None, true).await;
+    let Outcome::RolledBack { reason, message } = &out else {
+        panic!("{out:?}")
+    };
+    assert_eq!(reason, "PodNotReady");
+    assert!(
+        message.contains("kube-scheduler not updated within 10s"),
+        "{message}"
+    );
+    assert!(message.ends_with("healthy again"), "{message}");
+    assert!(
+        start.elapsed() > Duration::from_secs(35),
+        "{:?}",
+        start.elapsed()
+    );
+    let pod = env.cluster.pod("kube-scheduler-cp-1").unwrap();
+    assert_eq!(pod.hash, hash_of(&good, Component::Scheduler));
+    assert!(pod.ready);
+    assert_eq!(env.last_status().await["phase"], "RolledBack");
+}
+
 #[tokio::test(start_paused = true)]
 async fn first_revision_failing_without_last_known_good_is_failed() {
     let env = env();

@@ -143,9 +143,19 @@ impl StatusBoard {
         let _ = self.inner.events_tx.send(ev);
     }
 
-    /// Sets the object Events are about (the node's `ControlPlaneNode`).
+    /// Sets the object Events are about (the node's `ControlPlaneNode`). When it is a new
+    /// object (first seen, or re-created: another uid), the status is sent again: a status
+    /// the API refused because the object did not exist yet is only ever sent this way.
     pub fn set_object(&self, r: ObjectReference) {
-        *lock(&self.inner.object) = Some(r);
+        let new_object = {
+            let mut o = lock(&self.inner.object);
+            let new = o.as_ref().map(|x| &x.uid) != Some(&r.uid);
+            *o = Some(r);
+            new
+        };
+        if new_object {
+            self.inner.version.send_modify(|v| *v += 1);
+        }
     }
 
     fn object(&self) -> Option<ObjectReference> {
@@ -233,12 +243,20 @@ pub fn spawn_api_reporter(board: StatusBoard, client: Client, node: String) -> J
                     })
                     .retry(backoff())
                     .sleep(tokio::time::sleep)
+                    // A missing object is not retried: it is sent when the object appears
+                    // (`StatusBoard::set_object`), not up to 30 s later, and an agent that
+                    // starts before its ControlPlaneNode exists does not warn every 30 s.
+                    .when(|e| !is_not_found(e))
                     .notify(|e, d| {
                         tracing::warn!(error = %e, retry_in = ?d, "status of ControlPlaneNode {node} not sent");
                     })
                     .await;
-                    if let Ok(v) = sent {
-                        board.ack(v);
+                    match sent {
+                        Ok(v) => board.ack(v),
+                        Err(e) if is_not_found(&e) => tracing::debug!(
+                            "ControlPlaneNode {node} does not exist yet; its status is sent once it does"
+                        ),
+                        Err(_) => {}
                     }
                 }
                 ev = recv(&mut events) => {
@@ -264,6 +282,10 @@ pub fn spawn_api_reporter(board: StatusBoard, client: Client, node: String) -> J
             }
         }
     })
+}
+
+fn is_not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
 }
 
 async fn recv(rx: &mut Option<mpsc::UnboundedReceiver<AgentEvent>>) -> Option<AgentEvent> {
@@ -368,6 +390,125 @@ mod tests {
         assert!(b.flush(Duration::from_secs(5)).await);
         let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
         assert_eq!(text, "warning: RolledBack: kube-scheduler failed\n");
+    }
+
+    type Handle = tower_test::mock::Handle<
+        http::Request<kube::client::Body>,
+        http::Response<kube::client::Body>,
+    >;
+
+    fn respond(
+        send: tower_test::mock::SendResponse<http::Response<kube::client::Body>>,
+        code: u16,
+        body: serde_json::Value,
+    ) {
+        send.send_response(
+            http::Response::builder()
+                .status(code)
+                .header("content-type", "application/json")
+                .body(kube::client::Body::from(serde_json::to_vec(&body).unwrap()))
+                .unwrap(),
+        );
+    }
+
+    /// The next status patch: asserts method, path and field manager; returns the status sent.
+    async fn next_patch(
+        handle: &mut Handle,
+    ) -> (
+        serde_json::Value,
+        tower_test::mock::SendResponse<http::Response<kube::client::Body>>,
+    ) {
+        let (req, send) = handle.next_request().await.expect("a request");
+        assert_eq!(req.method(), http::Method::PATCH);
+        assert_eq!(
+            req.uri().path(),
+            "/apis/kubeplane.io/v1alpha1/controlplanenodes/cp-1/status"
+        );
+        let query = req.uri().query().unwrap_or_default().to_string();
+        assert!(query.contains("fieldManager=kubeplane-agent"), "{query}");
+        assert!(query.contains("force=true"), "{query}");
+        let body = req.into_body().collect_bytes().await.unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["kind"], "ControlPlaneNode");
+        (body["status"].clone(), send)
+    }
+
+    fn cpn_ref(uid: &str) -> ObjectReference {
+        ObjectReference {
+            api_version: Some("kubeplane.io/v1alpha1".into()),
+            kind: Some("ControlPlaneNode".into()),
+            name: Some("cp-1".into()),
+            uid: Some(uid.into()),
+            ..Default::default()
+        }
+    }
+
+    /// Found on a real cluster: an agent started before its ControlPlaneNode existed retried
+    /// the status with backoff up to 30 s, warning each time, so the node facts reached the
+    /// operator up to 30 s after the object appeared. Now a 404 is not retried, and a new
+    /// object sends the status at once; other errors are still retried.
+    #[tokio::test(start_paused = true)]
+    async fn a_missing_object_is_not_retried_and_gets_the_status_when_it_appears() {
+        let (svc, mut handle) = tower_test::mock::pair::<
+            http::Request<kube::client::Body>,
+            http::Response<kube::client::Body>,
+        >();
+        let board = StatusBoard::new();
+        let reporter =
+            spawn_api_reporter(board.clone(), Client::new(svc, "default"), "cp-1".into());
+        board.update(|s| s.reason = Some("NoManifests".into()));
+        let (status, send) = next_patch(&mut handle).await;
+        assert_eq!(status["reason"], "NoManifests");
+        respond(
+            send,
+            404,
+            serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                "reason": "NotFound", "code": 404,
+                "message": "controlplanenodes.kubeplane.io \"cp-1\" not found"}),
+        );
+        assert!(
+            tokio::time::timeout(Duration::from_secs(120), handle.next_request())
+                .await
+                .is_err(),
+            "a missing object was retried"
+        );
+        assert!(
+            !board.flush(Duration::from_millis(10)).await,
+            "not acknowledged"
+        );
+
+        // The operator creates the object: the agent sees it, the status goes out now.
+        board.set_object(cpn_ref("uid-1"));
+        let (status, send) = next_patch(&mut handle).await;
+        assert_eq!(status["reason"], "NoManifests");
+        respond(
+            send,
+            503,
+            serde_json::json!({"kind": "Status", "code": 503}),
+        );
+        // Other errors are retried, after the backoff.
+        let (status, send) = next_patch(&mut handle).await;
+        assert_eq!(status["reason"], "NoManifests");
+        respond(
+            send,
+            200,
+            serde_json::json!({"apiVersion": "kubeplane.io/v1alpha1", "kind": "ControlPlaneNode",
+                "metadata": {"name": "cp-1", "uid": "uid-1"},
+                "spec": {"configName": "c", "revision": ""}}),
+        );
+        assert!(board.flush(Duration::from_secs(5)).await);
+
+        // The same object again sends nothing; a re-created one (new uid) does.
+        board.set_object(cpn_ref("uid-1"));
+        assert!(
+            tokio::time::timeout(Duration::from_secs(60), handle.next_request())
+                .await
+                .is_err()
+        );
+        board.set_object(cpn_ref("uid-2"));
+        let (status, _send) = next_patch(&mut handle).await;
+        assert_eq!(status["reason"], "NoManifests");
+        reporter.abort();
     }
 
     #[test]
