@@ -880,6 +880,13 @@ async fn the_agent_reports_facts_and_pending_then_applies_its_control_plane_node
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let health = Arc::new(FakeHealth(env.kubelet.clone()));
     let readiness = crate::telemetry::Health::new();
+    let board = super::status::StatusBoard::new();
+    let metrics = super::metrics::registry(NODE, board.clone());
+    let scrape = || {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &metrics).unwrap();
+        out
+    };
     let agent = tokio::spawn(super::run_with(
         args,
         env.client.clone(),
@@ -888,6 +895,7 @@ async fn the_agent_reports_facts_and_pending_then_applies_its_control_plane_node
             let _ = stop_rx.await;
         },
         readiness.clone(),
+        board,
     ));
     let patch_with = |reason: &str, revision: Option<&str>| {
         env.cluster.accepted_status_patches().into_iter().find(|r| {
@@ -948,6 +956,16 @@ async fn the_agent_reports_facts_and_pending_then_applies_its_control_plane_node
         "the agent is ready once it watches its ControlPlaneNode: {detail}"
     );
     assert!(detail.contains(NODE), "{detail}");
+    let text = scrape();
+    let phase = format!("kubeplane_agent_phase{{node=\"{NODE}\",phase=\"Healthy\"}} 1");
+    assert!(
+        text.contains(&phase),
+        "the agent's /metrics shows its phase: {text}"
+    );
+    let ready = format!(
+        "kubeplane_agent_component_ready{{node=\"{NODE}\",component=\"kube-scheduler\"}} 1"
+    );
+    assert!(text.contains(&ready), "{text}");
     stop_tx.send(()).unwrap();
     agent.await.unwrap().unwrap();
     assert!(!readiness.readiness().0, "not ready after shutdown");

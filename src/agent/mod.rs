@@ -26,6 +26,7 @@ pub mod health;
 pub mod history;
 pub mod kubelet_wait;
 pub mod local;
+pub mod metrics;
 pub mod quarantine;
 pub mod state;
 pub mod status;
@@ -166,10 +167,11 @@ async fn shutdown() {
 /// The agent with the default client (in-cluster, or `KUBECONFIG`), until SIGTERM/Ctrl-C.
 pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     let health = Health::new();
+    let board = StatusBoard::new();
     let listener = telemetry::bind(&args.metrics_addr).await?;
     tokio::spawn(telemetry::serve(
         listener,
-        telemetry::registry(),
+        metrics::registry(&args.node_name, board.clone()),
         health.clone(),
     ));
     health.set_not_ready("connecting to the API server");
@@ -180,22 +182,23 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         Arc::new(HttpsCheck::new()),
         shutdown(),
         health,
+        board,
     )
     .await
 }
 
 /// The agent: facts, drift, certificates, and the engine driven by the node's
 /// `ControlPlaneNode`, until `shutdown` completes. `health` checks the local endpoints
-/// ([`HttpsCheck`] in production).
+/// ([`HttpsCheck`] in production); `board` collects the status (and feeds the metrics).
 pub async fn run_with(
     args: AgentArgs,
     client: Client,
     health: Arc<dyn health::HealthCheck>,
     shutdown: impl std::future::Future<Output = ()>,
     readiness: Health,
+    board: StatusBoard,
 ) -> Result<(), AgentError> {
     let node = args.node_name.clone();
-    let board = StatusBoard::new();
     let reporter = status::spawn_api_reporter(board.clone(), client.clone(), node.clone());
     let dirs = NodeDirs::new(&args.manifest_dir, &args.state_dir);
     let desired = Arc::new(Desired::new());

@@ -6,6 +6,7 @@
 //! API is unavailable and always sending the newest status once it is back;
 //! [`spawn_local_printer`] to a terminal for `kubeplane apply`.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -65,6 +66,8 @@ struct Inner {
     events_tx: mpsc::UnboundedSender<AgentEvent>,
     events_rx: Mutex<Option<mpsc::UnboundedReceiver<AgentEvent>>>,
     object: Mutex<Option<ObjectReference>>,
+    /// Events queued since start, per (reason, type): the agent's `events_total` metric.
+    event_counts: Mutex<BTreeMap<(String, &'static str), u64>>,
 }
 
 /// The status and events the agent wants reported; cheap to clone, shared by the engine, the
@@ -72,6 +75,12 @@ struct Inner {
 #[derive(Clone)]
 pub struct StatusBoard {
     inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for StatusBoard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatusBoard").finish_non_exhaustive()
+    }
 }
 
 impl Default for StatusBoard {
@@ -94,6 +103,7 @@ impl StatusBoard {
                 events_tx,
                 events_rx: Mutex::new(Some(events_rx)),
                 object: Mutex::new(None),
+                event_counts: Mutex::new(BTreeMap::new()),
             }),
         }
     }
@@ -139,8 +149,21 @@ impl StatusBoard {
     /// Queues an Event.
     pub fn event(&self, ev: AgentEvent) {
         tracing::info!(reason = %ev.reason, warning = ev.warning, "{}", ev.note);
+        let kind = if ev.warning { "Warning" } else { "Normal" };
+        *lock(&self.inner.event_counts)
+            .entry((ev.reason.clone(), kind))
+            .or_default() += 1;
         self.inner.events_queued.send_modify(|v| *v += 1);
         let _ = self.inner.events_tx.send(ev);
+    }
+
+    /// How many Events were queued since start, per reason and type (`Normal`/`Warning`),
+    /// sorted.
+    pub fn event_counts(&self) -> Vec<(String, &'static str, u64)> {
+        lock(&self.inner.event_counts)
+            .iter()
+            .map(|((reason, kind), n)| (reason.clone(), *kind, *n))
+            .collect()
     }
 
     /// Sets the object Events are about (the node's `ControlPlaneNode`). When it is a new

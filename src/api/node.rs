@@ -138,6 +138,16 @@ pub enum NodePhase {
 }
 
 impl NodePhase {
+    /// Every phase, in the order of a rollout.
+    pub const ALL: [NodePhase; 6] = [
+        NodePhase::Pending,
+        NodePhase::Applying,
+        NodePhase::WaitingForKubelet,
+        NodePhase::Healthy,
+        NodePhase::RolledBack,
+        NodePhase::Failed,
+    ];
+
     /// The phase as written in status.
     pub fn as_str(self) -> &'static str {
         match self {
