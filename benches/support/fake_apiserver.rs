@@ -19,6 +19,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use axum::serve::ListenerExt;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
@@ -613,6 +614,11 @@ impl Fake {
                   body: Bytes| { f.handle(method, uri, headers, body) },
         );
         let app = app.with_state(fake);
+        // TCP_NODELAY, as a Go API server sets it: with Nagle on, a watch event written while
+        // the previous one is not yet acknowledged waits for the client's delayed ACK (~40 ms).
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         tokio::spawn(async move {
             axum::serve(listener, app).await.expect("fake API server");
         });
