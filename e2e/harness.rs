@@ -484,19 +484,38 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-/// `GET path` over HTTP/1.0 on 127.0.0.1; the status code, 0 when nothing answers.
-fn http_status(port: u16, path: &str) -> u16 {
+/// `GET path` over HTTP/1.0 on 127.0.0.1: the status code (0 when nothing answers) and the
+/// body.
+fn http_get(port: u16, path: &str) -> (u16, String) {
     let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return 0;
+        return (0, String::new());
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
     let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
     let mut text = String::new();
     let _ = s.read_to_string(&mut text);
-    text.split_whitespace()
+    let code = text
+        .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+fn http_status(port: u16, path: &str) -> u16 {
+    http_get(port, path).0
+}
+
+/// The `/metrics` text on 127.0.0.1:`port` (empty unless it answers 200).
+pub fn metrics_text(port: u16) -> String {
+    match http_get(port, "/metrics") {
+        (200, body) => body,
+        _ => String::new(),
+    }
 }
 
 /// `kubernetes.io/config.hash` of a mirror pod.
@@ -839,6 +858,16 @@ impl Scenario {
     }
 
     /// Undoes the scenario and fails the test when the control plane could not be put back.
+    /// The port of the agent's /healthz, /readyz, /metrics on 127.0.0.1.
+    pub fn agent_port(&self) -> u16 {
+        self.cleanup
+            .procs
+            .iter()
+            .find(|p| p.name == "agent")
+            .map(|p| p.port)
+            .expect("the agent process")
+    }
+
     pub fn finish(mut self) {
         let problems = self.cleanup.run();
         assert!(

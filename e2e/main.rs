@@ -20,8 +20,8 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 
 use harness::{
-    COMPONENTS, DriftMode, Scenario, component_status, pod_hash, pod_ready, rendered, revision,
-    rolled_out, set_arg, snapshot, snapshot_diff, write_atomically,
+    COMPONENTS, DriftMode, Scenario, component_status, metrics_text, pod_hash, pod_ready, rendered,
+    revision, rolled_out, set_arg, snapshot, snapshot_diff, write_atomically,
 };
 use kubeplane::api::{
     Component, ControlPlaneConfig, HealthTimeouts, NodePhase, Rollout, find_condition,
@@ -424,6 +424,38 @@ async fn e_hand_edit_is_healed_and_stray_backup_quarantined() {
         .await;
     let q = &reported.status.as_ref().unwrap().quarantined;
     assert!(q.iter().all(|q| !q.reason.is_empty()), "{q:?}");
+
+    // The agent's /metrics counts what it did.
+    let node = s.node.clone();
+    let restored = format!(
+        "kubeplane_agent_events_total{{node=\"{node}\",reason=\"DriftRestored\",type=\"Warning\"}} "
+    );
+    let quarantined = format!(
+        "kubeplane_agent_events_total{{node=\"{node}\",reason=\"Quarantined\",type=\"Warning\"}} "
+    );
+    let files = format!("kubeplane_agent_quarantined_files{{node=\"{node}\"}} ");
+    let counted = |text: &str, series: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let port = s.agent_port();
+    s.eventually(
+        "the agent's /metrics counts the heal and the quarantine",
+        t,
+        async || {
+            let text = metrics_text(port);
+            if counted(&text, &restored) >= 1.0
+                && counted(&text, &quarantined) >= 1.0
+                && counted(&text, &files) >= 1.0
+            {
+                Ok(())
+            } else {
+                Err(text)
+            }
+        },
+    )
+    .await;
     assert_eq!(
         std::fs::read(&path).unwrap(),
         managed,
