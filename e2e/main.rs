@@ -8,6 +8,8 @@
 //! (`kubeplane-e2e-<letter>`), and its cleanup restores the manifests it found, on failure
 //! too.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
 mod harness;
 mod settings;
 mod timing;

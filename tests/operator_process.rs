@@ -3,10 +3,11 @@
 //! holder reconciles, a SIGTERM hands the lease over, and a leader whose lease is taken exits
 //! non-zero.
 
+mod common;
 #[path = "../benches/support/fake_apiserver.rs"]
 mod fake_apiserver;
 
-use std::io::{Read, Write};
+use common::{free_port, http_get};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -19,13 +20,6 @@ struct Replica {
     child: Child,
     metrics: u16,
     log: PathBuf,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 fn start(name: &'static str, kubeconfig: &Path, dir: &Path) -> Replica {
@@ -51,28 +45,6 @@ fn start(name: &'static str, kubeconfig: &Path, dir: &Path) -> Replica {
         metrics,
         log,
     }
-}
-
-/// `GET path` over HTTP/1.0; `(status, body)`, or `(0, "")` when nothing answers.
-fn http_get(port: u16, path: &str) -> (u16, String) {
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return (0, String::new());
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
-    let mut text = String::new();
-    let _ = s.read_to_string(&mut text);
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split("\r\n\r\n")
-        .nth(1)
-        .unwrap_or_default()
-        .to_string();
-    (code, body)
 }
 
 fn holder(fake: &Fake) -> String {

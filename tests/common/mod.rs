@@ -1,5 +1,5 @@
-//! Helpers shared by the integration tests: a real HTTPS health endpoint, directory
-//! snapshots, and running the built `kubeplane` binary.
+//! Helpers shared by the integration tests (and the e2e suite): a real HTTPS health endpoint,
+//! directory snapshots, running the built `kubeplane` binary, plain HTTP GETs.
 
 #![allow(dead_code)]
 
@@ -115,6 +115,29 @@ pub async fn https_endpoint(code: Arc<AtomicU16>) -> u16 {
         }
     });
     port
+}
+
+/// `GET path` over HTTP/1.0 on 127.0.0.1:`port`: `(status, body)`, or `(0, "")` when nothing
+/// answers.
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+    let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
 }
 
 /// A port nothing listens on (bound, then released).
