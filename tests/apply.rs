@@ -177,7 +177,7 @@ async fn waits_on_the_local_endpoint_and_rolls_back_a_revision_whose_endpoint_fa
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
     assert!(
-        stdout.contains("no API server: the mirror pod check"),
+        stdout.contains("no API server: instead of the mirror pod, the container runtime"),
         "{stdout}"
     );
     assert!(stdout.contains("is healthy on node cp-1"), "{stdout}");
@@ -204,10 +204,17 @@ async fn waits_on_the_local_endpoint_and_rolls_back_a_revision_whose_endpoint_fa
         stderr.contains("restored last-known-good revision"),
         "{stderr}"
     );
-    assert_eq!(
-        std::fs::read(Path::new(&d.manifests).join("kube-scheduler.yaml")).unwrap(),
-        good_bytes
+    // The good manifest is back, under a fresh uid that names the revision it undoes (so
+    // kubelet starts it as a new pod).
+    let restored =
+        std::fs::read_to_string(Path::new(&d.manifests).join("kube-scheduler.yaml")).unwrap();
+    let good_text = String::from_utf8(good_bytes).unwrap();
+    assert!(
+        restored.contains("kubeplane.io/restored-after:"),
+        "{restored}"
     );
+    let spec_of = |t: &str| t[t.find("\nspec:").unwrap()..].to_string();
+    assert_eq!(spec_of(&restored), spec_of(&good_text));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,7 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{Pod, Secret};
@@ -31,12 +31,20 @@ use super::files::{FileError, NodeDirs};
 use super::health::{Endpoint, HealthCheck};
 use super::history::{BASELINE, History, HistoryError, RevisionFiles};
 use super::kubelet_wait::{self, Diagnosis, Expect, MirrorPods, Verdict, WaitSpec};
-use super::state::{AgentState, ComponentState, StateError, StateStore};
+use super::runtime::ContainerRuntime;
+use super::state::{
+    AgentState, ComponentState, FailedRevision, FailureReason, Lifecycle, Settlement, StateError,
+    StateStore,
+};
 use super::status::{AgentEvent, StatusBoard};
 use crate::api::{
     Component, ComponentStatus, ControlPlaneNodeSpec, FileSource, NodePhase, SecretKeyRef,
 };
 use crate::render::{self, sha256_hex};
+
+/// The node spec last applied, under the state directory (a restart without the API resumes
+/// from it).
+pub const SPEC_FILE: &str = "spec.json";
 
 /// Host used for probes without a host (the Pod IP of a host-network Pod: this node).
 pub const LOCAL_HOST: &str = "127.0.0.1";
@@ -167,6 +175,8 @@ pub struct EngineParts {
     pub history: usize,
     /// Mirror pods; `None` without an API (`kubeplane apply`).
     pub pods: Option<Arc<dyn MirrorPods>>,
+    /// The container runtime (local evidence without the API); `None` when not configured.
+    pub runtime: Option<Arc<dyn ContainerRuntime>>,
     /// Endpoint health.
     pub health: Arc<dyn HealthCheck>,
     /// Secret reader.
@@ -214,6 +224,7 @@ pub struct Engine {
     state: AgentState,
     history: History,
     pods: Option<Arc<dyn MirrorPods>>,
+    runtime: Option<Arc<dyn ContainerRuntime>>,
     health: Arc<dyn HealthCheck>,
     secrets: Arc<dyn Secrets>,
     board: StatusBoard,
@@ -238,19 +249,12 @@ fn timeout_of(seconds: i32) -> Duration {
 /// revision quickly; it says nothing about how long the good one takes to restart (on a real
 /// kubelet with kubeadm's probes, kube-scheduler needs about 30 s), and cutting that wait
 /// short would report a healthy rollback as `Failed`.
-fn restore_timeout(failed_revision_seconds: i32) -> Duration {
-    timeout_of(failed_revision_seconds).max(DEFAULT_TIMEOUT)
+fn restore_timeout(failed_revision_timeout: Duration) -> Duration {
+    failed_revision_timeout.max(DEFAULT_TIMEOUT)
 }
 
 fn parse_pod(bytes: &[u8]) -> Option<Pod> {
     super::files::parse_pod(bytes).ok()
-}
-
-fn terminal(p: Option<NodePhase>) -> bool {
-    matches!(
-        p,
-        Some(NodePhase::Healthy | NodePhase::RolledBack | NodePhase::Failed)
-    )
 }
 
 /// A digest of everything in a node spec: a new digest is a new attempt.
@@ -291,6 +295,7 @@ impl Engine {
             state,
             history,
             pods: parts.pods,
+            runtime: parts.runtime,
             health: parts.health,
             secrets: parts.secrets,
             board: parts.board,
@@ -300,6 +305,55 @@ impl Engine {
         engine.restore_desired();
         engine.publish();
         Ok(engine)
+    }
+
+    /// Resume first: finishes what the state file says was under way when the agent (or
+    /// `kubeplane apply`) stopped — an interrupted rollback goes on to last-known-good, a
+    /// write not yet confirmed is waited for (and rolled back past its timeout) — using only
+    /// state, history, the saved node spec and local evidence: no API needed. `None` when
+    /// nothing was under way.
+    pub async fn resume(&mut self) -> Option<Outcome> {
+        match self.state.lifecycle.clone() {
+            Lifecycle::RollingBack { .. } => {
+                tracing::warn!("resuming an interrupted rollback");
+                Some(self.finish_rollback().await)
+            }
+            Lifecycle::Applying { revision, .. } | Lifecycle::Waiting { revision, .. } => {
+                match self.load_spec() {
+                    Some(spec) if spec.revision == revision => {
+                        tracing::info!(revision = %revision, "resuming an interrupted apply");
+                        let generation = self.generation;
+                        Some(self.apply(&spec, generation, true).await)
+                    }
+                    _ => {
+                        tracing::warn!(revision = %revision, "an apply was interrupted, but its node spec was not saved; waiting for the ControlPlaneNode");
+                        None
+                    }
+                }
+            }
+            Lifecycle::Idle | Lifecycle::Settled { .. } => None,
+        }
+    }
+
+    fn spec_path(&self) -> std::path::PathBuf {
+        self.dirs.state_dir().join(SPEC_FILE)
+    }
+
+    /// Saves the node spec being applied, so a restart without the API can resume it.
+    fn save_spec(&self, spec: &ControlPlaneNodeSpec) -> Result<(), FileError> {
+        let bytes = serde_json::to_vec(spec).unwrap_or_default();
+        if super::files::read_nofollow(&self.spec_path())?.as_deref() == Some(&bytes[..]) {
+            return Ok(());
+        }
+        super::files::atomic_write(&self.dirs.staging_dir(), &self.spec_path(), &bytes)
+    }
+
+    /// The node spec saved by the last apply.
+    pub fn load_spec(&self) -> Option<ControlPlaneNodeSpec> {
+        let bytes = super::files::read_nofollow(&self.spec_path())
+            .ok()
+            .flatten()?;
+        serde_json::from_slice(&bytes).ok()
     }
 
     /// The engine's persistent state.
@@ -322,8 +376,28 @@ impl Engine {
         self.spec.as_ref()
     }
 
-    /// The desired bytes of each component, from state and history.
+    /// The desired bytes of each component, from state and history. During a rollback they
+    /// are the restored revision's (as [`restore_set`] computes them), never the failed one's.
     fn restore_desired(&mut self) {
+        if let Lifecycle::RollingBack {
+            failed_revision,
+            to_revision,
+            ..
+        } = &self.state.lifecycle
+            && let Ok(Some(files)) = self.history.load(to_revision)
+        {
+            let plan = restore_set(&files, failed_revision, &self.node, |c| {
+                self.dirs.read_manifest(c.manifest_file()).ok().flatten()
+            });
+            let mut g = self.desired.lock();
+            for (c, r) in plan {
+                match r {
+                    Restore::Remove => g.remove(c),
+                    Restore::Unchanged(b) | Restore::Write { bytes: b, .. } => g.set(c, b),
+                }
+            }
+            return;
+        }
         let mut g = self.desired.lock();
         for (c, cs) in &self.state.components {
             let from_history = self
@@ -466,6 +540,17 @@ impl Engine {
         wait: bool,
     ) -> Outcome {
         self.generation = generation;
+        // Resume first: an interrupted rollback is finished before anything else, whatever
+        // the new spec says (it never writes the failed revision back).
+        if matches!(self.state.lifecycle, Lifecycle::RollingBack { .. }) {
+            let outcome = self.finish_rollback().await;
+            let digest = spec_digest(spec);
+            let same = self.state.target_revision.as_deref() == Some(spec.revision.as_str())
+                && self.state.target_digest.as_deref() == Some(digest.as_str());
+            if same || spec.manifests.is_empty() {
+                return outcome;
+            }
+        }
         if spec.manifests.is_empty() {
             let message = "no manifests rendered for this node yet: node facts reported, waiting for the operator";
             self.set_phase(NodePhase::Pending, "NoManifests", message);
@@ -480,11 +565,48 @@ impl Engine {
             && self.state.target_revision.as_deref() == Some(spec.revision.as_str());
         self.spec = Some(spec.clone());
         let infos = self.read_certificates();
-        if same_attempt && terminal(self.state.phase) {
+        if same_attempt && matches!(self.state.lifecycle, Lifecycle::Settled { .. }) {
             self.publish();
             return self.settled_outcome();
         }
         let rev = spec.revision.clone();
+        // Memory of failure: a revision that failed here is not tried again until the node
+        // spec changes, even if the ControlPlaneNode was deleted and created again.
+        if let Some(f) = self.state.failed(&rev, &digest).cloned() {
+            self.state.target_revision = Some(rev.clone());
+            self.state.target_digest = Some(digest);
+            let message = format!(
+                "revision {rev} already failed on this node ({}{} at {}); it is not tried again: change the ControlPlaneConfig for a new revision",
+                f.reason,
+                f.component.map(|c| format!(", {c}")).unwrap_or_default(),
+                f.at
+            );
+            self.state.lifecycle = Lifecycle::Settled {
+                revision: rev.clone(),
+                settlement: match f.component {
+                    Some(c) if self.state.applied_revision.as_deref() != Some(rev.as_str()) => {
+                        Settlement::RolledBack {
+                            failed_component: c,
+                            reason: f.reason,
+                            restored: self.state.applied_revision.clone().unwrap_or_default(),
+                        }
+                    }
+                    _ => Settlement::Failed { reason: f.reason },
+                },
+            };
+            let phase = match self.state.lifecycle {
+                Lifecycle::Settled {
+                    settlement: Settlement::RolledBack { .. },
+                    ..
+                } => NodePhase::RolledBack,
+                _ => NodePhase::Failed,
+            };
+            self.set_phase(phase, f.reason.as_str(), message);
+            return self.settled_outcome();
+        }
+        if let Err(e) = self.save_spec(spec) {
+            tracing::warn!(error = %e, "could not save the node spec; a restart without the API cannot resume this attempt");
+        }
 
         // Side files.
         let side = match self.resolve_files(spec).await {
@@ -501,32 +623,16 @@ impl Engine {
             Err(FileProblem::Invalid(message)) => {
                 self.state.target_revision = Some(rev);
                 self.state.target_digest = Some(digest);
-                return self.fail("InvalidSpec", message);
+                return self.fail(FailureReason::InvalidSpec, None, message);
             }
         };
-
-        // Resumed after a restart in the middle of a rollback: finish the rollback.
-        if same_attempt && self.state.reason.as_deref() == Some("RollingBack") {
-            let message = self.state.message.clone().unwrap_or_default();
-            let failed = self.state.components.keys().next().copied();
-            return self
-                .rollback(
-                    spec,
-                    failed.unwrap_or(Component::ApiServer),
-                    Diagnosis {
-                        reason: "AgentRestarted",
-                        message,
-                    },
-                )
-                .await;
-        }
 
         let steps = match self.plan(spec) {
             Ok(s) => s,
             Err(message) => {
                 self.state.target_revision = Some(rev);
                 self.state.target_digest = Some(digest);
-                return self.fail("InvalidSpec", message);
+                return self.fail(FailureReason::InvalidSpec, None, message);
             }
         };
 
@@ -553,7 +659,8 @@ impl Engine {
         };
         if let Err(e) = self.history.record(&record) {
             return self.fail(
-                "HistoryNotWritten",
+                FailureReason::HistoryNotWritten,
+                None,
                 format!("{e}; nothing was written to the manifest directory"),
             );
         }
@@ -579,6 +686,12 @@ impl Engine {
         }
 
         if files_changed || steps.iter().any(|s| matches!(s.action, Action::Write)) {
+            if let Some(first) = steps.first() {
+                self.state.lifecycle = Lifecycle::Applying {
+                    revision: rev.clone(),
+                    component: first.component,
+                };
+            }
             self.set_phase(
                 NodePhase::Applying,
                 "Writing",
@@ -591,14 +704,18 @@ impl Engine {
                 continue;
             }
             if let Err(e) = self.dirs.write_side_file(p, bytes) {
-                return self.fail("WriteFailed", e.to_string());
+                return self.fail(FailureReason::WriteFailed, None, e.to_string());
             }
             self.state.files.insert(path.clone(), sha256_hex(bytes));
         }
 
+        let min_ready = Duration::from_secs(spec.min_ready_seconds.max(0) as u64);
         for step in &steps {
             let c = step.component;
             let previous = self.state.components.get(&c).cloned();
+            // When the file of this component was written: now for a write, the recorded
+            // time for a resumed wait.
+            let mut written_at = SystemTime::now();
             match step.action {
                 Action::Keep => {
                     self.desired.lock().set(c, step.bytes.clone());
@@ -607,6 +724,12 @@ impl Engine {
                 Action::Write => {
                     let span = tracing::info_span!("write", component = %c);
                     let _g = span.enter();
+                    // Write-ahead: the state says what is about to happen before it happens.
+                    self.state.lifecycle = Lifecycle::Applying {
+                        revision: rev.clone(),
+                        component: c,
+                    };
+                    self.save();
                     let result = {
                         let mut g = self.desired.lock();
                         g.set(c, step.bytes.clone());
@@ -615,8 +738,12 @@ impl Engine {
                             .write_manifest(c.manifest_file(), &managed, &step.bytes)
                     };
                     if let Err(e) = result {
-                        return self.fail("WriteFailed", e.to_string());
+                        return self.fail(FailureReason::WriteFailed, Some(c), e.to_string());
                     }
+                    written_at = self
+                        .dirs
+                        .manifest_mtime(c.manifest_file())
+                        .unwrap_or_else(SystemTime::now);
                     tracing::info!("wrote {}", c.manifest_file());
                     self.state.applied_revision = Some(rev.clone());
                     self.state.components.insert(
@@ -655,6 +782,20 @@ impl Engine {
                 }
                 Action::Wait => {
                     self.desired.lock().set(c, step.bytes.clone());
+                    // A resumed wait: the file was written when the state says.
+                    if let Lifecycle::Waiting {
+                        revision,
+                        component,
+                        since,
+                    } = &self.state.lifecycle
+                        && *revision == rev
+                        && *component == c
+                        && let Some(t) = parse_time(since)
+                    {
+                        written_at = t;
+                    } else if let Some(t) = self.dirs.manifest_mtime(c.manifest_file()) {
+                        written_at = t;
+                    }
                     if previous.as_ref().is_none_or(|p| {
                         p.content_sha256 != sha256_hex(&step.bytes) || p.revision != rev
                     }) {
@@ -675,6 +816,13 @@ impl Engine {
                     }
                 }
             }
+            if wait || !matches!(step.action, Action::Wait) {
+                self.state.lifecycle = Lifecycle::Waiting {
+                    revision: rev.clone(),
+                    component: c,
+                    since: format_time(written_at),
+                };
+            }
             self.save();
             self.component_status(ComponentStatus {
                 name: c.name().to_string(),
@@ -694,8 +842,27 @@ impl Engine {
                 "WaitingForKubelet",
                 format!("waiting for kubelet to run {c} of revision {rev}"),
             );
+            // A resumed wait gets what is left of its timeout (but enough to observe).
+            let timeout = if matches!(step.action, Action::Wait) {
+                let elapsed = SystemTime::now()
+                    .duration_since(written_at)
+                    .unwrap_or_default();
+                step.timeout
+                    .saturating_sub(elapsed)
+                    .max(min_ready + RESUME_GRACE)
+                    .min(step.timeout)
+            } else {
+                step.timeout
+            };
             match self
-                .wait_component(c, step.expect.clone(), &step.pod, step.timeout, spec)
+                .wait_component(
+                    c,
+                    step.expect.clone(),
+                    &step.pod,
+                    timeout,
+                    min_ready,
+                    written_at,
+                )
                 .await
             {
                 Verdict::Updated { observed_hash } => {
@@ -708,7 +875,12 @@ impl Engine {
                     self.save();
                     tracing::info!(component = %c, "updated and healthy");
                 }
-                Verdict::TimedOut(diag) => return self.rollback(spec, c, diag).await,
+                Verdict::TimedOut(diag) => {
+                    let restore_timeout = restore_timeout(step.timeout);
+                    return self
+                        .start_rollback(&rev, c, diag, restore_timeout, min_ready)
+                        .await;
+                }
             }
         }
         self.state.applied_revision = Some(rev.clone());
@@ -729,6 +901,10 @@ impl Engine {
     fn healthy(&mut self, rev: &str, message: impl Into<String>) -> Outcome {
         self.state.applied_revision = Some(rev.to_string());
         self.state.last_known_good_revision = Some(rev.to_string());
+        self.state.lifecycle = Lifecycle::Settled {
+            revision: rev.to_string(),
+            settlement: Settlement::Healthy,
+        };
         self.set_phase(NodePhase::Healthy, "Healthy", message);
         let mut protect: Vec<&str> = vec![rev];
         if let Some(b) = self.state.baseline_revision.as_deref() {
@@ -747,21 +923,53 @@ impl Engine {
         Outcome::Healthy
     }
 
-    fn fail(&mut self, reason: &str, message: impl Into<String>) -> Outcome {
+    /// Settles the current attempt `Failed`; a failure of a component (not of the spec) is
+    /// remembered so the revision is not tried again on this node.
+    fn fail(
+        &mut self,
+        reason: FailureReason,
+        component: Option<Component>,
+        message: impl Into<String>,
+    ) -> Outcome {
         let message = message.into();
-        self.set_phase(NodePhase::Failed, reason, message.clone());
+        let revision = self.state.target_revision.clone().unwrap_or_default();
+        if let Some(digest) = self.state.target_digest.clone() {
+            self.state.remember_failure(FailedRevision {
+                revision: revision.clone(),
+                digest,
+                component,
+                reason,
+                at: now().0.to_string(),
+            });
+        }
+        self.state.lifecycle = Lifecycle::Settled {
+            revision,
+            settlement: Settlement::Failed { reason },
+        };
+        self.set_phase(NodePhase::Failed, reason.as_str(), message.clone());
         Outcome::Failed {
-            reason: reason.into(),
+            reason: reason.as_str().into(),
             message,
         }
     }
 
     fn settled_outcome(&self) -> Outcome {
-        let reason = self.state.reason.clone().unwrap_or_default();
         let message = self.state.message.clone().unwrap_or_default();
-        match self.state.phase {
-            Some(NodePhase::RolledBack) => Outcome::RolledBack { reason, message },
-            Some(NodePhase::Failed) => Outcome::Failed { reason, message },
+        match &self.state.lifecycle {
+            Lifecycle::Settled {
+                settlement: Settlement::RolledBack { reason, .. },
+                ..
+            } => Outcome::RolledBack {
+                reason: reason.as_str().into(),
+                message,
+            },
+            Lifecycle::Settled {
+                settlement: Settlement::Failed { reason },
+                ..
+            } => Outcome::Failed {
+                reason: reason.as_str().into(),
+                message,
+            },
             _ => Outcome::Healthy,
         }
     }
@@ -936,7 +1144,8 @@ impl Engine {
         expect: Expect,
         pod: &Pod,
         timeout: Duration,
-        spec: &ControlPlaneNodeSpec,
+        min_ready: Duration,
+        written_at: SystemTime,
     ) -> Verdict {
         let endpoint = Endpoint::from_pod(pod, LOCAL_HOST);
         let ws = WaitSpec {
@@ -945,120 +1154,161 @@ impl Engine {
             expect,
             endpoint,
             timeout,
-            min_ready: Duration::from_secs(spec.min_ready_seconds.max(0) as u64),
+            min_ready,
             use_api: self.pods.is_some(),
+            written_at,
         };
         let board = self.board.clone();
         let span = tracing::info_span!("wait", component = %c);
-        kubelet_wait::wait(ws, self.pods.as_deref(), &*self.health, |st| {
-            let st = st.clone();
-            board.update(
-                |s| match s.components.iter_mut().find(|x| x.name == st.name) {
-                    Some(x) => *x = st,
-                    None => s.components.push(st),
-                },
-            );
-        })
+        kubelet_wait::wait(
+            ws,
+            self.pods.as_deref(),
+            self.runtime.as_deref(),
+            &*self.health,
+            |st| {
+                let st = st.clone();
+                board.update(
+                    |s| match s.components.iter_mut().find(|x| x.name == st.name) {
+                        Some(x) => *x = st,
+                        None => s.components.push(st),
+                    },
+                );
+            },
+        )
         .instrument(span)
         .await
     }
 
-    /// Restores the last-known-good revision (or the pre-kubeplane baseline) after `failed`
-    /// timed out, waits for it, and settles `RolledBack` or `Failed`.
-    async fn rollback(
+    /// `failed` of revision `rev` did not become healthy: records (write-ahead) that
+    /// last-known-good (or the pre-kubeplane baseline) is being restored, then restores it.
+    async fn start_rollback(
         &mut self,
-        spec: &ControlPlaneNodeSpec,
+        rev: &str,
         failed: Component,
         diag: Diagnosis,
+        timeout: Duration,
+        min_ready: Duration,
     ) -> Outcome {
-        let span = tracing::warn_span!("rollback", component = %failed);
-        self.rollback_inner(spec, failed, diag)
-            .instrument(span)
-            .await
-    }
-
-    async fn rollback_inner(
-        &mut self,
-        spec: &ControlPlaneNodeSpec,
-        failed: Component,
-        diag: Diagnosis,
-    ) -> Outcome {
-        let rev = spec.revision.clone();
         let target = self
             .state
             .last_known_good_revision
             .clone()
-            .filter(|l| *l != rev)
+            .filter(|l| l != rev)
             .or_else(|| self.state.baseline_revision.clone());
         let Some(target) = target else {
             return self.fail(
                 diag.reason,
+                Some(failed),
                 format!(
                     "{}; there is no last-known-good revision to restore, so revision {rev} stays on disk: fix the ControlPlaneConfig (a new revision is a new attempt)",
                     diag.message
                 ),
             );
         };
-        let what = if target == BASELINE {
-            format!("the manifests found before kubeplane's first write (history entry {BASELINE})")
-        } else {
-            format!("last-known-good revision {target}")
-        };
         self.board.event(AgentEvent::warning(
             "RollingBack",
             "Rollback",
-            format!("{}; restoring {what}", diag.message),
+            format!("{}; restoring {}", diag.message, describe_target(&target)),
         ));
-        // Persist that a rollback is under way, so a restarted agent finishes it.
-        self.state.reason = Some("RollingBack".into());
-        self.state.message = Some(diag.message.clone());
+        self.state.lifecycle = Lifecycle::RollingBack {
+            failed_revision: rev.to_string(),
+            failed_component: failed,
+            reason: diag.reason,
+            message: diag.message.clone(),
+            to_revision: target,
+            since: now().0.to_string(),
+            timeout_seconds: timeout.as_secs(),
+            min_ready_seconds: min_ready.as_secs(),
+        };
+        // The drift handler restores last-known-good from now on, never the failed revision.
+        self.restore_desired();
         self.save();
+        self.finish_rollback().await
+    }
 
-        let files = match self.history.load(&target) {
+    /// Finishes the rollback the state records: writes the restore bytes where the disk
+    /// differs, waits for each restored component, settles `RolledBack` or `Failed`. Needs
+    /// nothing but state and history: a restarted agent runs it before anything else,
+    /// without the API.
+    async fn finish_rollback(&mut self) -> Outcome {
+        let Lifecycle::RollingBack {
+            failed_revision,
+            failed_component,
+            reason,
+            message,
+            to_revision,
+            since,
+            timeout_seconds,
+            min_ready_seconds,
+        } = self.state.lifecycle.clone()
+        else {
+            return self.settled_outcome();
+        };
+        let span = tracing::warn_span!("rollback", component = %failed_component, revision = %failed_revision, to = %to_revision);
+        self.finish_rollback_inner(RollbackPlan {
+            failed_revision,
+            failed_component,
+            reason,
+            message,
+            to_revision,
+            since: parse_time(&since).unwrap_or_else(SystemTime::now),
+            timeout: Duration::from_secs(timeout_seconds.max(1)),
+            min_ready: Duration::from_secs(min_ready_seconds),
+        })
+        .instrument(span)
+        .await
+    }
+
+    async fn finish_rollback_inner(&mut self, p: RollbackPlan) -> Outcome {
+        let what = describe_target(&p.to_revision);
+        self.state.target_revision = Some(p.failed_revision.clone());
+        self.set_phase(
+            NodePhase::Applying,
+            "RollingBack",
+            format!("{}; restoring {what}", p.message),
+        );
+        let files = match self.history.load(&p.to_revision) {
             Ok(Some(f)) => f,
             Ok(None) => {
                 return self.fail(
-                    "LastKnownGoodMissing",
+                    FailureReason::LastKnownGoodMissing,
+                    Some(p.failed_component),
                     format!(
                         "{}; {what} is not in {} any more, so nothing could be restored",
-                        diag.message,
+                        p.message,
                         self.dirs.history_dir().display()
                     ),
                 );
             }
             Err(e) => {
                 return self.fail(
-                    "LastKnownGoodMissing",
-                    format!("{}; {what} could not be read: {e}", diag.message),
+                    FailureReason::LastKnownGoodMissing,
+                    Some(p.failed_component),
+                    format!("{}; {what} could not be read: {e}", p.message),
                 );
             }
         };
         for (path, bytes) in &files.files {
-            let p = std::path::Path::new(path);
-            if self.dirs.read_side_file(p).ok().flatten().as_deref() != Some(bytes.as_slice()) {
-                if let Err(e) = self.dirs.write_side_file(p, bytes) {
+            let fp = std::path::Path::new(path);
+            if self.dirs.read_side_file(fp).ok().flatten().as_deref() != Some(bytes.as_slice()) {
+                if let Err(e) = self.dirs.write_side_file(fp, bytes) {
                     return self.fail(
-                        "RestoreFailed",
-                        format!("{}; restoring {path} failed: {e}", diag.message),
+                        FailureReason::RestoreFailed,
+                        Some(p.failed_component),
+                        format!("{}; restoring {path} failed: {e}", p.message),
                     );
                 }
                 self.state.files.insert(path.clone(), sha256_hex(bytes));
             }
         }
 
-        let failed_hash = self
-            .state
-            .components
-            .get(&failed)
-            .and_then(|c| c.config_hash.clone());
-        let mut to_wait: Vec<(Component, Expect, Pod, Duration)> = Vec::new();
-        for c in Component::ALL {
-            let Some(entry) = files.manifests.get(&c) else {
-                continue;
-            };
-            let disk = self.dirs.read_manifest(c.manifest_file()).ok().flatten();
+        let restore = restore_set(&files, &p.failed_revision, &self.node, |c| {
+            self.dirs.read_manifest(c.manifest_file()).ok().flatten()
+        });
+        let mut to_wait: Vec<(Component, String, Pod)> = Vec::new();
+        for (c, entry) in restore {
             match entry {
-                None => {
+                Restore::Remove => {
                     let result = {
                         let mut g = self.desired.lock();
                         let managed = {
@@ -1073,84 +1323,122 @@ impl Engine {
                     };
                     if let Err(e) = result {
                         return self.fail(
-                            "RestoreFailed",
-                            format!("{}; removing {c}: {e}", diag.message),
+                            FailureReason::RestoreFailed,
+                            Some(p.failed_component),
+                            format!("{}; removing {c}: {e}", p.message),
                         );
                     }
                     self.state.components.remove(&c);
                 }
-                Some(bytes) => {
-                    let pod = parse_pod(bytes).unwrap_or_default();
-                    let uid = pod.metadata.uid.clone();
-                    let prev_hash = self
+                Restore::Unchanged(bytes) => {
+                    // Never touched by the failed revision: left running as it is.
+                    self.desired.lock().set(c, bytes.clone());
+                    let sha = sha256_hex(&bytes);
+                    let keep = self
                         .state
                         .components
                         .get(&c)
-                        .filter(|p| p.revision == target)
-                        .and_then(|p| p.config_hash.clone());
-                    if disk.as_deref() != Some(bytes.as_slice()) {
-                        let result = {
-                            let mut g = self.desired.lock();
-                            g.set(c, bytes.clone());
-                            let managed = g.managed();
-                            self.dirs.write_manifest(c.manifest_file(), &managed, bytes)
-                        };
-                        if let Err(e) = result {
-                            return self.fail(
-                                "RestoreFailed",
-                                format!("{}; restoring {c}: {e}", diag.message),
-                            );
-                        }
-                        let expect = match (uid.clone(), prev_hash.clone(), &failed_hash) {
-                            (Some(u), _, _) => Expect::Hash(u),
-                            (None, Some(h), _) => Expect::Hash(h),
-                            (None, None, Some(bad)) if c == failed => Expect::Not(bad.clone()),
-                            _ => Expect::Any,
-                        };
-                        let timeout = restore_timeout(
-                            spec.manifests
-                                .iter()
-                                .find(|m| m.component == c)
-                                .map_or(0, |m| m.health_timeout_seconds),
+                        .is_some_and(|s| s.content_sha256 == sha);
+                    if !keep {
+                        let uid = parse_pod(&bytes).and_then(|p| p.metadata.uid);
+                        self.state.components.insert(
+                            c,
+                            ComponentState {
+                                revision: p.to_revision.clone(),
+                                content_sha256: sha,
+                                rendered_hash: uid.clone(),
+                                config_hash: uid,
+                                adopted: p.to_revision == BASELINE,
+                                confirmed: true,
+                                ..Default::default()
+                            },
                         );
-                        to_wait.push((c, expect, pod.clone(), timeout));
-                    } else {
-                        self.desired.lock().set(c, bytes.clone());
                     }
-                    let lkg_state = ComponentState {
-                        revision: target.clone(),
-                        content_sha256: sha256_hex(bytes),
-                        rendered_hash: uid.clone(),
-                        config_hash: uid.or(prev_hash),
-                        adopted: target == BASELINE,
-                        confirmed: false,
-                        restart_annotation: None,
-                        certificates: BTreeMap::new(),
+                }
+                Restore::Write { bytes, uid } => {
+                    let sha = sha256_hex(&bytes);
+                    let disk = self.dirs.read_manifest(c.manifest_file()).ok().flatten();
+                    let result = {
+                        let mut g = self.desired.lock();
+                        g.set(c, bytes.clone());
+                        let managed = g.managed();
+                        if disk.as_deref() == Some(bytes.as_slice()) {
+                            Ok(())
+                        } else {
+                            self.dirs
+                                .write_manifest(c.manifest_file(), &managed, &bytes)
+                                .map(|_| ())
+                        }
                     };
-                    self.state.components.insert(c, lkg_state);
+                    if let Err(e) = result {
+                        return self.fail(
+                            FailureReason::RestoreFailed,
+                            Some(p.failed_component),
+                            format!("{}; restoring {c}: {e}", p.message),
+                        );
+                    }
+                    let confirmed = self
+                        .state
+                        .components
+                        .get(&c)
+                        .is_some_and(|s| s.confirmed && s.content_sha256 == sha);
+                    self.state.components.insert(
+                        c,
+                        ComponentState {
+                            revision: p.to_revision.clone(),
+                            content_sha256: sha,
+                            rendered_hash: Some(uid.clone()),
+                            config_hash: Some(uid.clone()),
+                            adopted: p.to_revision == BASELINE,
+                            confirmed,
+                            ..Default::default()
+                        },
+                    );
+                    if !confirmed {
+                        let pod = parse_pod(&bytes).unwrap_or_default();
+                        to_wait.push((c, uid, pod));
+                    }
                 }
             }
         }
-        self.state.applied_revision = Some(target.clone());
+        self.state.applied_revision = Some(p.to_revision.clone());
         self.save();
+        self.set_phase(
+            NodePhase::WaitingForKubelet,
+            "RollingBack",
+            format!("{}; restored {what}, waiting for it", p.message),
+        );
 
-        for (c, expect, pod, timeout) in to_wait {
-            match self.wait_component(c, expect, &pod, timeout, spec).await {
-                Verdict::Updated { observed_hash } => {
+        for (c, uid, pod) in to_wait {
+            // A resumed rollback gets what is left of its timeout (but enough to observe).
+            let elapsed = SystemTime::now()
+                .duration_since(p.since)
+                .unwrap_or_default();
+            let timeout = if elapsed < Duration::from_secs(1) {
+                p.timeout
+            } else {
+                p.timeout
+                    .saturating_sub(elapsed)
+                    .max(p.min_ready + RESUME_GRACE)
+                    .min(p.timeout)
+            };
+            match self
+                .wait_component(c, Expect::Hash(uid), &pod, timeout, p.min_ready, p.since)
+                .await
+            {
+                Verdict::Updated { .. } => {
                     if let Some(cs) = self.state.components.get_mut(&c) {
                         cs.confirmed = true;
-                        if cs.config_hash.is_none() {
-                            cs.config_hash = observed_hash;
-                        }
                     }
                     self.save();
                 }
                 Verdict::TimedOut(d2) => {
                     return self.fail(
-                        "LastKnownGoodUnhealthy",
+                        FailureReason::LastKnownGoodUnhealthy,
+                        Some(p.failed_component),
                         format!(
                             "{}; restored {what}, but it did not come back either: {}",
-                            diag.message, d2.message
+                            p.message, d2.message
                         ),
                     );
                 }
@@ -1159,10 +1447,27 @@ impl Engine {
         for cs in self.state.components.values_mut() {
             cs.confirmed = true;
         }
-        let message = format!("{}; restored {what}, healthy again", diag.message);
-        self.set_phase(NodePhase::RolledBack, diag.reason, message.clone());
+        if let Some(digest) = self.state.target_digest.clone() {
+            self.state.remember_failure(FailedRevision {
+                revision: p.failed_revision.clone(),
+                digest,
+                component: Some(p.failed_component),
+                reason: p.reason,
+                at: now().0.to_string(),
+            });
+        }
+        self.state.lifecycle = Lifecycle::Settled {
+            revision: p.failed_revision.clone(),
+            settlement: Settlement::RolledBack {
+                failed_component: p.failed_component,
+                reason: p.reason,
+                restored: p.to_revision.clone(),
+            },
+        };
+        let message = format!("{}; restored {what}, healthy again", p.message);
+        self.set_phase(NodePhase::RolledBack, p.reason.as_str(), message.clone());
         Outcome::RolledBack {
-            reason: diag.reason.to_string(),
+            reason: p.reason.as_str().to_string(),
             message,
         }
     }
@@ -1256,8 +1561,16 @@ impl Engine {
                 .find(|m| m.component == c)
                 .map_or(DEFAULT_TIMEOUT, |m| timeout_of(m.health_timeout_seconds));
             let pod = parse_pod(&bytes).unwrap_or_default();
+            let min_ready = Duration::from_secs(spec.min_ready_seconds.max(0) as u64);
             match self
-                .wait_component(c, Expect::Hash(uid), &pod, timeout, &spec)
+                .wait_component(
+                    c,
+                    Expect::Hash(uid),
+                    &pod,
+                    timeout,
+                    min_ready,
+                    SystemTime::now(),
+                )
                 .await
             {
                 Verdict::Updated { .. } => {
@@ -1286,6 +1599,118 @@ impl Engine {
         }
         restarted
     }
+}
+
+/// The annotation a restored manifest carries: the revision whose failure it undoes. It
+/// changes the manifest's `metadata.uid`, so kubelet starts the restored Pod as a new pod
+/// (kubelet does not start again a static pod uid it has just terminated; OpenShift's
+/// startup-monitor fallback mints a fresh uid for the same reason).
+pub const RESTORED_ANNOTATION: &str = "kubeplane.io/restored-after";
+
+/// Time a resumed wait gets beyond `minReadySeconds` when little of its timeout is left.
+const RESUME_GRACE: Duration = Duration::from_secs(30);
+
+/// A rollback as the state records it.
+struct RollbackPlan {
+    failed_revision: String,
+    failed_component: Component,
+    reason: FailureReason,
+    message: String,
+    to_revision: String,
+    since: SystemTime,
+    timeout: Duration,
+    min_ready: Duration,
+}
+
+/// What a rollback does with one component.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Restore {
+    /// The restored revision had no file for it: remove the file.
+    Remove,
+    /// The file on disk is the restored revision's, untouched: leave it running.
+    Unchanged(Vec<u8>),
+    /// Write these bytes (the restored revision's manifest with [`RESTORED_ANNOTATION`] and a
+    /// fresh uid) and wait for `uid`.
+    Write {
+        /// The bytes.
+        bytes: Vec<u8>,
+        /// Their `metadata.uid`.
+        uid: String,
+    },
+}
+
+/// The restored manifest: `bytes` with [`RESTORED_ANNOTATION`]`=failed_revision` and its uid
+/// recomputed. Deterministic, so a resumed rollback computes the same bytes. A file that does
+/// not parse (a hand-made baseline) is restored as it was.
+pub fn restored_manifest(
+    bytes: &[u8],
+    failed_revision: &str,
+    node: &str,
+) -> (Vec<u8>, Option<String>) {
+    let Ok(mut pod) = super::files::parse_pod(bytes) else {
+        return (bytes.to_vec(), None);
+    };
+    pod.metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(RESTORED_ANNOTATION.to_string(), failed_revision.to_string());
+    let uid = render::stamp_uid(&mut pod, node);
+    match render::pod_to_yaml(&pod) {
+        Ok(y) => (y.into_bytes(), Some(uid)),
+        Err(_) => (bytes.to_vec(), None),
+    }
+}
+
+/// What a rollback to `files` does with each component, given what is on disk: a file still
+/// exactly the restored revision's is left alone; any other is replaced by the restored
+/// manifest (fresh uid). Pure; the same inputs give the same plan, before and after a crash.
+pub fn restore_set(
+    files: &RevisionFiles,
+    failed_revision: &str,
+    node: &str,
+    disk: impl Fn(Component) -> Option<Vec<u8>>,
+) -> Vec<(Component, Restore)> {
+    let mut out = Vec::new();
+    for c in Component::ALL {
+        let Some(entry) = files.manifests.get(&c) else {
+            continue;
+        };
+        match entry {
+            None => out.push((c, Restore::Remove)),
+            Some(bytes) => {
+                if disk(c).as_deref() == Some(bytes.as_slice()) {
+                    out.push((c, Restore::Unchanged(bytes.clone())));
+                    continue;
+                }
+                match restored_manifest(bytes, failed_revision, node) {
+                    (b, Some(uid)) => out.push((c, Restore::Write { bytes: b, uid })),
+                    // Not a Pod we can stamp: put it back as it was; kubelet computes a hash.
+                    (b, None) => out.push((c, Restore::Unchanged(b))),
+                }
+            }
+        }
+    }
+    out
+}
+
+fn describe_target(target: &str) -> String {
+    if target == BASELINE {
+        format!("the manifests found before kubeplane's first write (history entry {BASELINE})")
+    } else {
+        format!("last-known-good revision {target}")
+    }
+}
+
+fn format_time(t: SystemTime) -> String {
+    k8s_openapi::jiff::Timestamp::try_from(t)
+        .unwrap_or_else(|_| k8s_openapi::jiff::Timestamp::now())
+        .to_string()
+}
+
+fn parse_time(s: &str) -> Option<SystemTime> {
+    s.parse::<k8s_openapi::jiff::Timestamp>()
+        .ok()
+        .map(SystemTime::from)
 }
 
 enum FileProblem {

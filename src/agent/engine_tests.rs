@@ -68,6 +68,7 @@ impl Env {
             dirs: self.dirs.clone(),
             history: 5,
             pods: Some(Arc::new(KubeMirrorPods::new(self.client.clone()))),
+            runtime: None,
             health: Arc::new(FakeHealth(self.kubelet.clone())),
             secrets: Arc::new(KubeSecrets::new(self.client.clone())),
             board: self.board.clone(),
@@ -261,7 +262,12 @@ async fn hash_never_changes_rolls_back_with_hash_never_changed() {
     )));
     assert_eq!(
         env.manifest(Component::Scheduler),
-        content_of(&good, Component::Scheduler)
+        super::engine::restored_manifest(
+            &content_of(&good, Component::Scheduler),
+            &bad.revision,
+            NODE
+        )
+        .0
     );
     assert_eq!(
         env.inode(Component::ApiServer),
@@ -327,9 +333,21 @@ async fn pod_not_ready_rolls_back_naming_restart_count_and_last_state() {
     let status = env.last_status().await;
     assert_eq!(status["phase"], "RolledBack");
     assert_eq!(status["reason"], "PodNotReady");
-    // After the rollback the scheduler runs the good hash again.
+    // After the rollback the scheduler runs the good manifest again, under a fresh uid (so
+    // kubelet starts it as a new pod) that marks it as restored after the bad revision.
     let pod = env.cluster.pod("kube-scheduler-cp-1").unwrap();
-    assert_eq!(pod.hash, hash_of(&good, Component::Scheduler));
+    let good_bytes = good
+        .manifests
+        .iter()
+        .find(|m| m.component == Component::Scheduler)
+        .unwrap()
+        .content
+        .clone();
+    let (restored, uid) =
+        super::engine::restored_manifest(good_bytes.as_bytes(), &bad.revision, NODE);
+    assert_eq!(env.manifest(Component::Scheduler), restored);
+    assert_eq!(Some(pod.hash.clone()), uid);
+    assert_ne!(pod.hash, hash_of(&good, Component::Scheduler));
 }
 
 #[tokio::test(start_paused = true)]
@@ -402,10 +420,18 @@ async fn a_short_timeout_of_the_bad_revision_does_not_cut_the_wait_for_last_know
             .health_timeout_seconds,
         10
     );
-    let (bad_hash, good_hash) = (
+    // The restored scheduler runs under the fresh uid of the restored manifest.
+    let (bad_hash, good_hash): (String, String) = (
         hash_of(&bad, Component::Scheduler),
-        hash_of(&good, Component::Scheduler),
+        super::engine::restored_manifest(
+            &content_of(&good, Component::Scheduler),
+            &bad.revision,
+            NODE,
+        )
+        .1
+        .unwrap(),
     );
+    let restored_hash = good_hash.clone();
     // kubelet takes 25 s (plus its pickup delay) to bring the restored scheduler back.
     let restore_asked: Arc<std::sync::Mutex<Option<tokio::time::Instant>>> = Arc::default();
     env.kubelet.behave(move |_, hash| {
@@ -438,7 +464,7 @@ async fn a_short_timeout_of_the_bad_revision_does_not_cut_the_wait_for_last_know
         start.elapsed()
     );
     let pod = env.cluster.pod("kube-scheduler-cp-1").unwrap();
-    assert_eq!(pod.hash, hash_of(&good, Component::Scheduler));
+    assert_eq!(pod.hash, restored_hash);
     assert!(pod.ready);
     assert_eq!(env.last_status().await["phase"], "RolledBack");
 }
@@ -712,7 +738,22 @@ async fn a_changed_kubeadm_flag_is_written_and_the_baseline_restores_on_failure(
         message.contains("restored the manifests found before kubeplane's first write (history entry pre-kubeplane), healthy again"),
         "{message}"
     );
-    assert_eq!(env.manifest(Component::Scheduler), kubeadm_scheduler);
+    let restored = super::engine::restored_manifest(&kubeadm_scheduler, &spec.revision, NODE).0;
+    assert_eq!(env.manifest(Component::Scheduler), restored);
+    let on_disk = super::files::parse_pod(&env.manifest(Component::Scheduler)).unwrap();
+    let kubeadm = super::files::parse_pod(&kubeadm_scheduler).unwrap();
+    assert_eq!(
+        on_disk.spec, kubeadm.spec,
+        "the baseline Pod itself is restored"
+    );
+    assert_eq!(
+        on_disk.metadata.annotations.unwrap()[super::engine::RESTORED_ANNOTATION],
+        spec.revision
+    );
+    assert!(
+        on_disk.metadata.uid.is_some(),
+        "a uid kubelet reports, so the wait is exact"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -876,6 +917,7 @@ async fn the_agent_reports_facts_and_pending_then_applies_its_control_plane_node
         history: 5,
         host_root: root,
         metrics_addr: "127.0.0.1:0".into(),
+        container_runtime_endpoint: "none".into(),
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let health = Arc::new(FakeHealth(env.kubelet.clone()));
@@ -969,4 +1011,296 @@ async fn the_agent_reports_facts_and_pending_then_applies_its_control_plane_node
     stop_tx.send(()).unwrap();
     agent.await.unwrap().unwrap();
     assert!(!readiness.readiness().0, "not ready after shutdown");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The write-ahead lifecycle: resume first, local evidence, memory of failure (issue 16).
+
+impl Env {
+    /// An engine as `kubeplane apply` or an agent without the API has it: no mirror pods,
+    /// the fake kubelet's containers as local evidence.
+    fn local_engine(&self) -> Engine {
+        Engine::open(EngineParts {
+            node_name: NODE.into(),
+            dirs: self.dirs.clone(),
+            history: 5,
+            pods: None,
+            runtime: Some(Arc::new(super::fixtures::FakeRuntime(self.kubelet.clone()))),
+            health: Arc::new(FakeHealth(self.kubelet.clone())),
+            secrets: Arc::new(KubeSecrets::new(self.client.clone())),
+            board: self.board.clone(),
+            desired: Arc::new(Desired::new()),
+        })
+        .unwrap()
+    }
+
+    fn lifecycle(&self) -> super::state::Lifecycle {
+        let text = std::fs::read(self.dirs.state_file()).unwrap();
+        serde_json::from_slice::<super::state::AgentState>(&text)
+            .unwrap()
+            .lifecycle
+    }
+}
+
+fn restored_of(good: &ControlPlaneNodeSpec, bad: &ControlPlaneNodeSpec, c: Component) -> Vec<u8> {
+    super::engine::restored_manifest(&content_of(good, c), &bad.revision, NODE).0
+}
+
+/// A good revision, then a bad one whose kube-scheduler crash-loops; the restored
+/// last-known-good takes `slow_restore` to come back. Returns (good, bad).
+async fn good_then_crashing_scheduler(
+    env: &Env,
+    slow_restore: Duration,
+) -> (ControlPlaneNodeSpec, ControlPlaneNodeSpec) {
+    let mut engine = env.engine();
+    let good = node_spec(&[], &[], env);
+    assert_eq!(engine.apply(&good, Some(1), true).await, Outcome::Healthy);
+    let bad = node_spec(&[], &[("v", "7")], env);
+    let bad_hash = hash_of(&bad, Component::Scheduler);
+    let restored_hash = super::engine::restored_manifest(
+        &content_of(&good, Component::Scheduler),
+        &bad.revision,
+        NODE,
+    )
+    .1
+    .unwrap();
+    let asked: Arc<std::sync::Mutex<Option<tokio::time::Instant>>> = Arc::default();
+    env.kubelet.behave(move |_, hash| {
+        if hash == bad_hash {
+            return Behaviour::crashing();
+        }
+        if hash == restored_hash {
+            let now = tokio::time::Instant::now();
+            let first = *asked.lock().unwrap().get_or_insert(now);
+            if now - first < slow_restore {
+                return Behaviour::ignored();
+            }
+        }
+        Behaviour::healthy()
+    });
+    (good, bad)
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_agent_killed_during_the_rollback_finishes_it_and_never_writes_the_failed_revision_back()
+{
+    let env = env();
+    let (good, bad) = good_then_crashing_scheduler(&env, Duration::from_secs(60)).await;
+    let mut engine = env.engine();
+    // Killed 100 s in: the bad scheduler timed out (60 s), the restore is being waited for.
+    let cut = tokio::time::timeout(Duration::from_secs(100), engine.apply(&bad, Some(2), true));
+    assert!(cut.await.is_err(), "the rollback was still under way");
+    drop(engine);
+    let restored = restored_of(&good, &bad, Component::Scheduler);
+    assert_eq!(env.manifest(Component::Scheduler), restored);
+    let super::state::Lifecycle::RollingBack {
+        failed_component,
+        reason,
+        to_revision,
+        ..
+    } = env.lifecycle()
+    else {
+        panic!("{:?}", env.lifecycle())
+    };
+    assert_eq!(failed_component, Component::Scheduler);
+    assert_eq!(reason, super::state::FailureReason::PodNotReady);
+    assert_eq!(to_revision, good.revision);
+
+    // The restarted agent: before any spec, drift enforcement already wants last-known-good.
+    let mut engine = env.engine();
+    assert_eq!(
+        engine.desired().lock().get(Component::Scheduler),
+        Some(restored.as_slice()),
+        "drift must restore last-known-good, never the failed revision"
+    );
+    let out = engine.resume().await.expect("a rollback to resume");
+    let Outcome::RolledBack { reason, message } = &out else {
+        panic!("{out:?}")
+    };
+    // The failed component is named (not the first managed one).
+    assert_eq!(reason, "PodNotReady");
+    assert!(
+        message.starts_with("kube-scheduler not updated"),
+        "{message}"
+    );
+    assert_eq!(env.manifest(Component::Scheduler), restored);
+    // The same (bad) spec from the API afterwards changes nothing.
+    let ino = env.inode(Component::Scheduler);
+    let again = engine.apply(&bad, Some(2), true).await;
+    assert!(matches!(again, Outcome::RolledBack { .. }), "{again:?}");
+    assert_eq!(env.inode(Component::Scheduler), ino);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rollback_interrupted_before_its_write_is_finished_by_the_next_start() {
+    let env = env();
+    let (good, bad) = good_then_crashing_scheduler(&env, Duration::ZERO).await;
+    let mut engine = env.engine();
+    let _ = tokio::time::timeout(Duration::from_secs(100), engine.apply(&bad, Some(2), true)).await;
+    drop(engine);
+    // Put the failed revision back on disk, as if the agent died between recording the
+    // rollback and writing the restore (the state says RollingBack).
+    assert!(matches!(
+        env.lifecycle(),
+        super::state::Lifecycle::RollingBack { .. } | super::state::Lifecycle::Settled { .. }
+    ));
+    let mut st: super::state::AgentState =
+        serde_json::from_slice(&std::fs::read(env.dirs.state_file()).unwrap()).unwrap();
+    st.lifecycle = super::state::Lifecycle::RollingBack {
+        failed_revision: bad.revision.clone(),
+        failed_component: Component::Scheduler,
+        reason: super::state::FailureReason::PodNotReady,
+        message: "kube-scheduler not updated within 60s".into(),
+        to_revision: good.revision.clone(),
+        since: k8s_openapi::jiff::Timestamp::now().to_string(),
+        timeout_seconds: 300,
+        min_ready_seconds: 0,
+    };
+    std::fs::write(env.dirs.state_file(), serde_json::to_vec(&st).unwrap()).unwrap();
+    std::fs::write(
+        env.dirs.manifest_path(Component::Scheduler),
+        content_of(&bad, Component::Scheduler),
+    )
+    .unwrap();
+    let mut engine = env.engine();
+    let out = engine.resume().await.unwrap();
+    assert!(matches!(out, Outcome::RolledBack { .. }), "{out:?}");
+    assert_eq!(
+        env.manifest(Component::Scheduler),
+        restored_of(&good, &bad, Component::Scheduler)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_the_api_a_failing_write_is_rolled_back_by_local_evidence_after_a_restart() {
+    let env = env();
+    let mut engine = env.local_engine();
+    let good = node_spec(&[], &[], &env);
+    assert_eq!(engine.apply(&good, None, true).await, Outcome::Healthy);
+    let bad = node_spec(&[], &[("v", "9")], &env);
+    let bad_hash = hash_of(&bad, Component::Scheduler);
+    env.kubelet.behave(move |_, hash| {
+        if hash == bad_hash {
+            Behaviour::crashing()
+        } else {
+            Behaviour::healthy()
+        }
+    });
+    // Killed 30 s into the 60 s wait.
+    let _ = tokio::time::timeout(Duration::from_secs(30), engine.apply(&bad, None, true)).await;
+    drop(engine);
+    assert!(
+        matches!(
+            env.lifecycle(),
+            super::state::Lifecycle::Waiting {
+                component: Component::Scheduler,
+                ..
+            }
+        ),
+        "{:?}",
+        env.lifecycle()
+    );
+    // Restarted with no API and no ControlPlaneNode: the saved spec and local evidence.
+    let mut engine = env.local_engine();
+    let out = engine
+        .resume()
+        .await
+        .expect("the interrupted wait is resumed");
+    let Outcome::RolledBack { reason, message } = &out else {
+        panic!("{out:?}")
+    };
+    assert_eq!(reason, "ContainerExited", "{message}");
+    assert!(message.contains("exited (exit code 1"), "{message}");
+    assert_eq!(
+        env.manifest(Component::Scheduler),
+        restored_of(&good, &bad, Component::Scheduler)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn local_evidence_does_not_take_the_old_process_for_the_new_one() {
+    let env = env();
+    let mut engine = env.local_engine();
+    let good = node_spec(&[], &[], &env);
+    assert_eq!(engine.apply(&good, None, true).await, Outcome::Healthy);
+    // kubelet never picks the new scheduler up: the old one keeps answering its endpoint.
+    let bad = node_spec(&[], &[("v", "5")], &env);
+    let bad_hash = hash_of(&bad, Component::Scheduler);
+    env.kubelet.behave(move |_, hash| {
+        if hash == bad_hash {
+            Behaviour::ignored()
+        } else {
+            Behaviour::healthy()
+        }
+    });
+    let out = engine.apply(&bad, None, true).await;
+    let Outcome::RolledBack { reason, message } = &out else {
+        panic!("the old process answering must not count as the new revision: {out:?}")
+    };
+    assert_eq!(reason, "ContainerNotStarted", "{message}");
+    assert!(
+        message.contains("shows no container of pod uid"),
+        "{message}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_revision_is_not_tried_again_after_a_restart_or_a_recreated_node_object() {
+    let env = env();
+    let (_good, bad) = good_then_crashing_scheduler(&env, Duration::ZERO).await;
+    let mut engine = env.engine();
+    assert!(matches!(
+        engine.apply(&bad, Some(2), true).await,
+        Outcome::RolledBack { .. }
+    ));
+    let ino = env.inode(Component::Scheduler);
+    // Another revision in between (the state's last attempt moves on, Pending on a Secret…)
+    // must not erase the memory: a fresh engine and the same bad spec again.
+    let mut st: super::state::AgentState =
+        serde_json::from_slice(&std::fs::read(env.dirs.state_file()).unwrap()).unwrap();
+    st.lifecycle = super::state::Lifecycle::Idle;
+    st.target_revision = Some("other".into());
+    st.target_digest = Some("other".into());
+    std::fs::write(env.dirs.state_file(), serde_json::to_vec(&st).unwrap()).unwrap();
+    let mut engine = env.engine();
+    let out = engine.apply(&bad, Some(7), true).await;
+    let Outcome::RolledBack { message, .. } = &out else {
+        panic!("{out:?}")
+    };
+    assert!(message.contains("already failed on this node"), "{message}");
+    assert_eq!(env.inode(Component::Scheduler), ino, "nothing written");
+}
+
+#[test]
+fn a_state_file_of_format_1_in_the_middle_of_a_rollback_resumes_it() {
+    let v1 = serde_json::json!({
+        "version": 1,
+        "targetRevision": "bad",
+        "targetDigest": "d",
+        "phase": "WaitingForKubelet",
+        "reason": "RollingBack",
+        "message": "kube-scheduler not updated within 60s",
+        "appliedRevision": "bad",
+        "lastKnownGoodRevision": "good",
+        "components": {
+            "kube-apiserver": {"revision": "good", "contentSha256": "a", "confirmed": true},
+            "kube-scheduler": {"revision": "bad", "contentSha256": "b", "confirmed": false}
+        }
+    });
+    let t = tempfile::tempdir().unwrap();
+    std::fs::create_dir(t.path().join("staging")).unwrap();
+    std::fs::write(t.path().join("state.json"), v1.to_string()).unwrap();
+    let st = super::state::StateStore::new(t.path().join("state.json"), t.path().join("staging"))
+        .load()
+        .unwrap();
+    let super::state::Lifecycle::RollingBack {
+        failed_component,
+        to_revision,
+        ..
+    } = st.lifecycle
+    else {
+        panic!("{:?}", st.lifecycle)
+    };
+    assert_eq!(failed_component, Component::Scheduler);
+    assert_eq!(to_revision, "good");
 }

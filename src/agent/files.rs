@@ -204,6 +204,13 @@ impl NodeDirs {
         read_nofollow(&self.manifest_dir.join(file_name))
     }
 
+    /// When a manifest was last modified (`None` when missing or unreadable).
+    pub fn manifest_mtime(&self, file_name: &str) -> Option<std::time::SystemTime> {
+        fs::symlink_metadata(self.manifest_dir.join(file_name))
+            .and_then(|m| m.modified())
+            .ok()
+    }
+
     /// Checks that a side file path lies under `<state-dir>/files/` with no `..`, `.` or
     /// symlinked directory on the way, and returns it.
     pub fn check_side_file_path(&self, path: &Path) -> Result<PathBuf> {

@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::health::{Endpoint, HealthCheck};
+use super::runtime::{ContainerRunState, ContainerRuntime, ContainerSeen};
 use crate::api::Component;
 use crate::render::sha256_hex;
 
@@ -489,6 +490,10 @@ struct Running {
     hash: String,
     endpoint_ok: bool,
     endpoint_from: Instant,
+    /// When the container was created (wall clock, as a runtime reports it).
+    created: std::time::SystemTime,
+    /// The container exited (exit code), for a crashing behaviour.
+    exited: Option<i32>,
 }
 
 /// A fake kubelet: every (virtual) second it reads the test's manifest directory and, for a
@@ -507,6 +512,8 @@ pub struct Kubelet {
     pub apiserver_outage: Mutex<Option<Duration>>,
     /// When kube-apiserver is restarted: how long its endpoint fails after the restart.
     pub apiserver_warmup: Duration,
+    /// The container runtime does not answer ([`FakeRuntime`]).
+    pub runtime_down: Mutex<bool>,
 }
 
 impl Kubelet {
@@ -522,6 +529,7 @@ impl Kubelet {
             pickup_delay: Duration::from_secs(3),
             apiserver_outage: Mutex::new(None),
             apiserver_warmup: Duration::from_secs(6),
+            runtime_down: Mutex::new(false),
         })
     }
 
@@ -593,6 +601,10 @@ impl Kubelet {
                     hash: hash.clone(),
                     endpoint_ok: b.endpoint_ok,
                     endpoint_from,
+                    created: std::time::SystemTime::now(),
+                    exited: (!b.ready)
+                        .then(|| b.last_terminated.as_ref().map(|(_, code)| *code))
+                        .flatten(),
                 },
             );
             self.cluster.set_pod(
@@ -614,6 +626,42 @@ impl Kubelet {
             .unwrap()
             .get(&c)
             .is_some_and(|r| r.endpoint_ok && Instant::now() >= r.endpoint_from)
+    }
+}
+
+/// The fake kubelet's containers as a container runtime reports them: one container per
+/// running pod, labelled with the pod's uid (its hash).
+pub struct FakeRuntime(pub Arc<Kubelet>);
+
+impl ContainerRuntime for FakeRuntime {
+    fn containers_of_pod<'a>(
+        &'a self,
+        pod_uid: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<ContainerSeen>, String>> {
+        Box::pin(async move {
+            if *self.0.runtime_down.lock().unwrap() {
+                return Err("unix:///run/containerd/containerd.sock: connection refused".into());
+            }
+            let running = self.0.running.lock().unwrap();
+            Ok(running
+                .iter()
+                .filter(|(_, r)| r.hash == pod_uid)
+                .map(|(c, r)| ContainerSeen {
+                    id: format!("{}-{}", c.name(), &r.hash[..8.min(r.hash.len())]),
+                    name: c.name().to_string(),
+                    pod_uid: r.hash.clone(),
+                    state: if r.exited.is_some() {
+                        ContainerRunState::Exited
+                    } else {
+                        ContainerRunState::Running
+                    },
+                    created_at: r.created,
+                    started_at: Some(r.created),
+                    exit_code: r.exited,
+                    attempt: 0,
+                })
+                .collect())
+        })
     }
 }
 

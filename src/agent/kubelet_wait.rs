@@ -20,6 +20,8 @@ use kube::{Api, Client};
 use tokio::time::Instant;
 
 use super::health::{Endpoint, HealthCheck};
+use super::runtime::{ContainerRunState, ContainerRuntime, ContainerSeen};
+use super::state::FailureReason;
 use crate::api::{Component, ComponentStatus};
 
 /// The annotation kubelet sets on a mirror pod: the manifest's `metadata.uid`, or a hash
@@ -150,7 +152,7 @@ impl MirrorPods for KubeMirrorPods {
         let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
         let mut seen_in_init = false;
         watcher(self.api.clone(), config)
-            .default_backoff()
+            .backoff(super::quick_backoff())
             .filter_map(move |ev| {
                 let out = match ev {
                     Ok(Event::Init) => {
@@ -219,15 +221,87 @@ pub struct WaitSpec {
     pub min_ready: Duration,
     /// Whether the mirror pod can be observed (false for `kubeplane apply`, which has no API).
     pub use_api: bool,
+    /// When the file was written: a container counts as the new manifest's only if the
+    /// runtime created it at or after this time.
+    pub written_at: std::time::SystemTime,
+}
+
+/// What the container runtime shows of the expected pod uid (local evidence, no API).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RuntimeView {
+    /// No container of the uid exists (kubelet has not started the manifest).
+    NotCreated,
+    /// A container of the uid exists but does not run yet.
+    Created,
+    /// A container of the uid, created after the write, runs.
+    Running {
+        /// Container id.
+        id: String,
+    },
+    /// The newest container of the uid exited.
+    Exited {
+        /// Its exit code.
+        code: Option<i32>,
+        /// How many containers kubelet created for the uid (restarts + 1).
+        attempts: u32,
+    },
+}
+
+impl RuntimeView {
+    /// Reads the containers of a uid: the newest one created at or after `written_at`
+    /// (1 s of clock slack) decides.
+    pub fn from_containers(
+        containers: &[ContainerSeen],
+        written_at: std::time::SystemTime,
+    ) -> Self {
+        let floor = written_at
+            .checked_sub(Duration::from_secs(1))
+            .unwrap_or(written_at);
+        let newest = containers
+            .iter()
+            .filter(|c| c.created_at >= floor)
+            .max_by_key(|c| (c.attempt, c.created_at));
+        match newest {
+            None => RuntimeView::NotCreated,
+            Some(c) => match c.state {
+                ContainerRunState::Running => RuntimeView::Running { id: c.id.clone() },
+                ContainerRunState::Exited => RuntimeView::Exited {
+                    code: c.exit_code,
+                    attempts: containers.len() as u32,
+                },
+                ContainerRunState::Created | ContainerRunState::Unknown => RuntimeView::Created,
+            },
+        }
+    }
+
+    fn describe(&self, uid: &str) -> String {
+        match self {
+            RuntimeView::NotCreated => format!(
+                "the container runtime shows no container of pod uid {uid} created since the write: kubelet has not started the manifest (check that it parses: journalctl -u kubelet)"
+            ),
+            RuntimeView::Created => {
+                format!(
+                    "the container runtime shows a container of pod uid {uid} created but not running"
+                )
+            }
+            RuntimeView::Running { id } => format!(
+                "the container runtime shows container {} of pod uid {uid} running",
+                &id[..id.len().min(13)]
+            ),
+            RuntimeView::Exited { code, attempts } => format!(
+                "the container runtime shows the container of pod uid {uid} exited (exit code {}; {attempts} container(s) created)",
+                code.map_or("unknown".to_string(), |c| c.to_string())
+            ),
+        }
+    }
 }
 
 /// Why a component was not updated in time: a PascalCase reason and a message that says what
 /// was seen.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Diagnosis {
-    /// `HashNeverChanged`, `MirrorPodMissing`, `PodNotReady`, `EndpointFailing`,
-    /// `NotStable` or `ApiUnavailable`.
-    pub reason: &'static str,
+    /// Why, as a reason of the wait's kind (`HashNeverChanged`, `ContainerExited`, …).
+    pub reason: FailureReason,
     /// What was seen, in words.
     pub message: String,
 }
@@ -254,8 +328,11 @@ pub struct Tracker {
     /// Last API error, while the API is unavailable.
     api_error: Option<String>,
     api_down_since: Option<Instant>,
-    /// Longest API outage seen during this wait.
+    /// The API outages seen during this wait, added up.
     api_outage: Duration,
+    /// What the container runtime shows, or why it could not be asked; `None` when no
+    /// runtime is asked (no runtime, or no uid to look for).
+    runtime: Option<Result<RuntimeView, String>>,
     endpoint: Option<Result<(), String>>,
     ok_since: Option<Instant>,
     expected_hash_seen: bool,
@@ -272,6 +349,7 @@ impl Tracker {
             api_error: None,
             api_down_since: None,
             api_outage: Duration::ZERO,
+            runtime: None,
             endpoint: None,
             ok_since: None,
             expected_hash_seen: false,
@@ -314,9 +392,41 @@ impl Tracker {
 
     fn api_back(&mut self, now: Instant) {
         if let Some(since) = self.api_down_since.take() {
-            self.api_outage = self.api_outage.max(now - since);
+            self.api_outage += now - since;
         }
         self.api_error = None;
+    }
+
+    /// The API outages of this wait so far, the current one included.
+    pub fn api_outage(&self, now: Instant) -> Duration {
+        self.api_outage + self.api_down_since.map_or(Duration::ZERO, |s| now - s)
+    }
+
+    /// Feeds what the container runtime shows of the expected uid.
+    pub fn on_runtime(&mut self, now: Instant, view: Result<RuntimeView, String>) {
+        self.runtime = Some(view);
+        self.settle(now);
+    }
+
+    /// The pod criterion as the API shows it (`None`: unknown).
+    fn api_verdict(&self) -> Option<bool> {
+        if !self.spec.use_api || self.api_error.is_some() {
+            return None;
+        }
+        if self.pod_missing {
+            return Some(false);
+        }
+        let p = self.pod.as_ref()?;
+        Some(self.spec.expect.matches(p.hash.as_deref()) && p.ready)
+    }
+
+    /// The pod criterion as the container runtime shows it (`None`: not asked or
+    /// unreachable).
+    fn runtime_verdict(&self) -> Option<bool> {
+        match &self.runtime {
+            Some(Ok(v)) => Some(matches!(v, RuntimeView::Running { .. })),
+            _ => None,
+        }
     }
 
     /// Feeds an endpoint check result.
@@ -327,18 +437,22 @@ impl Tracker {
 
     /// Whether the mirror pod criterion holds: `Some(true)` met, `Some(false)` not met,
     /// `None` unknown (not observed yet, or the API is unavailable).
+    ///
+    /// The API decides when it can be seen; while it cannot (this node's API server
+    /// restarting, or `kubeplane apply`), the container runtime does: a container of the
+    /// manifest's uid created after the write and running. Without either (no API and no
+    /// runtime reachable), only the endpoint is left and the criterion counts as met.
     pub fn pod_ok(&self) -> Option<bool> {
+        if let Some(v) = self.api_verdict() {
+            return Some(v);
+        }
+        if let Some(v) = self.runtime_verdict() {
+            return Some(v);
+        }
         if !self.spec.use_api {
             return Some(true);
         }
-        if self.api_error.is_some() {
-            return None;
-        }
-        if self.pod_missing {
-            return Some(false);
-        }
-        let p = self.pod.as_ref()?;
-        Some(self.spec.expect.matches(p.hash.as_deref()) && p.ready)
+        None
     }
 
     fn endpoint_ok(&self) -> bool {
@@ -385,13 +499,22 @@ impl Tracker {
     pub fn diagnose(&self) -> Diagnosis {
         let pod_name = format!("kube-system/{}", self.spec.pod_name);
         let mut parts: Vec<String> = Vec::new();
-        let mut reason: Option<&'static str> = None;
+        let mut reason: Option<FailureReason> = None;
+        let runtime_view = match &self.runtime {
+            Some(Ok(v)) => Some(v),
+            _ => None,
+        };
+        let uid = self.spec.expect.expected();
+        let swapped = matches!(
+            runtime_view,
+            Some(RuntimeView::Running { .. } | RuntimeView::Exited { .. })
+        );
         if self.spec.use_api {
             if let Some(e) = &self.api_error {
                 parts.push(format!(
                     "the API server is unavailable, so the mirror pod cannot be seen: {e}"
                 ));
-                reason.get_or_insert("ApiUnavailable");
+                reason.get_or_insert(FailureReason::ApiUnavailable);
             }
             let expected = self
                 .spec
@@ -402,7 +525,24 @@ impl Tracker {
                     Expect::Not(h) => format!("expected any hash but {h}"),
                     _ => "expected kubelet to report one".to_string(),
                 });
-            if !self.expected_hash_seen {
+            if !self.expected_hash_seen && swapped {
+                // kubelet did swap the pod (the runtime runs the new uid); the API just never
+                // showed it, or showed it not Ready.
+                parts.insert(
+                    0,
+                    format!(
+                        "kubelet started the new manifest, but mirror pod {pod_name} never showed it Ready ({})",
+                        self.pod.as_ref().map_or_else(
+                            || "not seen".to_string(),
+                            |p| format!(
+                                "last seen with {CONFIG_HASH_ANNOTATION}={}",
+                                p.hash.as_deref().unwrap_or("<none>")
+                            )
+                        )
+                    ),
+                );
+                reason = Some(FailureReason::PodNotReady);
+            } else if !self.expected_hash_seen {
                 if self.pod_missing || (self.pod.is_none() && self.api_error.is_none()) {
                     parts.insert(
                         0,
@@ -410,7 +550,7 @@ impl Tracker {
                             "hash never changed: mirror pod {pod_name} not found ({expected}); kubelet has not started the manifest (check that it parses: journalctl -u kubelet)"
                         ),
                     );
-                    reason = Some("MirrorPodMissing");
+                    reason = Some(FailureReason::MirrorPodMissing);
                 } else if let Some(p) = &self.pod {
                     parts.insert(
                         0,
@@ -419,7 +559,7 @@ impl Tracker {
                             p.hash.as_deref().unwrap_or("<none>")
                         ),
                     );
-                    reason = Some("HashNeverChanged");
+                    reason = Some(FailureReason::HashNeverChanged);
                 }
             } else if let Some(p) = self.pod.as_ref().filter(|p| !p.ready) {
                 let mut s = format!(
@@ -432,24 +572,51 @@ impl Tracker {
                     s.push_str(&format!("; last state {l}"));
                 }
                 parts.insert(0, s);
-                reason = Some("PodNotReady");
+                reason = Some(FailureReason::PodNotReady);
             } else if self.pod_missing {
                 parts.insert(
                     0,
                     format!("mirror pod {pod_name} disappeared after showing the new hash"),
                 );
-                reason = Some("MirrorPodMissing");
+                reason = Some(FailureReason::MirrorPodMissing);
             }
+        }
+        match (&self.runtime, &uid) {
+            (Some(Ok(v)), Some(uid)) => {
+                parts.push(v.describe(uid));
+                match v {
+                    RuntimeView::NotCreated
+                        if reason.is_none_or(|r| r == FailureReason::ApiUnavailable) =>
+                    {
+                        reason = Some(FailureReason::ContainerNotStarted);
+                    }
+                    RuntimeView::Exited { .. }
+                        if reason.is_none_or(|r| {
+                            matches!(
+                                r,
+                                FailureReason::ApiUnavailable | FailureReason::PodNotReady
+                            )
+                        }) =>
+                    {
+                        reason = Some(FailureReason::ContainerExited);
+                    }
+                    _ => {}
+                }
+            }
+            (Some(Err(e)), _) => {
+                parts.push(format!("the container runtime could not be asked: {e}"))
+            }
+            _ => {}
         }
         if let Some(ep) = &self.spec.endpoint {
             match &self.endpoint {
                 Some(Err(e)) => {
                     parts.push(format!("endpoint {} failing: {e}", ep.url()));
-                    reason.get_or_insert("EndpointFailing");
+                    reason.get_or_insert(FailureReason::EndpointFailing);
                 }
                 None => {
                     parts.push(format!("endpoint {} never answered", ep.url()));
-                    reason.get_or_insert("EndpointFailing");
+                    reason.get_or_insert(FailureReason::EndpointFailing);
                 }
                 Some(Ok(())) => {}
             }
@@ -459,16 +626,22 @@ impl Tracker {
                 "healthy only intermittently, never for {}s in a row",
                 self.spec.min_ready.as_secs()
             ));
-            reason = Some("NotStable");
+            reason = Some(FailureReason::NotStable);
         }
-        if self.api_outage > Duration::ZERO && self.api_error.is_none() {
+        if self.api_outage > Duration::ZERO || self.api_down_since.is_some() {
+            let now = Instant::now();
             parts.push(format!(
-                "the API server was unavailable for {}s during the wait",
-                self.api_outage.as_secs()
+                "the API server was unavailable for {}s during the wait{}",
+                self.api_outage(now).as_secs(),
+                if self.api_down_since.is_some() {
+                    " (still unavailable)"
+                } else {
+                    ""
+                }
             ));
         }
         Diagnosis {
-            reason: reason.unwrap_or("NotStable"),
+            reason: reason.unwrap_or(FailureReason::NotStable),
             message: format!(
                 "{} not updated within {}s: {}",
                 self.spec.component,
@@ -481,20 +654,36 @@ impl Tracker {
     /// The component's status as seen now.
     pub fn status(&self) -> ComponentStatus {
         let pod = self.pod.as_ref();
+        let now = Instant::now();
         let message = if let Some(e) = &self.api_error {
-            Some(format!(
-                "API unavailable ({e}); relying on the local endpoint"
-            ))
+            Some(match self.runtime_verdict() {
+                Some(_) => format!(
+                    "API unavailable for {}s ({e}); relying on the container runtime and the local endpoint",
+                    self.api_outage(now).as_secs()
+                ),
+                None => format!(
+                    "API unavailable for {}s ({e}); relying on the local endpoint",
+                    self.api_outage(now).as_secs()
+                ),
+            })
         } else if let Some(Err(e)) = &self.endpoint {
             self.spec
                 .endpoint
                 .as_ref()
                 .map(|ep| format!("{} failing: {e}", ep.url()))
         } else if !self.spec.use_api {
-            Some("no API: mirror pod not checked, local endpoint only".into())
+            Some(match &self.runtime {
+                Some(Ok(_)) => {
+                    "no API: judged by the container runtime and the local endpoint".into()
+                }
+                Some(Err(e)) => {
+                    format!("no API, container runtime unreachable ({e}): local endpoint only")
+                }
+                None => "no API: mirror pod not checked, local endpoint only".into(),
+            })
         } else if self.api_outage > Duration::ZERO {
             Some(format!(
-                "API was unavailable for {}s; the local endpoint was checked meanwhile",
+                "API was unavailable for {}s; local evidence was checked meanwhile",
                 self.api_outage.as_secs()
             ))
         } else {
@@ -518,9 +707,12 @@ impl Tracker {
 pub async fn wait(
     spec: WaitSpec,
     pods: Option<&dyn MirrorPods>,
+    runtime: Option<&dyn ContainerRuntime>,
     health: &dyn HealthCheck,
     mut progress: impl FnMut(&ComponentStatus),
 ) -> Verdict {
+    let uid = spec.expect.expected();
+    let written_at = spec.written_at;
     let start = Instant::now();
     let deadline = start + spec.timeout;
     let mut stream: BoxStream<'static, PodEvent> = match (spec.use_api, pods) {
@@ -551,6 +743,13 @@ pub async fn wait(
                 tracker.on_pod(Instant::now(), ev);
             }
             _ = tick.tick() => {
+                if let (Some(rt), Some(uid)) = (runtime, uid.as_deref()) {
+                    let view = rt
+                        .containers_of_pod(uid)
+                        .await
+                        .map(|cs| RuntimeView::from_containers(&cs, written_at));
+                    tracker.on_runtime(Instant::now(), view);
+                }
                 if let Some(ep) = &endpoint {
                     let r = health.check(ep).await;
                     tracker.on_endpoint(Instant::now(), r);
@@ -587,6 +786,7 @@ mod tests {
             timeout: Duration::from_secs(60),
             min_ready: Duration::from_secs(10),
             use_api,
+            written_at: std::time::SystemTime::now(),
         }
     }
 
@@ -655,7 +855,7 @@ mod tests {
         t.on_pod(t0, seen("old", true));
         t.on_endpoint(t0, Ok(()));
         let d = t.diagnose();
-        assert_eq!(d.reason, "HashNeverChanged");
+        assert_eq!(d.reason, FailureReason::HashNeverChanged);
         assert!(
             d.message
                 .contains("still shows kubernetes.io/config.hash=old (expected new)")
@@ -673,7 +873,7 @@ mod tests {
         );
         t.on_endpoint(t0, Err("connect: Connection refused".into()));
         let d = t.diagnose();
-        assert_eq!(d.reason, "PodNotReady");
+        assert_eq!(d.reason, FailureReason::PodNotReady);
         assert!(d.message.contains("restartCount 4"), "{}", d.message);
         assert!(d.message.contains("Terminated: Error, exit code 1"));
         assert!(
@@ -684,12 +884,12 @@ mod tests {
         let mut t = Tracker::new(spec(Expect::Hash("new".into()), false));
         t.on_endpoint(t0, Err("HTTP 500 Internal Server Error".into()));
         let d = t.diagnose();
-        assert_eq!(d.reason, "EndpointFailing");
+        assert_eq!(d.reason, FailureReason::EndpointFailing);
         assert!(!d.message.contains("mirror pod"), "{}", d.message);
 
         let mut t = Tracker::new(spec(Expect::Hash("new".into()), true));
         t.on_pod(t0, PodEvent::Missing);
-        assert_eq!(t.diagnose().reason, "MirrorPodMissing");
+        assert_eq!(t.diagnose().reason, FailureReason::MirrorPodMissing);
     }
 
     #[test]

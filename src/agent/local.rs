@@ -56,6 +56,16 @@ pub struct ApplyArgs {
     /// node).
     #[arg(long, value_name = "DIR", default_value = "/", hide = true)]
     pub host_root: PathBuf,
+    /// The container runtime's CRI socket (kubelet's --container-runtime-endpoint): a
+    /// component counts as updated only once a container of its new manifest runs there.
+    /// `none` judges by the local endpoint alone.
+    #[arg(
+        long,
+        value_name = "ENDPOINT",
+        default_value = super::runtime::DEFAULT_ENDPOINT,
+        env = "CONTAINER_RUNTIME_ENDPOINT"
+    )]
+    pub container_runtime_endpoint: String,
 }
 
 /// `kubeplane apply`. Exit status 0 when the revision is healthy (or written, with
@@ -114,8 +124,8 @@ pub fn apply(args: &ApplyArgs, out: &mut dyn Write, err: &mut dyn Write) -> Exit
     if wait {
         let _ = writeln!(
             out,
-            "note: kubeplane apply has no API server: the mirror pod check (kubernetes.io/config.hash) is skipped; each component counts as updated when its local endpoint answers for {}s",
-            spec.min_ready_seconds
+            "note: kubeplane apply has no API server: instead of the mirror pod, the container runtime ({}) must run a container of the new manifest's uid, and the local endpoint must answer for {}s",
+            args.container_runtime_endpoint, spec.min_ready_seconds
         );
     }
     let _ = out.flush();
@@ -127,6 +137,7 @@ pub fn apply(args: &ApplyArgs, out: &mut dyn Write, err: &mut dyn Write) -> Exit
             dirs: NodeDirs::new(&args.manifest_dir, &args.state_dir),
             history: args.history,
             pods: None,
+            runtime: super::runtime_from_arg(&args.container_runtime_endpoint),
             health: Arc::new(HttpsCheck::new()),
             secrets: Arc::new(NoSecrets),
             board: board.clone(),

@@ -28,6 +28,7 @@ pub mod kubelet_wait;
 pub mod local;
 pub mod metrics;
 pub mod quarantine;
+pub mod runtime;
 pub mod state;
 pub mod status;
 
@@ -103,6 +104,43 @@ pub struct AgentArgs {
         env = "KUBEPLANE_METRICS_ADDR"
     )]
     pub metrics_addr: String,
+    /// The container runtime's CRI socket (kubelet's --container-runtime-endpoint): local
+    /// evidence that kubelet runs a new manifest while the API is unavailable. `none` turns
+    /// it off.
+    #[arg(
+        long,
+        value_name = "ENDPOINT",
+        default_value = runtime::DEFAULT_ENDPOINT,
+        env = "CONTAINER_RUNTIME_ENDPOINT"
+    )]
+    pub container_runtime_endpoint: String,
+}
+
+/// The container runtime named by `--container-runtime-endpoint` (`none`: no runtime).
+pub fn runtime_from_arg(endpoint: &str) -> Option<Arc<dyn runtime::ContainerRuntime>> {
+    if endpoint.is_empty() || endpoint == "none" {
+        return None;
+    }
+    match runtime::CriRuntime::new(endpoint) {
+        Ok(r) => Some(Arc::new(r)),
+        Err(e) => {
+            tracing::warn!(endpoint, error = %e, "container runtime endpoint unusable; judging by the API and the local endpoint only");
+            None
+        }
+    }
+}
+
+/// Backoff of the agent's watches: the API server it talks to may be this node's, restarted
+/// by the agent itself, and its return must be noticed within a second or two (the default
+/// watcher backoff grows to 30 s and more).
+pub fn quick_backoff() -> watcher::ExponentialBackoff {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(2))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .into()
 }
 
 /// Why the agent stopped.
@@ -207,6 +245,7 @@ pub async fn run_with(
         dirs: dirs.clone(),
         history: args.history,
         pods: Some(Arc::new(KubeMirrorPods::new(client.clone()))),
+        runtime: runtime_from_arg(&args.container_runtime_endpoint),
         health,
         secrets: Arc::new(KubeSecrets::new(client.clone())),
         board: board.clone(),
@@ -224,6 +263,23 @@ pub async fn run_with(
         board.update(|s| s.node_facts = Some(f));
     };
     report_facts(&board);
+
+    // Resume first: whatever state.json says was under way (a rollback, an unconfirmed
+    // write) is finished before drift handling and before any API watch, with local evidence
+    // only if the API is down.
+    tokio::pin!(shutdown);
+    tokio::select! {
+        outcome = engine.resume() => {
+            if let Some(o) = outcome {
+                tracing::info!(outcome = ?o, "resumed what was under way at start");
+            }
+        }
+        _ = &mut shutdown => {
+            board.flush(Duration::from_secs(5)).await;
+            reporter.abort();
+            return Ok(());
+        }
+    }
 
     let drift = Arc::new(DriftHandler::new(
         dirs.clone(),
@@ -246,7 +302,7 @@ pub async fn run_with(
     let config = watcher::Config::default().fields(&format!("metadata.name={node}"));
     tokio::spawn(async move {
         let mut stream = watcher(api, config)
-            .default_backoff()
+            .backoff(quick_backoff())
             .applied_objects()
             .boxed();
         while let Some(ev) = stream.next().await {
@@ -261,7 +317,6 @@ pub async fn run_with(
     tracing::info!(node = %node, manifest_dir = %dirs.manifest_dir().display(), "agent started");
     readiness.set_not_ready(format!("waiting for ControlPlaneNode {node}"));
 
-    tokio::pin!(shutdown);
     let mut retry_at: Option<tokio::time::Instant> = None;
     let mut seeded = false;
     loop {
