@@ -28,6 +28,7 @@ pub mod kubelet_wait;
 pub mod local;
 pub mod metrics;
 pub mod quarantine;
+pub mod runtime;
 pub mod state;
 pub mod status;
 
