@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -666,7 +666,7 @@ enum Phase {
     Running {
         id: String,
         crash_at: Option<Instant>,
-        _server: Option<JoinSet<()>>,
+        server: Option<ContainerServer>,
     },
     /// A failing container exited; it is restarted at `at`.
     CrashWait { at: Instant },
@@ -795,13 +795,13 @@ impl Kubelet {
                 let old = self.pods.remove(&name);
                 let mut attempt = 0;
                 if let Some(old) = old {
-                    self.stop_pod(&name, &old);
                     if want.is_none() {
                         self.record(&name, &old.want.uid, KubeletEventKind::Removed);
                     }
                     if want.is_some_and(|w| w.uid == old.want.uid) {
                         attempt = old.attempt + 1;
                     }
+                    self.stop_pod(&name, old);
                 }
                 if let Some(w) = want {
                     self.record(
@@ -827,22 +827,25 @@ impl Kubelet {
         }
     }
 
-    /// Kills the pod's running container (its endpoint stops answering at once).
-    fn stop_pod(&self, name: &str, run: &PodRun) {
+    /// Kills the pod's running container: its endpoint stops answering before the test can see
+    /// that it no longer runs.
+    fn stop_pod(&self, name: &str, run: PodRun) {
+        let PodRun { want, phase, .. } = run;
+        let id = match phase {
+            Phase::Running { id, server, .. } => {
+                drop(server);
+                Some(id)
+            }
+            _ => None,
+        };
         self.shared
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .running
             .remove(name);
-        if let Phase::Running { id, .. } = &run.phase {
-            self.exit(id, 0);
-            self.record(
-                name,
-                &run.want.uid,
-                KubeletEventKind::Stopped {
-                    container: id.clone(),
-                },
-            );
+        if let Some(id) = id {
+            self.exit(&id, 0);
+            self.record(name, &want.uid, KubeletEventKind::Stopped { container: id });
         }
     }
 
@@ -869,6 +872,7 @@ impl Kubelet {
             } if now >= *at => {
                 let id = id.clone();
                 let uid = run.want.uid.clone();
+                // Replacing the phase drops the endpoint (closed at once).
                 run.phase = Phase::CrashWait {
                     at: now + self.opts.crash_backoff,
                 };
@@ -946,7 +950,7 @@ impl Kubelet {
             run.phase = Phase::Running {
                 id,
                 crash_at,
-                _server: server,
+                server,
             };
         }
         self.shared
@@ -969,7 +973,7 @@ impl Kubelet {
         endpoint: &Endpoint,
         paths: Vec<String>,
         failing: bool,
-    ) -> Result<JoinSet<()>, (String, String)> {
+    ) -> Result<ContainerServer, (String, String)> {
         let ip: IpAddr = endpoint
             .host
             .parse()
@@ -982,6 +986,8 @@ impl Kubelet {
         let healthy_at = (!failing).then(|| Instant::now() + self.opts.healthy_after);
         let tls = self.tls.clone();
         let https = endpoint.https;
+        let alive = Arc::new(AtomicBool::new(true));
+        let still = alive.clone();
         let mut set = JoinSet::new();
         set.spawn_local(async move {
             let mut conns = JoinSet::new();
@@ -991,6 +997,10 @@ impl Kubelet {
                 };
                 let _ = tcp.set_nodelay(true);
                 let (tls, paths) = (tls.clone(), paths.clone());
+                if !still.load(Ordering::SeqCst) {
+                    return;
+                }
+                let still = still.clone();
                 conns.spawn_local(async move {
                     let code = |path: &str| {
                         if !paths.iter().any(|p| p == path) {
@@ -1003,23 +1013,37 @@ impl Kubelet {
                     };
                     if https {
                         if let Ok(mut s) = tls.accept(tcp).await {
-                            answer(&mut s, code).await;
+                            answer(&mut s, code, &still).await;
                         }
                     } else {
                         let mut s = tcp;
-                        answer(&mut s, code).await;
+                        answer(&mut s, code, &still).await;
                     }
                 });
                 // Reap finished connections.
                 while conns.try_join_next().is_some() {}
             }
         });
-        Ok(set)
+        Ok(ContainerServer { alive, _tasks: set })
     }
 }
 
-/// Reads one request head and answers it with the status `code(path)`.
-async fn answer<S>(s: &mut S, code: impl Fn(&str) -> u16)
+/// A container's endpoint. Dropping it closes the endpoint at once: the flag stops answers
+/// synchronously, the aborted tasks then close the listener and the connections.
+struct ContainerServer {
+    alive: Arc<AtomicBool>,
+    _tasks: JoinSet<()>,
+}
+
+impl Drop for ContainerServer {
+    fn drop(&mut self) {
+        self.alive.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Reads one request head and answers it with the status `code(path)`, unless the container
+/// died meanwhile (then the connection is closed without an answer).
+async fn answer<S>(s: &mut S, code: impl Fn(&str) -> u16, alive: &AtomicBool)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -1041,6 +1065,9 @@ where
         .and_then(|l| l.split_whitespace().nth(1))
         .unwrap_or("/");
     let path = path.split('?').next().unwrap_or(path);
+    if !alive.load(Ordering::SeqCst) {
+        return;
+    }
     let code = code(path);
     let body = match code {
         200 => "ok",
@@ -1134,4 +1161,27 @@ fn tls_acceptor() -> io::Result<tokio_rustls::TlsAcceptor> {
     .with_single_cert(vec![der], key)
     .map_err(io::Error::other)?;
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// A minimal static Pod manifest as kubeadm writes them: one container `name` running
+/// `name` with `args`, an HTTPS startup and liveness probe on 127.0.0.1:`port` `/livez`, a
+/// readiness probe on `/readyz`. For tests of the fake and of code that only needs some Pod.
+pub fn static_pod_yaml(name: &str, uid: &str, port: u16, args: &[&str]) -> String {
+    let mut command = format!("    - {name}\n");
+    for a in args {
+        command.push_str(&format!("    - {a:?}\n"));
+    }
+    let probe = |path: &str| {
+        format!(
+            "      httpGet:\n        host: 127.0.0.1\n        path: {path}\n        port: {port}\n        scheme: HTTPS\n"
+        )
+    };
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: kube-system\n  uid: {uid:?}\n\
+         spec:\n  hostNetwork: true\n  containers:\n  - name: {name}\n    image: registry.k8s.io/{name}:v1.36.2\n    command:\n{command}\
+         \x20   startupProbe:\n{}\x20   livenessProbe:\n{}\x20   readinessProbe:\n{}",
+        probe("/livez"),
+        probe("/livez"),
+        probe("/readyz"),
+    )
 }
