@@ -10,12 +10,13 @@
 ARG RUST_VERSION=1.95
 
 FROM rust:${RUST_VERSION}-slim-bookworm AS builder
-# ring (rustls) compiles C code: musl-gcc comes from musl-tools. Not pinned to a package
-# version: the base image tag fixes the Debian release, and an exact pin would break with
-# every point release of it.
+# ring (rustls) compiles C code: musl-gcc comes from musl-tools. k8s-cri's build script
+# (the CRI client) runs protoc: protobuf-compiler. Not pinned to a package version: the base
+# image tag fixes the Debian release, and an exact pin would break with every point release
+# of it.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends musl-tools \
+    && apt-get install -y --no-install-recommends musl-tools protobuf-compiler \
     && rm -rf /var/lib/apt/lists/*
 RUN rustup target add x86_64-unknown-linux-musl
 WORKDIR /src

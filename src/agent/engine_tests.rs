@@ -1210,7 +1210,7 @@ async fn without_the_api_a_failing_write_is_rolled_back_by_local_evidence_after_
         panic!("{out:?}")
     };
     assert_eq!(reason, "ContainerExited", "{message}");
-    assert!(message.contains("exited (exit code 1"), "{message}");
+    assert!(message.contains("exited (code 1)"), "{message}");
     assert_eq!(
         env.manifest(Component::Scheduler),
         restored_of(&good, &bad, Component::Scheduler)
@@ -1239,7 +1239,7 @@ async fn local_evidence_does_not_take_the_old_process_for_the_new_one() {
     };
     assert_eq!(reason, "ContainerNotStarted", "{message}");
     assert!(
-        message.contains("shows no container of pod uid"),
+        message.contains("has no container for the new pod uid"),
         "{message}"
     );
 }

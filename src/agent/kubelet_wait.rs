@@ -20,7 +20,7 @@ use kube::{Api, Client};
 use tokio::time::Instant;
 
 use super::health::{Endpoint, HealthCheck};
-use super::runtime::{ContainerRunState, ContainerRuntime, ContainerSeen};
+use super::runtime::{self, ContainerRuntime, RuntimeEvidence};
 use super::state::FailureReason;
 use crate::api::{Component, ComponentStatus};
 
@@ -226,76 +226,6 @@ pub struct WaitSpec {
     pub written_at: std::time::SystemTime,
 }
 
-/// What the container runtime shows of the expected pod uid (local evidence, no API).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RuntimeView {
-    /// No container of the uid exists (kubelet has not started the manifest).
-    NotCreated,
-    /// A container of the uid exists but does not run yet.
-    Created,
-    /// A container of the uid, created after the write, runs.
-    Running {
-        /// Container id.
-        id: String,
-    },
-    /// The newest container of the uid exited.
-    Exited {
-        /// Its exit code.
-        code: Option<i32>,
-        /// How many containers kubelet created for the uid (restarts + 1).
-        attempts: u32,
-    },
-}
-
-impl RuntimeView {
-    /// Reads the containers of a uid: the newest one created at or after `written_at`
-    /// (1 s of clock slack) decides.
-    pub fn from_containers(
-        containers: &[ContainerSeen],
-        written_at: std::time::SystemTime,
-    ) -> Self {
-        let floor = written_at
-            .checked_sub(Duration::from_secs(1))
-            .unwrap_or(written_at);
-        let newest = containers
-            .iter()
-            .filter(|c| c.created_at >= floor)
-            .max_by_key(|c| (c.attempt, c.created_at));
-        match newest {
-            None => RuntimeView::NotCreated,
-            Some(c) => match c.state {
-                ContainerRunState::Running => RuntimeView::Running { id: c.id.clone() },
-                ContainerRunState::Exited => RuntimeView::Exited {
-                    code: c.exit_code,
-                    attempts: containers.len() as u32,
-                },
-                ContainerRunState::Created | ContainerRunState::Unknown => RuntimeView::Created,
-            },
-        }
-    }
-
-    fn describe(&self, uid: &str) -> String {
-        match self {
-            RuntimeView::NotCreated => format!(
-                "the container runtime shows no container of pod uid {uid} created since the write: kubelet has not started the manifest (check that it parses: journalctl -u kubelet)"
-            ),
-            RuntimeView::Created => {
-                format!(
-                    "the container runtime shows a container of pod uid {uid} created but not running"
-                )
-            }
-            RuntimeView::Running { id } => format!(
-                "the container runtime shows container {} of pod uid {uid} running",
-                &id[..id.len().min(13)]
-            ),
-            RuntimeView::Exited { code, attempts } => format!(
-                "the container runtime shows the container of pod uid {uid} exited (exit code {}; {attempts} container(s) created)",
-                code.map_or("unknown".to_string(), |c| c.to_string())
-            ),
-        }
-    }
-}
-
 /// Why a component was not updated in time: a PascalCase reason and a message that says what
 /// was seen.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -332,7 +262,7 @@ pub struct Tracker {
     api_outage: Duration,
     /// What the container runtime shows, or why it could not be asked; `None` when no
     /// runtime is asked (no runtime, or no uid to look for).
-    runtime: Option<Result<RuntimeView, String>>,
+    runtime: Option<Result<RuntimeEvidence, String>>,
     endpoint: Option<Result<(), String>>,
     ok_since: Option<Instant>,
     expected_hash_seen: bool,
@@ -403,7 +333,7 @@ impl Tracker {
     }
 
     /// Feeds what the container runtime shows of the expected uid.
-    pub fn on_runtime(&mut self, now: Instant, view: Result<RuntimeView, String>) {
+    pub fn on_runtime(&mut self, now: Instant, view: Result<RuntimeEvidence, String>) {
         self.runtime = Some(view);
         self.settle(now);
     }
@@ -424,7 +354,7 @@ impl Tracker {
     /// unreachable).
     fn runtime_verdict(&self) -> Option<bool> {
         match &self.runtime {
-            Some(Ok(v)) => Some(matches!(v, RuntimeView::Running { .. })),
+            Some(Ok(v)) => Some(v.running()),
             _ => None,
         }
     }
@@ -507,7 +437,11 @@ impl Tracker {
         let uid = self.spec.expect.expected();
         let swapped = matches!(
             runtime_view,
-            Some(RuntimeView::Running { .. } | RuntimeView::Exited { .. })
+            Some(
+                RuntimeEvidence::Running { .. }
+                    | RuntimeEvidence::Exited { .. }
+                    | RuntimeEvidence::Created { .. }
+            )
         );
         if self.spec.use_api {
             if let Some(e) = &self.api_error {
@@ -583,14 +517,14 @@ impl Tracker {
         }
         match (&self.runtime, &uid) {
             (Some(Ok(v)), Some(uid)) => {
-                parts.push(v.describe(uid));
+                parts.push(format!("pod uid {uid}: {}", v.describe()));
                 match v {
-                    RuntimeView::NotCreated
+                    RuntimeEvidence::NotCreated | RuntimeEvidence::OnlyBeforeWrite { .. }
                         if reason.is_none_or(|r| r == FailureReason::ApiUnavailable) =>
                     {
                         reason = Some(FailureReason::ContainerNotStarted);
                     }
-                    RuntimeView::Exited { .. }
+                    RuntimeEvidence::Exited { .. }
                         if reason.is_none_or(|r| {
                             matches!(
                                 r,
@@ -713,6 +647,7 @@ pub async fn wait(
 ) -> Verdict {
     let uid = spec.expect.expected();
     let written_at = spec.written_at;
+    let container = spec.component.name();
     let start = Instant::now();
     let deadline = start + spec.timeout;
     let mut stream: BoxStream<'static, PodEvent> = match (spec.use_api, pods) {
@@ -747,7 +682,7 @@ pub async fn wait(
                     let view = rt
                         .containers_of_pod(uid)
                         .await
-                        .map(|cs| RuntimeView::from_containers(&cs, written_at));
+                        .map(|cs| runtime::evidence(&cs, written_at, container));
                     tracker.on_runtime(Instant::now(), view);
                 }
                 if let Some(ep) = &endpoint {
