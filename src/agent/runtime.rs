@@ -690,6 +690,7 @@ mod tests {
         let rt = CriRuntime::new(socket.to_str().unwrap()).unwrap();
         let started = std::time::Instant::now();
         let e = rt.containers_of_pod("uid-a").await.unwrap_err();
+        eprintln!("{e}");
         assert!(e.contains(&socket.display().to_string()), "{e}");
         assert!(e.contains("No such file or directory"), "{e}");
         assert!(started.elapsed() < CALL_TIMEOUT, "{:?}", started.elapsed());
