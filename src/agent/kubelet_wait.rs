@@ -32,6 +32,17 @@ pub const CONFIG_HASH_ANNOTATION: &str = "kubernetes.io/config.hash";
 /// 1-second period too).
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Environment variable that shortens [`POLL_INTERVAL`] (milliseconds, 10–1000): for the
+/// crash campaign's thousands of waits against a fake kubelet, not for production.
+pub const POLL_INTERVAL_ENV: &str = "KUBEPLANE_POLL_INTERVAL_MS";
+
+fn poll_interval() -> Duration {
+    std::env::var(POLL_INTERVAL_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(POLL_INTERVAL, |ms| Duration::from_millis(ms.clamp(10, 1000)))
+}
+
 /// What the API shows of a mirror pod.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MirrorPodState {
@@ -656,7 +667,7 @@ pub async fn wait(
     };
     let endpoint = spec.endpoint.clone();
     let mut tracker = Tracker::new(spec);
-    let mut tick = tokio::time::interval(POLL_INTERVAL);
+    let mut tick = tokio::time::interval(poll_interval());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last = tracker.status();
     progress(&last);
