@@ -37,6 +37,65 @@ pub const STRAY_SETTLE: Duration = Duration::from_millis(250);
 /// How many drift and quarantine records status keeps.
 pub const MAX_RECORDS: usize = 10;
 
+/// A second restore of the same file waits this long after the first; each further one twice
+/// as long, up to [`FIGHT_MAX_BACKOFF`]: another tool that keeps rewriting a manifest must not
+/// restart its component on every flip.
+pub const FIGHT_FIRST_BACKOFF: Duration = Duration::from_secs(1);
+
+/// The longest wait between two restores of the same file.
+pub const FIGHT_MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// Restores further apart than this start the count again.
+pub const FIGHT_WINDOW: Duration = Duration::from_secs(300);
+
+/// From this many restores in a row (each within [`FIGHT_WINDOW`] of the last) the file is
+/// reported as fought over (`DriftFight` Event).
+pub const FIGHT_REPORT_AFTER: u32 = 3;
+
+/// Restores per file, to back off when something keeps rewriting one. Pure: time comes in.
+#[derive(Debug, Default)]
+pub struct Fights {
+    files: BTreeMap<String, Fight>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Fight {
+    restores: u32,
+    last: Instant,
+    next_allowed: Instant,
+}
+
+impl Fights {
+    /// `Ok` when `name` may be restored at `now`, else the time it may.
+    pub fn allowed(&self, name: &str, now: Instant) -> Result<(), Instant> {
+        match self.files.get(name) {
+            Some(f) if now < f.next_allowed => Err(f.next_allowed),
+            _ => Ok(()),
+        }
+    }
+
+    /// Records a restore of `name` at `now`. Returns the count of restores in a row and the
+    /// wait before the next one when the file counts as fought over.
+    pub fn restored(&mut self, name: &str, now: Instant) -> Option<(u32, Duration)> {
+        let restores = match self.files.get(name) {
+            Some(f) if now.saturating_duration_since(f.last) <= FIGHT_WINDOW => f.restores + 1,
+            _ => 1,
+        };
+        let backoff = FIGHT_FIRST_BACKOFF
+            .saturating_mul(1u32 << (restores - 1).min(16))
+            .min(FIGHT_MAX_BACKOFF);
+        self.files.insert(
+            name.to_string(),
+            Fight {
+                restores,
+                last: now,
+                next_allowed: now + backoff,
+            },
+        );
+        (restores >= FIGHT_REPORT_AFTER).then_some((restores, backoff))
+    }
+}
+
 /// What to do about a managed file changed by hand.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum DriftMode {
@@ -108,6 +167,9 @@ pub enum Finding {
     Quarantined(String, PathBuf),
     /// A file kubeplane leaves alone.
     Unmanaged(String),
+    /// A managed file differs, but it was restored moments ago (something keeps rewriting
+    /// it): it is checked again at the given time.
+    Deferred(String, Instant),
 }
 
 /// Whether a notify event can mean changed content. Reads (open, access, close after
@@ -134,6 +196,7 @@ pub struct DriftHandler {
     /// Digest of the last reported content per file, so observe mode reports a change once.
     reported: Mutex<BTreeMap<String, String>>,
     checks: std::sync::atomic::AtomicU64,
+    fights: Mutex<Fights>,
 }
 
 fn now() -> k8s_openapi::jiff::Timestamp {
@@ -151,6 +214,7 @@ impl DriftHandler {
             unmanaged: Mutex::new(BTreeSet::new()),
             reported: Mutex::new(BTreeMap::new()),
             checks: std::sync::atomic::AtomicU64::new(0),
+            fights: Mutex::new(Fights::default()),
         }
     }
 
@@ -188,6 +252,15 @@ impl DriftHandler {
         }
         match self.mode {
             DriftMode::Enforce => {
+                let now = Instant::now();
+                if let Err(at) = self
+                    .fights
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .allowed(name, now)
+                {
+                    return Some(Finding::Deferred(name.to_string(), at));
+                }
                 if have.is_err() {
                     let _ = std::fs::remove_file(self.dirs.manifest_path(c));
                 }
@@ -195,6 +268,23 @@ impl DriftHandler {
                 match self.dirs.write_manifest(name, &managed, want) {
                     Ok(_) => {
                         drop(desired);
+                        let fight = self
+                            .fights
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .restored(name, now);
+                        if let Some((restores, backoff)) = fight {
+                            self.board.event(AgentEvent::warning(
+                                "DriftFight",
+                                "Heal",
+                                format!(
+                                    "{} was rewritten and restored {restores} times in a row: another tool keeps changing it; the next restore waits {}s (backing off up to {}s). Stop that tool or let it own the file (drift mode observe)",
+                                    self.dirs.manifest_path(c).display(),
+                                    backoff.as_secs(),
+                                    FIGHT_MAX_BACKOFF.as_secs()
+                                ),
+                            ));
+                        }
                         self.record_drift(name, "Restored");
                         self.board.event(AgentEvent::warning(
                             "DriftRestored",
@@ -391,7 +481,9 @@ impl DriftHandler {
                                 match classify(name, None, &managed) {
                                     Kind::Managed(c) => {
                                         let _span = tracing::debug_span!("drift", file = name).entered();
-                                        self.check_managed(c);
+                                        if let Some(Finding::Deferred(n, at)) = self.check_managed(c) {
+                                            pending.insert(n, at);
+                                        }
                                     }
                                     Kind::Ignored => {}
                                     _ => {
@@ -401,11 +493,11 @@ impl DriftHandler {
                             }
                         }
                         Ok(_) => {
-                            self.scan();
+                            defer(&mut pending, self.scan());
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, "manifest directory watch error; rescanning");
-                            self.scan();
+                            defer(&mut pending, self.scan());
                         }
                     }
                 }
@@ -418,10 +510,21 @@ impl DriftHandler {
                         .collect();
                     for n in due {
                         pending.remove(&n);
-                        self.check(&n);
+                        if let Some(Finding::Deferred(n, at)) = self.check(&n) {
+                            pending.insert(n, at);
+                        }
                     }
                 }
             }
+        }
+    }
+}
+
+/// Schedules the deferred restores among `findings`.
+fn defer(pending: &mut BTreeMap<String, Instant>, findings: Vec<Finding>) {
+    for f in findings {
+        if let Finding::Deferred(n, at) = f {
+            pending.insert(n, at);
         }
     }
 }
@@ -613,7 +716,16 @@ mod tests {
         fs::write(&other, "x").unwrap();
         fs::remove_file(&p).unwrap();
         std::os::unix::fs::symlink(&other, &p).unwrap();
-        assert!(h.check_managed(Component::Scheduler).is_some());
+        // A second restore within a second of the first waits (drift backoff).
+        assert!(matches!(
+            h.check_managed(Component::Scheduler),
+            Some(Finding::Deferred(..))
+        ));
+        std::thread::sleep(FIGHT_FIRST_BACKOFF + Duration::from_millis(50));
+        assert!(matches!(
+            h.check_managed(Component::Scheduler),
+            Some(Finding::Restored(_))
+        ));
         assert!(!fs::symlink_metadata(&p).unwrap().file_type().is_symlink());
         assert_eq!(fs::read(&other).unwrap(), b"x");
     }
@@ -670,6 +782,97 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(board.snapshot().drift.len(), before);
         assert_eq!(fs::read(&p).unwrap(), b"scheduler v2\n");
+    }
+
+    #[test]
+    fn fights_back_off_doubling_and_are_reported_from_the_third_restore() {
+        let t0 = Instant::now();
+        let s = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut f = Fights::default();
+        assert_eq!(f.allowed("a.yaml", t0), Ok(()));
+        assert_eq!(f.restored("a.yaml", t0), None);
+        assert_eq!(
+            f.allowed("a.yaml", s(500)),
+            Err(s(1000)),
+            "1 s after the first"
+        );
+        assert_eq!(f.allowed("b.yaml", s(500)), Ok(()), "per file");
+        assert_eq!(f.restored("a.yaml", s(1000)), None);
+        assert_eq!(
+            f.allowed("a.yaml", s(2500)),
+            Err(s(3000)),
+            "2 s after the second"
+        );
+        assert_eq!(
+            f.restored("a.yaml", s(3000)),
+            Some((3, Duration::from_secs(4)))
+        );
+        // Doubling stops at five minutes.
+        let mut at = s(7000);
+        for _ in 0..20 {
+            f.restored("a.yaml", at);
+            at += Duration::from_secs(1);
+        }
+        assert_eq!(
+            f.restored("a.yaml", at).map(|(_, b)| b),
+            Some(FIGHT_MAX_BACKOFF)
+        );
+        // Quiet for longer than the window: a new count.
+        let later = at + FIGHT_WINDOW + Duration::from_secs(1);
+        assert_eq!(f.restored("a.yaml", later), None);
+        assert_eq!(
+            f.allowed("a.yaml", later + Duration::from_millis(999)),
+            Err(later + Duration::from_secs(1))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_tool_rewriting_a_managed_file_again_and_again_is_backed_off_and_reported() {
+        let (_t, d, _desired, board, h) = setup(DriftMode::Enforce);
+        let h = Arc::new(h);
+        let (_w, rx) = watch(d.manifest_dir()).unwrap();
+        tokio::spawn(h.clone().run(rx));
+        let p = d.manifest_dir().join("kube-scheduler.yaml");
+        // Another tool writes its version every 100 ms for 3.5 s.
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(3500) {
+            let tmp = d.manifest_dir().join(".tool-tmp");
+            fs::write(&tmp, "the other tool's version\n").unwrap();
+            fs::rename(&tmp, &p).unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let restores = board
+            .snapshot()
+            .drift
+            .iter()
+            .filter(|r| r.action == "Restored")
+            .count();
+        // Without backoff ~35 restores; with 1 s, 2 s, … at most 1 + 1 + 1 + 1 in 3.5 s.
+        assert!((2..=4).contains(&restores), "{restores} restores");
+        let fights = board
+            .event_counts()
+            .into_iter()
+            .filter(|(reason, _, _)| reason == "DriftFight")
+            .map(|(_, _, n)| n)
+            .sum::<u64>();
+        assert!(fights >= 1, "a DriftFight event");
+        // Once the tool stops, the file is restored when its wait ends.
+        assert!(
+            eventually_for(Duration::from_secs(10), || fs::read(&p).unwrap_or_default()
+                == b"scheduler v1\n")
+            .await
+        );
+    }
+
+    async fn eventually_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if cond() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        cond()
     }
 
     #[tokio::test]

@@ -40,7 +40,9 @@ fn poll_interval() -> Duration {
     std::env::var(POLL_INTERVAL_ENV)
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
-        .map_or(POLL_INTERVAL, |ms| Duration::from_millis(ms.clamp(10, 1000)))
+        .map_or(POLL_INTERVAL, |ms| {
+            Duration::from_millis(ms.clamp(10, 1000))
+        })
 }
 
 /// What the API shows of a mirror pod.
