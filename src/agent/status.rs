@@ -226,10 +226,14 @@ pub fn status_patch(status: &ControlPlaneNodeStatus) -> serde_json::Value {
     })
 }
 
+/// The longest wait between two attempts to reach the API: its return is noticed within
+/// about this long (the API server may be this node's own, restarted by the agent).
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
+
 fn backoff() -> ExponentialBuilder {
     ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(30))
+        .with_max_delay(MAX_RETRY_DELAY)
         .with_jitter()
         .without_max_times()
 }
@@ -249,63 +253,74 @@ pub fn spawn_api_reporter(board: StatusBoard, client: Client, node: String) -> J
     );
     let mut version = board.inner.version.subscribe();
     let mut events = board.take_events();
-    tokio::spawn(async move {
+    let status_board = board.clone();
+    // Status and Events are two loops of one task, polled concurrently: an Event being
+    // retried never holds back the status the operator waits for.
+    let status_loop = async move {
+        let board = status_board;
         let params = PatchParams::apply(FIELD_MANAGER).force();
-        loop {
-            tokio::select! {
-                changed = version.changed() => {
-                    if changed.is_err() {
-                        break;
-                    }
-                    version.borrow_and_update();
-                    let sent = (|| async {
-                        let (v, status) = board.versioned();
-                        api.patch_status(&node, &params, &Patch::Apply(status_patch(&status)))
-                            .await
-                            .map(|_| v)
-                    })
-                    .retry(backoff())
-                    .sleep(tokio::time::sleep)
-                    // A missing object is not retried: it is sent when the object appears
-                    // (`StatusBoard::set_object`), not up to 30 s later, and an agent that
-                    // starts before its ControlPlaneNode exists does not warn every 30 s.
-                    .when(|e| !is_not_found(e))
-                    .notify(|e, d| {
-                        tracing::warn!(error = %e, retry_in = ?d, "status of ControlPlaneNode {node} not sent");
-                    })
-                    .await;
-                    match sent {
-                        Ok(v) => board.ack(v),
-                        Err(e) if is_not_found(&e) => tracing::debug!(
-                            "ControlPlaneNode {node} does not exist yet; its status is sent once it does"
-                        ),
-                        Err(_) => {}
-                    }
-                }
-                ev = recv(&mut events) => {
-                    let Some(ev) = ev else { break };
-                    if let Some(reference) = board.object() {
-                        let event = Event {
-                            type_: if ev.warning { EventType::Warning } else { EventType::Normal },
-                            reason: ev.reason.clone(),
-                            note: Some(truncate_note(&ev.note)),
-                            action: ev.action.clone(),
-                            secondary: None,
-                        };
-                        let r = (|| async { recorder.publish(&event, &reference).await })
-                            .retry(backoff().with_max_times(10))
-                            .sleep(tokio::time::sleep)
-                            .await;
-                        if let Err(e) = r {
-                            tracing::warn!(error = %e, reason = %ev.reason, "event not published");
-                        }
-                    }
-                    board.event_done();
-                }
+        while version.changed().await.is_ok() {
+            version.borrow_and_update();
+            let sent = (|| async {
+                let (v, status) = board.versioned();
+                api.patch_status(&node, &params, &Patch::Apply(status_patch(&status)))
+                    .await
+                    .map(|_| v)
+            })
+            .retry(backoff())
+            .sleep(tokio::time::sleep)
+            // A missing object is not retried: it is sent when the object appears
+            // (`StatusBoard::set_object`), not up to 30 s later, and an agent that
+            // starts before its ControlPlaneNode exists does not warn every 30 s.
+            .when(|e| !is_not_found(e))
+            .notify(|e, d| {
+                tracing::warn!(error = %e, retry_in = ?d, "status of ControlPlaneNode {node} not sent");
+            })
+            .await;
+            match sent {
+                Ok(v) => board.ack(v),
+                Err(e) if is_not_found(&e) => tracing::debug!(
+                    "ControlPlaneNode {node} does not exist yet; its status is sent once it does"
+                ),
+                Err(_) => {}
             }
         }
+    };
+    let event_loop = async move {
+        while let Some(ev) = recv(&mut events).await {
+            if let Some(reference) = board.object() {
+                let event = Event {
+                    type_: if ev.warning {
+                        EventType::Warning
+                    } else {
+                        EventType::Normal
+                    },
+                    reason: ev.reason.clone(),
+                    note: Some(truncate_note(&ev.note)),
+                    action: ev.action.clone(),
+                    secondary: None,
+                };
+                // Retried while the API is away (an outage of a few minutes while this node's
+                // API server restarts), so the story is told when it returns.
+                let r = (|| async { recorder.publish(&event, &reference).await })
+                    .retry(backoff().with_max_times(EVENT_RETRIES))
+                    .sleep(tokio::time::sleep)
+                    .await;
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, reason = %ev.reason, "event not published");
+                }
+            }
+            board.event_done();
+        }
+    };
+    tokio::spawn(async move {
+        tokio::join!(status_loop, event_loop);
     })
 }
+
+/// How often an Event is retried (every [`MAX_RETRY_DELAY`] once the backoff has grown: about
+/// ten minutes of API outage).
+const EVENT_RETRIES: usize = 300;
 
 fn is_not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
