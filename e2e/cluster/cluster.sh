@@ -25,6 +25,15 @@ SERVICE_CIDR=10.96.0.0/12
 KUBERNETES_SVC_IP=10.96.0.1
 DNS_IP=10.96.0.10
 
+# What 'up' was given is remembered in the cluster directory, for the other commands.
+if [[ -f $CLUSTER_DIR/launcher.env ]]; then
+  # shellcheck source=/dev/null
+  source "$CLUSTER_DIR/launcher.env"
+  BIN_DIR=${KUBEPLANE_CLUSTER_BIN_DIR:-$SAVED_BIN_DIR}
+  IMAGES_DIR=${KUBEPLANE_CLUSTER_IMAGES_DIR:-$SAVED_IMAGES_DIR}
+fi
+SELF=$(cd "$(dirname "$0")" && pwd)/${0##*/}
+
 log() { printf '%s %s: %s\n' "$(date -u +%H:%M:%S)" "$PROG" "$*" >&2; }
 die() { printf '%s: error: %s\n' "$PROG" "$*" >&2; exit 1; }
 
@@ -417,7 +426,6 @@ state = "$d/run/containerd"
   [plugins.'io.containerd.cri.v1.runtime']
     restrict_oom_score_adj = true
     netns_mounts_under_state_dir = true
-    enable_cdi = false
     [plugins.'io.containerd.cri.v1.runtime'.cni]
       bin_dirs = ["$CNI_BIN_DIR"]
       conf_dir = "$d/cni/net.d"
@@ -635,8 +643,9 @@ import_images() {
   ((${#missing[@]} == 0)) && return 0
   check_images_dir
   for f in "$IMAGES_DIR"/*.tar; do
-    "$BIN_DIR/ctr" --address "$sock" -n k8s.io images import --local "$f" >/dev/null ||
-      die "ctr images import $f into $n failed"
+    "$BIN_DIR/ctr" --address "$sock" -n k8s.io images import --local "$f" 2>&1 >/dev/null | grep -v DEPRECATION >&2 ||
+      true
+    ((PIPESTATUS[0] == 0)) || die "ctr images import $f into $n failed"
   done
   have=$("$BIN_DIR/ctr" --address "$sock" -n k8s.io images ls -q 2>/dev/null || true)
   missing=()
@@ -746,6 +755,7 @@ cmd_up() {
   if [[ -f $CLUSTER_DIR/nodes.list ]] && (($(wc -l <"$CLUSTER_DIR/nodes.list") > count)); then
     die "the cluster in $CLUSTER_DIR has $(wc -l <"$CLUSTER_DIR/nodes.list") nodes; run '$PROG down' first to shrink it"
   fi
+  printf 'SAVED_BIN_DIR=%q\nSAVED_IMAGES_DIR=%q\n' "$BIN_DIR" "$IMAGES_DIR" >"$CLUSTER_DIR/launcher.env"
   : >"$CLUSTER_DIR/nodes.list"
   for i in $(seq 1 "$count"); do echo "$NODE_PREFIX$i" >>"$CLUSTER_DIR/nodes.list"; done
   cluster_pki
@@ -839,6 +849,16 @@ cmd_exec() {
   exec nsenter --net="/run/netns/$(node_netns "$n")" --mount="/proc/$(containerd_pid "$n")/ns/mnt" --wd="$PWD" -- "$@"
 }
 
+pss_mib() { # PIDS...: summed proportional set size
+  local p kb=0 v
+  for p in "$@"; do
+    [[ -n $p && -r /proc/$p/smaps_rollup ]] || continue
+    v=$(awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup" 2>/dev/null || true)
+    kb=$((kb + ${v:-0}))
+  done
+  echo $((kb / 1024))
+}
+
 cmd_status() {
   local n d st
   [[ -f $CLUSTER_DIR/nodes.list ]] || { echo "no cluster in $CLUSTER_DIR"; return 1; }
@@ -849,6 +869,7 @@ cmd_status() {
   if apiserver_ready "$VIP" >/dev/null 2>&1; then st=ready; else st="NOT ready"; fi
   echo "VIP      https://$VIP:6443 /readyz: $st"
   echo "KUBECONFIG=$CLUSTER_DIR/admin.conf"
+  echo "memory (PSS of etcd + haproxy): $(pss_mib "$(cat "$CLUSTER_DIR/etcd/etcd.pid" 2>/dev/null)" "$(cat "$CLUSTER_DIR/haproxy/haproxy.pid" 2>/dev/null)") MiB"
   while read -r n; do
     d=$(node_dir "$n")
     echo
@@ -863,7 +884,10 @@ cmd_status() {
     echo "  containerd $c  socket $(node_sock "$n")"
     echo "  kubelet    $k  log $d/log/kubelet.log"
     echo "  kube-apiserver https://$(node_ip "$n"):6443/readyz: $a"
-    echo "  exec: $0 exec $n -- CMD..."
+    echo "  exec: $SELF exec $n -- CMD..."
+    local pids=()
+    mapfile -t pids < <(node_cgroup_pids "$n")
+    echo "  memory (PSS of containerd, kubelet, shims, containers): $(pss_mib "${pids[@]}") MiB"
     echo "  KUBEPLANE_E2E_NODE=$n"
     echo "  KUBEPLANE_E2E_MANIFEST_DIR=$(node_etc "$n")/manifests"
     echo "  KUBEPLANE_E2E_CERTIFICATES_DIR=$(node_etc "$n")/pki"
