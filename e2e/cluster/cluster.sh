@@ -45,7 +45,7 @@ usage: $PROG COMMAND
   status              processes, nodes, VIP health, and the KUBEPLANE_E2E_* values per node
   stop NODE           stop a node: its kubelet, containerd and every container of it
   start NODE          start a stopped node again
-  exec NODE -- CMD... run CMD in NODE's network and mount namespaces
+  exec NODE -- CMD... run CMD in NODE's network, mount and UTS namespaces
   kubeconfig          print the path of the admin kubeconfig (server: the haproxy VIP)
 environment:
   KUBEPLANE_CLUSTER_BIN_DIR     (required) kubelet kubectl containerd containerd-shim-runc-v2
@@ -67,10 +67,10 @@ BIN_NAMES=(kubelet kubectl containerd containerd-shim-runc-v2 ctr runc etcd)
 check_host() {
   local missing=()
   [[ $(id -u) == 0 ]] || die "must run as root (network namespaces, cgroups, mounts)"
-  for c in ip nsenter unshare openssl curl haproxy setsid mount; do
+  for c in ip nsenter unshare openssl curl haproxy setsid mount python3; do
     command -v "$c" >/dev/null || missing+=("$c")
   done
-  ((${#missing[@]} == 0)) || die "missing host commands: ${missing[*]} (Debian: iproute2 util-linux openssl curl haproxy)"
+  ((${#missing[@]} == 0)) || die "missing host commands: ${missing[*]} (Debian: iproute2 util-linux openssl curl haproxy python3)"
   [[ -d /sys/fs/cgroup/cpuset && -d /sys/fs/cgroup/memory ]] ||
     die "need cgroup v1 hierarchies under /sys/fs/cgroup (cpuset, memory, ...); cgroup v2-only hosts are not supported by this launcher"
 }
@@ -589,6 +589,7 @@ haproxy_config() {
 # health-checked with GET /readyz over TLS (README.md "haproxy").
 global
   maxconn 4000
+  stats socket $CLUSTER_DIR/haproxy/admin.sock mode 600 level admin
 defaults
   mode tcp
   timeout connect 5s
@@ -667,10 +668,12 @@ start_node() {
   if ! pid_alive "$d/containerd.pid"; then
     log "$n: starting containerd ($ip, netns $ns)"
     # A private mount namespace (slave: host mounts still propagate in) where the node's own
-    # directories cover the paths kubelet hard-codes.
+    # directories cover the paths kubelet hard-codes; a UTS namespace whose hostname is the
+    # node's name (hostNetwork pods share it: leader-election identities name the node).
     # shellcheck disable=SC2016 # expanded by the inner shell, from its arguments
-    setsid nsenter --net="/run/netns/$ns" -- unshare --mount --propagation slave -- /bin/sh -c '
+    setsid nsenter --net="/run/netns/$ns" -- unshare --mount --uts --propagation slave -- /bin/sh -c '
       echo $$ > "/sys/fs/cgroup/pids/$1/runtime/cgroup.procs"
+      hostname "$1"
       mount --bind "$2/device-plugins" /var/lib/kubelet/device-plugins
       mount --bind "$2/var/log/containers" /var/log/containers
       mount --bind "$2/var/lib/cni" /var/lib/cni
@@ -684,7 +687,7 @@ start_node() {
   if ! pid_alive "$d/kubelet.pid"; then
     log "$n: starting kubelet"
     # shellcheck disable=SC2016 # expanded by the inner shell, from its arguments
-    setsid nsenter --net="/run/netns/$ns" --mount="/proc/$cpid/ns/mnt" -- /bin/sh -c '
+    setsid nsenter --net="/run/netns/$ns" --mount="/proc/$cpid/ns/mnt" --uts="/proc/$cpid/ns/uts" -- /bin/sh -c '
       echo $$ > "/sys/fs/cgroup/pids/$1/runtime/cgroup.procs"
       shift; exec "$@"' sh "$n" \
       "$BIN_DIR/kubelet" --config="$d/var/lib/kubelet/config.yaml" \
@@ -720,6 +723,17 @@ stop_node() {
 }
 
 node_ready() { [[ $(kubectl_admin get node "$1" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null) == True ]]; }
+vip_backend_up() { # NODE: haproxy's health check marks its API server UP
+  [[ $(printf 'show stat\n' | nc_unix "$CLUSTER_DIR/haproxy/admin.sock" | awk -F, -v n="$1" '$1 == "kube-apiservers" && $2 == n {print $18}') == UP ]]
+}
+nc_unix() { # SOCKET: stdin to a unix socket, its answer to stdout (bash cannot; no socat needed)
+  python3 -c 'import socket,sys
+s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(sys.stdin.buffer.read())
+while True:
+    b=s.recv(65536)
+    if not b: break
+    sys.stdout.buffer.write(b)' "$1"
+}
 apiserver_ready() { curl -sf --max-time 3 --cacert "$CLUSTER_DIR/pki/ca.crt" "https://$1:6443/readyz"; }
 
 mirror_ready() { # NODE COMPONENT
@@ -771,6 +785,9 @@ cmd_up() {
   done < <(cluster_nodes)
   while read -r n; do
     wait_for "$TIMEOUT" "kube-apiserver of $n /readyz" apiserver_ready "$(node_ip "$n")"
+  done < <(cluster_nodes)
+  while read -r n; do
+    wait_for "$TIMEOUT" "haproxy to mark $n UP" vip_backend_up "$n"
   done < <(cluster_nodes)
   wait_for "$TIMEOUT" "the VIP https://$VIP:6443/readyz" apiserver_ready "$VIP"
   bootstrap_rbac
@@ -835,7 +852,8 @@ cmd_start() {
   start_node "$n"
   wait_for "$TIMEOUT" "kube-apiserver of $n /readyz" apiserver_ready "$(node_ip "$n")"
   post_node "$n"
-  log "$n: started, Ready"
+  wait_for "$TIMEOUT" "haproxy to mark $n UP" vip_backend_up "$n"
+  log "$n: started, Ready, UP behind the VIP"
 }
 
 cmd_exec() {
@@ -846,7 +864,9 @@ cmd_exec() {
   (($# > 0)) || die "exec: no command given"
   [[ -d $(node_dir "$n") ]] || die "no node $n in $CLUSTER_DIR"
   pid_alive "$(node_dir "$n")/containerd.pid" || die "node $n is not running (start it: $PROG start $n)"
-  exec nsenter --net="/run/netns/$(node_netns "$n")" --mount="/proc/$(containerd_pid "$n")/ns/mnt" --wd="$PWD" -- "$@"
+  local cpid
+  cpid=$(containerd_pid "$n")
+  exec nsenter --net="/run/netns/$(node_netns "$n")" --mount="/proc/$cpid/ns/mnt" --uts="/proc/$cpid/ns/uts" --wd="$PWD" -- "$@"
 }
 
 pss_mib() { # PIDS...: summed proportional set size
@@ -877,13 +897,15 @@ cmd_status() {
     pid_alive "$d/containerd.pid" && c="running (pid $(cat "$d/containerd.pid"))"
     pid_alive "$d/kubelet.pid" && k="running (pid $(cat "$d/kubelet.pid"))"
     apiserver_ready "$(node_ip "$n")" >/dev/null 2>&1 && a=ready
+    local b=DOWN
+    vip_backend_up "$n" 2>/dev/null && b=UP
     if [[ -n $BIN_DIR && -x $BIN_DIR/kubectl ]]; then
       r=$(kubectl_admin get node "$n" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null || echo "?")
     fi
     echo "node $n  address $(node_ip "$n")  netns /run/netns/$(node_netns "$n")  Ready=$r"
     echo "  containerd $c  socket $(node_sock "$n")"
     echo "  kubelet    $k  log $d/log/kubelet.log"
-    echo "  kube-apiserver https://$(node_ip "$n"):6443/readyz: $a"
+    echo "  kube-apiserver https://$(node_ip "$n"):6443/readyz: $a; behind the VIP (haproxy check): $b"
     echo "  exec: $SELF exec $n -- CMD..."
     local pids=()
     mapfile -t pids < <(node_cgroup_pids "$n")
