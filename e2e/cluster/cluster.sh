@@ -603,7 +603,9 @@ backend kube-apiservers
   option httpchk GET /readyz
   http-check expect status 200
   balance roundrobin
-  default-server inter 2s fall 3 rise 2
+  retries 3
+  option redispatch 1
+  default-server inter 2s fall 3 rise 2 on-marked-down shutdown-sessions
 EOF
     while read -r n; do
       echo "  server $n $(node_ip "$n"):6443 check check-ssl verify none"
@@ -686,6 +688,7 @@ start_node() {
   cpid=$(containerd_pid "$n")
   if ! pid_alive "$d/kubelet.pid"; then
     log "$n: starting kubelet"
+    KUBELET_STARTED[$n]=$(date -u +%Y-%m-%dT%H:%M:%SZ)
     # shellcheck disable=SC2016 # expanded by the inner shell, from its arguments
     setsid nsenter --net="/run/netns/$ns" --mount="/proc/$cpid/ns/mnt" --uts="/proc/$cpid/ns/uts" -- /bin/sh -c '
       echo $$ > "/sys/fs/cgroup/pids/$1/runtime/cgroup.procs"
@@ -722,7 +725,13 @@ stop_node() {
   rm -f "$d/kubelet.pid" "$d/containerd.pid"
 }
 
-node_ready() { [[ $(kubectl_admin get node "$1" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null) == True ]]; }
+# NODE [SINCE]: Ready, and (with SINCE, RFC 3339) reported by a kubelet that ran at or after SINCE,
+# not a status left over from before a stop.
+node_ready() {
+  local r
+  r=$(kubectl_admin get node "$1" -o jsonpath='{range .status.conditions[?(@.type=="Ready")]}{.status} {.lastHeartbeatTime}{end}' 2>/dev/null) || return 1
+  [[ ${r%% *} == True && ! ${r#* } < ${2:-} ]]
+}
 vip_backend_up() { # NODE: haproxy's health check marks its API server UP
   [[ $(printf 'show stat\n' | nc_unix "$CLUSTER_DIR/haproxy/admin.sock" | awk -F, -v n="$1" '$1 == "kube-apiservers" && $2 == n {print $18}') == UP ]]
 }
@@ -736,17 +745,21 @@ while True:
 }
 apiserver_ready() { curl -sf --max-time 3 --cacert "$CLUSTER_DIR/pki/ca.crt" "https://$1:6443/readyz"; }
 
-mirror_ready() { # NODE COMPONENT
-  [[ $(kubectl_admin -n kube-system get pod "$2-$1" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null) == True ]]
+mirror_ready() { # NODE COMPONENT [SINCE]: Ready, with a container started at or after SINCE
+  local r
+  r=$(kubectl_admin -n kube-system get pod "$2-$1" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status} {.status.containerStatuses[0].state.running.startedAt}' 2>/dev/null) || return 1
+  [[ ${r%% *} == True && ! ${r#* } < ${3:-} ]]
 }
 
+declare -A KUBELET_STARTED=()
+
 post_node() { # after its API server answers: label, and wait until everything is Ready
-  local n=$1 c
+  local n=$1 c since=${KUBELET_STARTED[$1]:-}
   wait_for "$TIMEOUT" "node $n registered" kubectl_admin get node "$n"
   kubectl_admin label node "$n" node-role.kubernetes.io/control-plane= --overwrite >/dev/null
-  wait_for "$TIMEOUT" "node $n Ready" node_ready "$n"
+  wait_for "$TIMEOUT" "node $n Ready" node_ready "$n" "$since"
   for c in kube-apiserver kube-controller-manager kube-scheduler; do
-    wait_for "$TIMEOUT" "mirror pod $c-$n Ready" mirror_ready "$n" "$c"
+    wait_for "$TIMEOUT" "mirror pod $c-$n Ready" mirror_ready "$n" "$c" "$since"
   done
 }
 
