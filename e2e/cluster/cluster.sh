@@ -114,7 +114,14 @@ cluster_nodes() { [[ -f $CLUSTER_DIR/nodes.list ]] && cat "$CLUSTER_DIR/nodes.li
 kubectl_admin() { "$BIN_DIR/kubectl" --kubeconfig "$CLUSTER_DIR/admin.conf" "$@"; }
 kubectl_super() { "$BIN_DIR/kubectl" --kubeconfig "$CLUSTER_DIR/super-admin.conf" "$@"; }
 
-pid_alive() { [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+pid_alive() { # PIDFILE: running, and not a zombie its (possibly slow) reaper has yet to collect
+  local pid st
+  [[ -f $1 ]] || return 1
+  pid=$(cat "$1")
+  [[ -n $pid && -r /proc/$pid/stat ]] || return 1
+  st=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null) || return 1
+  [[ ${st%% *} != Z ]]
+}
 
 # ---------------------------------------------------------------- PKI (kubeadm's layout)
 
@@ -639,16 +646,16 @@ wait_for() { # SECONDS WHAT CMD...
 }
 
 import_images() {
-  local n=$1 sock have missing=() img f
+  local n=$1 sock have missing=() img f out
   sock=$(node_sock "$n")
   have=$("$BIN_DIR/ctr" --address "$sock" -n k8s.io images ls -q 2>/dev/null || true)
   while read -r img; do grep -qxF "$img" <<<"$have" || missing+=("$img"); done < <(required_images)
   ((${#missing[@]} == 0)) && return 0
   check_images_dir
   for f in "$IMAGES_DIR"/*.tar; do
-    "$BIN_DIR/ctr" --address "$sock" -n k8s.io images import --local "$f" 2>&1 >/dev/null | grep -v DEPRECATION >&2 ||
-      true
-    ((PIPESTATUS[0] == 0)) || die "ctr images import $f into $n failed"
+    out=$("$BIN_DIR/ctr" --address "$sock" -n k8s.io images import --local "$f" 2>&1 >/dev/null) ||
+      die "ctr images import $f into $n failed: $out"
+    grep -v DEPRECATION <<<"$out" >&2 || true
   done
   have=$("$BIN_DIR/ctr" --address "$sock" -n k8s.io images ls -q 2>/dev/null || true)
   missing=()
@@ -668,7 +675,14 @@ start_node() {
   node_cgroups "$n"
   mkdir -p "$(shim_dir "$n")" /var/lib/kubelet/device-plugins /var/log/containers /var/lib/cni
   if ! pid_alive "$d/containerd.pid"; then
+    if [[ -n $(node_cgroup_pids "$n") ]]; then
+      # containerd died (killed from outside?) but kubelet, shims or containers are left:
+      # clear them, as after a power-off, so that nothing holds the node's ports.
+      log "$n: containerd is not running; stopping what is left of the node first"
+      stop_node "$n"
+    fi
     log "$n: starting containerd ($ip, netns $ns)"
+    rm -f "$(node_sock "$n")" "$(node_sock "$n").ttrpc"
     # A private mount namespace (slave: host mounts still propagate in) where the node's own
     # directories cover the paths kubelet hard-codes; a UTS namespace whose hostname is the
     # node's name (hostNetwork pods share it: leader-election identities name the node).
@@ -682,7 +696,7 @@ start_node() {
       exec "$3/containerd" --config "$2/containerd/config.toml"' sh "$n" "$d" "$BIN_DIR" \
       </dev/null >>"$d/log/containerd.log" 2>&1 &
     echo $! >"$d/containerd.pid"
-    wait_for 60 "$n containerd socket" test -S "$(node_sock "$n")"
+    wait_for 60 "$n containerd to answer" "$BIN_DIR/ctr" --address "$(node_sock "$n")" version
   fi
   import_images "$n"
   cpid=$(containerd_pid "$n")
