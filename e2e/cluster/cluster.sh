@@ -942,6 +942,7 @@ cmd_status() {
     echo "  KUBEPLANE_E2E_CERTIFICATES_DIR=$(node_etc "$n")/pki"
     echo "  KUBEPLANE_E2E_KUBECONFIG_DIR=$(node_etc "$n")"
     echo "  KUBEPLANE_E2E_PULL_POLICY=Never"
+    echo "  CONTAINER_RUNTIME_ENDPOINT=unix://$(node_sock "$n")"
   done < <(cluster_nodes)
 }
 
