@@ -454,6 +454,16 @@ impl DriftHandler {
         });
     }
 
+    /// Runs a check (file reads, fsync'd writes, under the desired lock) on the blocking
+    /// pool, off the async runtime. `None` if the check panicked.
+    async fn off_runtime<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&DriftHandler) -> T + Send + 'static,
+    ) -> Option<T> {
+        let h = self.clone();
+        tokio::task::spawn_blocking(move || f(&h)).await.ok()
+    }
+
     /// Handles events from [`watch`] until the channel closes: managed files at once, other
     /// files after [`STRAY_SETTLE`]; a full scan when notify asks for one.
     pub async fn run(
@@ -480,8 +490,10 @@ impl DriftHandler {
                                 };
                                 match classify(name, None, &managed) {
                                     Kind::Managed(c) => {
-                                        let _span = tracing::debug_span!("drift", file = name).entered();
-                                        if let Some(Finding::Deferred(n, at)) = self.check_managed(c) {
+                                        if let Some(Finding::Deferred(n, at)) = self.off_runtime(move |h| {
+                                            let _span = tracing::debug_span!("drift", file = c.manifest_file()).entered();
+                                            h.check_managed(c)
+                                        }).await.flatten() {
                                             pending.insert(n, at);
                                         }
                                     }
@@ -493,11 +505,11 @@ impl DriftHandler {
                             }
                         }
                         Ok(_) => {
-                            defer(&mut pending, self.scan());
+                            defer(&mut pending, self.off_runtime(|h| h.scan()).await.unwrap_or_default());
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, "manifest directory watch error; rescanning");
-                            defer(&mut pending, self.scan());
+                            defer(&mut pending, self.off_runtime(|h| h.scan()).await.unwrap_or_default());
                         }
                     }
                 }
@@ -510,7 +522,8 @@ impl DriftHandler {
                         .collect();
                     for n in due {
                         pending.remove(&n);
-                        if let Some(Finding::Deferred(n, at)) = self.check(&n) {
+                        let name = n.clone();
+                        if let Some(Finding::Deferred(n, at)) = self.off_runtime(move |h| h.check(&name)).await.flatten() {
                             pending.insert(n, at);
                         }
                     }

@@ -149,6 +149,10 @@ pub enum Outcome {
         /// What was seen.
         message: String,
     },
+    /// A newer node spec arrived while a component of this one was being waited for (never
+    /// while a restore is written or waited for): the engine stopped waiting; the newer spec
+    /// is applied next, from what is on disk.
+    Superseded,
     /// The revision could not be applied, nor last-known-good restored.
     Failed {
         /// PascalCase reason.
@@ -230,6 +234,8 @@ pub struct Engine {
     board: StatusBoard,
     spec: Option<ControlPlaneNodeSpec>,
     generation: Option<i64>,
+    /// Digests of newer node specs as they arrive (the agent's ControlPlaneNode watch).
+    newer: Option<tokio::sync::watch::Receiver<Option<String>>>,
 }
 
 fn now() -> Time {
@@ -301,6 +307,7 @@ impl Engine {
             board: parts.board,
             spec: None,
             generation: None,
+            newer: None,
         };
         engine.restore_desired();
         engine.publish();
@@ -354,6 +361,34 @@ impl Engine {
             .ok()
             .flatten()?;
         serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Lets a newer node spec cut a forward wait short: `rx` carries the digest
+    /// ([`spec_digest`]) of the newest spec the agent has seen.
+    pub fn watch_newer(&mut self, rx: tokio::sync::watch::Receiver<Option<String>>) {
+        self.newer = Some(rx);
+    }
+
+    /// Resolves once a node spec other than `digest` has arrived (never without a watch).
+    fn superseded(&self, digest: String) -> impl std::future::Future<Output = ()> + use<> {
+        let rx = self.newer.clone();
+        async move {
+            let Some(mut rx) = rx else {
+                return std::future::pending().await;
+            };
+            loop {
+                if rx
+                    .borrow_and_update()
+                    .as_deref()
+                    .is_some_and(|d| d != digest)
+                {
+                    return;
+                }
+                if rx.changed().await.is_err() {
+                    return std::future::pending().await;
+                }
+            }
+        }
     }
 
     /// The engine's persistent state.
@@ -854,17 +889,15 @@ impl Engine {
             } else {
                 step.timeout
             };
-            match self
-                .wait_component(
-                    c,
-                    step.expect.clone(),
-                    &step.pod,
-                    timeout,
-                    min_ready,
-                    written_at,
-                )
-                .await
-            {
+            let newer = self.superseded(spec_digest(spec));
+            let verdict = tokio::select! {
+                v = self.wait_component(c, step.expect.clone(), &step.pod, timeout, min_ready, written_at) => v,
+                () = newer => {
+                    tracing::info!(component = %c, "a newer node spec arrived: no longer waiting for revision {rev}");
+                    return Outcome::Superseded;
+                }
+            };
+            match verdict {
                 Verdict::Updated { observed_hash } => {
                     if let Some(cs) = self.state.components.get_mut(&c) {
                         cs.confirmed = true;

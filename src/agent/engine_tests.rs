@@ -1304,3 +1304,68 @@ fn a_state_file_of_format_1_in_the_middle_of_a_rollback_resumes_it() {
     assert_eq!(failed_component, Component::Scheduler);
     assert_eq!(to_revision, "good");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_newer_spec_cuts_the_wait_for_a_failing_one_short_but_never_a_restore() {
+    let env = env();
+    let mut engine = env.engine();
+    let (tx, rx) = tokio::sync::watch::channel::<Option<String>>(None);
+    engine.watch_newer(rx);
+    let good = node_spec(&[], &[], &env);
+    assert_eq!(engine.apply(&good, Some(1), true).await, Outcome::Healthy);
+    let bad = node_spec(&[], &[("v", "6")], &env);
+    let bad_hash = hash_of(&bad, Component::Scheduler);
+    env.kubelet.behave(move |_, hash| {
+        if hash == bad_hash {
+            Behaviour::crashing()
+        } else {
+            Behaviour::healthy()
+        }
+    });
+    tx.send_replace(Some(super::engine::spec_digest(&bad)));
+    let fixed = node_spec(&[], &[("v", "3")], &env);
+    let start = tokio::time::Instant::now();
+    let fixed_digest = super::engine::spec_digest(&fixed);
+    let tx2 = tx.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        tx2.send_replace(Some(fixed_digest));
+    });
+    assert_eq!(engine.apply(&bad, Some(2), true).await, Outcome::Superseded);
+    let waited = start.elapsed();
+    assert!(
+        waited < Duration::from_secs(25),
+        "cut short after 20 s, not the 60 s timeout: {waited:?}"
+    );
+    // The fix rolls out from what is on disk; the cut-short revision is not remembered as
+    // failed (it never got its full chance).
+    assert_eq!(engine.apply(&fixed, Some(3), true).await, Outcome::Healthy);
+    assert_eq!(
+        env.manifest(Component::Scheduler),
+        content_of(&fixed, Component::Scheduler)
+    );
+    let st: super::state::AgentState =
+        serde_json::from_slice(&std::fs::read(env.dirs.state_file()).unwrap()).unwrap();
+    assert!(st.failed_revisions.is_empty(), "{:?}", st.failed_revisions);
+
+    // A restore is never cut short: a newer spec during a rollback waits for it.
+    let bad2 = node_spec(&[], &[("v", "8")], &env);
+    let bad2_hash = hash_of(&bad2, Component::Scheduler);
+    env.kubelet.behave(move |_, hash| {
+        if hash == bad2_hash {
+            Behaviour::crashing()
+        } else {
+            Behaviour::healthy()
+        }
+    });
+    tx.send_replace(Some(super::engine::spec_digest(&bad2)));
+    let tx3 = tx.clone();
+    let other = super::engine::spec_digest(&good);
+    tokio::spawn(async move {
+        // After the 60 s timeout: the rollback is under way.
+        tokio::time::sleep(Duration::from_secs(62)).await;
+        tx3.send_replace(Some(other));
+    });
+    let out = engine.apply(&bad2, Some(4), true).await;
+    assert!(matches!(out, Outcome::RolledBack { .. }), "{out:?}");
+}

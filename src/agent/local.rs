@@ -178,6 +178,10 @@ pub fn apply(args: &ApplyArgs, out: &mut dyn Write, err: &mut dyn Write) -> Exit
             let _ = writeln!(err, "error: rolled back ({reason}): {message}");
             ExitCode::FAILURE
         }
+        Ok(Outcome::Superseded) => {
+            let _ = writeln!(err, "error: superseded by a newer spec");
+            ExitCode::FAILURE
+        }
         Ok(Outcome::Failed { reason, message }) => {
             let _ = writeln!(err, "error: failed ({reason}): {message}");
             ExitCode::FAILURE

@@ -298,6 +298,9 @@ pub async fn run_with(
     let (mut cert_watch, mut cert_rx) = certs::CertWatcher::new();
 
     let (cpn_tx, mut cpn_rx) = watch::channel::<Option<ControlPlaneNode>>(None);
+    // The digest of the newest spec, so a newer revision can cut a forward wait short.
+    let (digest_tx, digest_rx) = watch::channel::<Option<String>>(None);
+    engine.watch_newer(digest_rx);
     let api: Api<ControlPlaneNode> = Api::all(client.clone());
     let config = watcher::Config::default().fields(&format!("metadata.name={node}"));
     tokio::spawn(async move {
@@ -308,6 +311,7 @@ pub async fn run_with(
         while let Some(ev) = stream.next().await {
             match ev {
                 Ok(cpn) => {
+                    digest_tx.send_replace(Some(engine::spec_digest(&cpn.spec)));
                     cpn_tx.send_replace(Some(cpn));
                 }
                 Err(e) => tracing::warn!(error = %e, "watching the ControlPlaneNode"),
