@@ -22,7 +22,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{free_port, kubeplane};
+use common::{Rng, free_port, kubeplane};
 use kubeplane::agent::runtime::fake::{FakeKubelet, FakeKubeletOptions, has_arg};
 
 /// kube-scheduler runs healthy with `--v` below this and crash-loops from it on.
@@ -132,17 +132,6 @@ impl Node {
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
             .and_then(|v| v["lifecycle"]["step"].as_str().map(str::to_string))
             .unwrap_or_else(|| "none".into())
-    }
-}
-
-/// xorshift64*.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 }
 

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::kubeplane;
+use common::{Rng, kubeplane};
 
 fn config(dir: &Path, name: &str, v: &str) -> String {
     let p = dir.join(name);
@@ -74,17 +74,6 @@ fn contents(cfg: &str, tmp: &Path, tag: &str) -> BTreeMap<String, Vec<u8>> {
             )
         })
         .collect()
-}
-
-/// xorshift64*: enough randomness for kill points, no extra crate.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
 }
 
 #[test]

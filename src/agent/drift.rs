@@ -744,15 +744,8 @@ mod tests {
     }
 
     /// Waits (real time) until `cond` holds, up to 5 s.
-    async fn eventually(mut cond: impl FnMut() -> bool) -> bool {
-        let end = std::time::Instant::now() + Duration::from_secs(5);
-        while std::time::Instant::now() < end {
-            if cond() {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        cond()
+    async fn eventually(cond: impl FnMut() -> bool) -> bool {
+        eventually_for(Duration::from_secs(5), cond).await
     }
 
     #[tokio::test]
@@ -877,13 +870,14 @@ mod tests {
         );
     }
 
+    /// Waits (real time) until `cond` holds, up to `limit`.
     async fn eventually_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-        let start = Instant::now();
-        while start.elapsed() < limit {
+        let end = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < end {
             if cond() {
                 return true;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         cond()
     }

@@ -233,13 +233,7 @@ async fn hash_never_changes_rolls_back_with_hash_never_changed() {
     let bad = node_spec(&[], &[("v", "4")], &env);
     let bad_hash = hash_of(&bad, Component::Scheduler);
     let h = bad_hash.clone();
-    env.kubelet.behave(move |_, hash| {
-        if hash == h {
-            Behaviour::ignored()
-        } else {
-            Behaviour::healthy()
-        }
-    });
+    env.kubelet.fail(h.clone(), Behaviour::ignored());
     let out = engine.apply(&bad, Some(2), true).await;
     let Outcome::RolledBack { reason, message } = &out else {
         panic!("{out:?}")
@@ -307,13 +301,7 @@ async fn pod_not_ready_rolls_back_naming_restart_count_and_last_state() {
     assert_eq!(engine.apply(&good, None, true).await, Outcome::Healthy);
     let bad = node_spec(&[], &[("v", "4")], &env);
     let h = hash_of(&bad, Component::Scheduler);
-    env.kubelet.behave(move |_, hash| {
-        if hash == h {
-            Behaviour::crashing()
-        } else {
-            Behaviour::healthy()
-        }
-    });
+    env.kubelet.fail(h.clone(), Behaviour::crashing());
     let out = engine.apply(&bad, None, true).await;
     let Outcome::RolledBack { reason, message } = &out else {
         panic!("{out:?}")
@@ -722,13 +710,7 @@ async fn a_changed_kubeadm_flag_is_written_and_the_baseline_restores_on_failure(
     );
     let spec = node_spec_for(&cfg, &kubeadm_facts(&env));
     let h = hash_of(&spec, Component::Scheduler);
-    env.kubelet.behave(move |_, hash| {
-        if hash == h {
-            Behaviour::crashing()
-        } else {
-            Behaviour::healthy()
-        }
-    });
+    env.kubelet.fail(h.clone(), Behaviour::crashing());
     let mut engine = env.engine();
     let out = engine.apply(&spec, None, true).await;
     let Outcome::RolledBack { message, .. } = &out else {
@@ -1179,13 +1161,7 @@ async fn without_the_api_a_failing_write_is_rolled_back_by_local_evidence_after_
     assert_eq!(engine.apply(&good, None, true).await, Outcome::Healthy);
     let bad = node_spec(&[], &[("v", "9")], &env);
     let bad_hash = hash_of(&bad, Component::Scheduler);
-    env.kubelet.behave(move |_, hash| {
-        if hash == bad_hash {
-            Behaviour::crashing()
-        } else {
-            Behaviour::healthy()
-        }
-    });
+    env.kubelet.fail(bad_hash.clone(), Behaviour::crashing());
     // Killed 30 s into the 60 s wait.
     let _ = tokio::time::timeout(Duration::from_secs(30), engine.apply(&bad, None, true)).await;
     drop(engine);
@@ -1226,13 +1202,7 @@ async fn local_evidence_does_not_take_the_old_process_for_the_new_one() {
     // kubelet never picks the new scheduler up: the old one keeps answering its endpoint.
     let bad = node_spec(&[], &[("v", "5")], &env);
     let bad_hash = hash_of(&bad, Component::Scheduler);
-    env.kubelet.behave(move |_, hash| {
-        if hash == bad_hash {
-            Behaviour::ignored()
-        } else {
-            Behaviour::healthy()
-        }
-    });
+    env.kubelet.fail(bad_hash.clone(), Behaviour::ignored());
     let out = engine.apply(&bad, None, true).await;
     let Outcome::RolledBack { reason, message } = &out else {
         panic!("the old process answering must not count as the new revision: {out:?}")
@@ -1315,13 +1285,7 @@ async fn a_newer_spec_cuts_the_wait_for_a_failing_one_short_but_never_a_restore(
     assert_eq!(engine.apply(&good, Some(1), true).await, Outcome::Healthy);
     let bad = node_spec(&[], &[("v", "6")], &env);
     let bad_hash = hash_of(&bad, Component::Scheduler);
-    env.kubelet.behave(move |_, hash| {
-        if hash == bad_hash {
-            Behaviour::crashing()
-        } else {
-            Behaviour::healthy()
-        }
-    });
+    env.kubelet.fail(bad_hash.clone(), Behaviour::crashing());
     tx.send_replace(Some(super::engine::spec_digest(&bad)));
     let fixed = node_spec(&[], &[("v", "3")], &env);
     let start = tokio::time::Instant::now();
@@ -1351,13 +1315,7 @@ async fn a_newer_spec_cuts_the_wait_for_a_failing_one_short_but_never_a_restore(
     // A restore is never cut short: a newer spec during a rollback waits for it.
     let bad2 = node_spec(&[], &[("v", "8")], &env);
     let bad2_hash = hash_of(&bad2, Component::Scheduler);
-    env.kubelet.behave(move |_, hash| {
-        if hash == bad2_hash {
-            Behaviour::crashing()
-        } else {
-            Behaviour::healthy()
-        }
-    });
+    env.kubelet.fail(bad2_hash.clone(), Behaviour::crashing());
     tx.send_replace(Some(super::engine::spec_digest(&bad2)));
     let tx3 = tx.clone();
     let other = super::engine::spec_digest(&good);

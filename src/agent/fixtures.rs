@@ -533,6 +533,17 @@ impl Kubelet {
         })
     }
 
+    /// The pod of `hash` behaves as `b`; every other one is healthy.
+    pub fn fail(&self, hash: String, b: Behaviour) {
+        self.behave(move |_, h| {
+            if h == hash {
+                b.clone()
+            } else {
+                Behaviour::healthy()
+            }
+        });
+    }
+
     /// Replaces the behaviour.
     pub fn behave(&self, f: impl Fn(Component, &str) -> Behaviour + Send + Sync + 'static) {
         *self.behaviour.lock().unwrap() = Box::new(f);
