@@ -85,8 +85,8 @@ async fn start_gives_the_first_node_the_revision() {
         Scenario::Reconcile(
             world,
             vec![
-                Write::Start("cp-1"),
                 Write::Status(check),
+                Write::Start("cp-1"),
                 Write::Event(reason::NODE_UPDATE_STARTED),
             ],
         ),
@@ -116,8 +116,8 @@ async fn advance_starts_the_next_node_once_the_first_is_healthy() {
         Scenario::Reconcile(
             world,
             vec![
-                Write::Start("cp-2"),
                 Write::Status(check),
+                Write::Start("cp-2"),
                 Write::Event(reason::NODE_UPDATED),
                 Write::Event(reason::NODE_UPDATE_STARTED),
             ],
@@ -295,8 +295,8 @@ async fn new_generation_waits_for_the_node_in_flight_then_rolls_out_the_newest_r
         Scenario::Reconcile(
             settled,
             vec![
-                Write::Start("cp-1"),
                 Write::Status(status_says(Some("cp-1"), false, true, false)),
+                Write::Start("cp-1"),
                 Write::Event(reason::NODE_UPDATED),
                 Write::Event(reason::NODE_UPDATE_STARTED),
             ],
@@ -335,8 +335,8 @@ async fn restarted_operator_resumes_from_the_api_alone() {
         Scenario::Reconcile(
             world,
             vec![
-                Write::Start("cp-3"),
                 Write::Status(status_says(Some("cp-3"), false, true, false)),
+                Write::Start("cp-3"),
                 Write::Event(reason::NODE_UPDATE_STARTED),
             ],
         ),
@@ -460,8 +460,8 @@ async fn encryption_secret_digest_is_part_of_the_revision() {
         Scenario::Reconcile(
             world,
             vec![
-                Write::Start("cp-1"),
                 Write::Status(check),
+                Write::Start("cp-1"),
                 Write::Event(reason::NODE_UPDATE_STARTED),
             ],
         ),
@@ -487,9 +487,9 @@ async fn new_nodes_get_an_empty_cpn_and_wait_for_their_agent() {
         Scenario::Reconcile(
             world,
             vec![
+                Write::Status(check),
                 Write::CreateEmpty("cp-1"),
                 Write::CreateEmpty("cp-2"),
-                Write::Status(check),
             ],
         ),
     )
@@ -497,12 +497,13 @@ async fn new_nodes_get_an_empty_cpn_and_wait_for_their_agent() {
 }
 
 #[tokio::test]
-async fn a_node_leaving_the_selector_loses_its_cpn() {
+async fn a_node_leaving_the_selector_keeps_its_cpn_marked_and_uncounted() {
     let mut world = World::new(config(1, valid_spec()), &["cp-1", "cp-4"]);
-    let rev = world.revision();
-    // cp-4 lost its control-plane label (now a worker).
+    // cp-4 lost its control-plane label (now a worker). The revision names what the selected
+    // nodes get, so cp-1's bytes alone.
     world.nodes[1].1 =
         BTreeMap::from([("node-role.kubernetes.io/worker".to_string(), String::new())]);
+    let rev = world.revision();
     world = world.with_cpns(vec![cpn("cp-1", &rev, Healthy), cpn("cp-4", &rev, Healthy)]);
     let check = with_check(status_says(None, true, false, false), |s| {
         assert_eq!(s["nodes"], 1);
@@ -512,8 +513,8 @@ async fn a_node_leaving_the_selector_loses_its_cpn() {
         Scenario::Reconcile(
             world,
             vec![
-                Write::Delete("cp-4"),
                 Write::Status(check),
+                Write::MarkUnselected("cp-4", true),
                 Write::Event(reason::ROLLOUT_COMPLETED),
             ],
         ),
@@ -549,8 +550,8 @@ async fn lease_holders_are_updated_last() {
         Scenario::Reconcile(
             world,
             vec![
-                Write::Start("cp-3"),
                 Write::Status(check),
+                Write::Start("cp-3"),
                 Write::Event(reason::NODE_UPDATE_STARTED),
             ],
         ),
