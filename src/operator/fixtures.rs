@@ -151,8 +151,9 @@ impl World {
         self
     }
 
-    /// The revision the operator computes for the world's spec, its selected nodes all
-    /// reporting the fixture facts ([`facts`] with [`fixture_ip`]).
+    /// The revision the operator computes for the world's spec and its selected nodes, with
+    /// the facts their ControlPlaneNodes report (the fixture facts, [`facts`] with
+    /// [`fixture_ip`], for a node without).
     pub fn revision(&self) -> String {
         let digest = self.secret.as_ref().and_then(|d| {
             let key = crate::render::encryption_secret(&self.cpc.spec)?.key?;
@@ -164,7 +165,12 @@ impl World {
             .iter()
             .filter(|(_, labels)| selection::matches(&selector, labels))
             .filter_map(|(name, _)| {
-                let f = facts(name, &fixture_ip(name));
+                let f = self
+                    .cpns
+                    .iter()
+                    .find(|c| c.name_any() == *name)
+                    .and_then(|c| c.status.as_ref()?.node_facts.clone())
+                    .unwrap_or_else(|| facts(name, &fixture_ip(name)));
                 let r = crate::render::render(&crate::render::RenderInput {
                     spec: &self.cpc.spec,
                     node: &f,

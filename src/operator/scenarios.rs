@@ -10,6 +10,7 @@ use super::reconcile::reconcile;
 use super::rollout::reason;
 use crate::api::NodePhase::*;
 use crate::api::{ApiServer, Arg, ControlPlaneConfigStatus, Encryption, Rollout, SecretKeyRef};
+use kube::ResourceExt;
 
 fn status_says(
     in_flight: Option<&'static str>,
@@ -234,8 +235,14 @@ async fn pause_starts_no_node() {
     ]);
     let prev = prev_status(&world, None);
     world = world.with_status(prev);
-    let check = with_check(status_says(None, false, false, false), |s| {
+    // Pausing is not a new revision: the status names the one the unpaused spec has, which
+    // cp-1 runs, so cp-1 is not rolled again when the rollout is resumed.
+    let unpaused = World::new(config(3, valid_spec()), &["cp-1", "cp-2"]).revision();
+    assert_eq!(rev, unpaused);
+    let check = with_check(status_says(None, false, false, false), move |s| {
         assert_eq!(condition(s, "Progressing")["reason"], "RolloutPaused");
+        assert_eq!(s["revision"], json!(unpaused));
+        assert_eq!(s["updatedNodes"], 1);
     });
     play(
         world.clone(),
@@ -613,4 +620,194 @@ async fn an_api_error_fails_the_reconcile_for_a_retry() {
     );
     assert_eq!(err.metric_label(), "Kube");
     finish(handle).await;
+}
+
+#[tokio::test]
+async fn rollout_settings_are_not_a_new_revision_but_a_node_address_is() {
+    // minReadySeconds, health timeouts and the deadline change no file: same revision, so a
+    // complete rollout stays complete and no node is touched.
+    let mut spec = valid_spec();
+    spec.rollout = Some(Rollout {
+        min_ready_seconds: Some(30),
+        progress_deadline_seconds: Some(1800),
+        ..Default::default()
+    });
+    let base = World::new(config(2, valid_spec()), &["cp-1", "cp-2"]);
+    let rev = base.revision();
+    let world = World::new(config(3, spec), &["cp-1", "cp-2"])
+        .with_cpns(vec![cpn("cp-1", &rev, Healthy), cpn("cp-2", &rev, Healthy)]);
+    let world = world.clone().with_status(prev_status(&base, None));
+    let check = with_check(status_says(None, true, false, false), move |s| {
+        assert_eq!(s["revision"], json!(rev));
+    });
+    play(
+        world.clone(),
+        Scenario::Reconcile(
+            world.clone(),
+            vec![
+                Write::Status(check),
+                Write::Event(reason::ROLLOUT_COMPLETED),
+            ],
+        ),
+    )
+    .await;
+
+    // cp-2's agent reports a new address: its kube-apiserver manifest changes, so the revision
+    // does, and the rollout starts again (history keyed by revision then holds the bytes that
+    // ran).
+    let old = base.revision();
+    let mut moved = cpn("cp-2", &old, Healthy);
+    if let Some(f) = moved.status.as_mut().and_then(|s| s.node_facts.as_mut()) {
+        f.advertise_address = Some("10.0.0.99".into());
+    }
+    let world = World::new(config(2, valid_spec()), &["cp-1", "cp-2"])
+        .with_cpns(vec![cpn("cp-1", &old, Healthy), moved])
+        .with_status(prev_status(&base, None));
+    let check = with_check(status_says(Some("cp-1"), false, true, false), move |s| {
+        let new = s["revision"].as_str().expect("revision");
+        assert_ne!(new, old, "a changed address is a new revision");
+        assert_eq!(s["nodeInFlightRevision"], json!(new));
+    });
+    play(
+        world.clone(),
+        Scenario::Reconcile(
+            world,
+            vec![
+                Write::Status(check),
+                Write::Start("cp-1"),
+                Write::Event(reason::NODE_UPDATE_STARTED),
+            ],
+        ),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_conflict_on_the_claim_writes_no_controlplanenode() {
+    // Another operator leader (or a user) changed the config after this one read it: the
+    // status write that claims cp-1 is refused with 409, and cp-1's ControlPlaneNode is not
+    // written.
+    let world = World::new(config(1, valid_spec()), &["cp-1", "cp-2"])
+        .with_cpns(vec![cpn("cp-1", "", Pending), cpn("cp-2", "", Pending)]);
+    let (ctx, verifier) = test_context();
+    let handle = verifier.run(Scenario::Reconcile(
+        world.clone(),
+        vec![Write::StatusConflict],
+    ));
+    let action = reconcile(arc(&world), ctx)
+        .await
+        .expect("a conflict is not an error");
+    assert_eq!(
+        action,
+        kube::runtime::controller::Action::requeue(std::time::Duration::from_secs(1))
+    );
+    finish(handle).await; // asserts that no request follows the refused claim
+}
+
+#[tokio::test]
+async fn a_recreated_controlplanenode_does_not_forget_a_failed_revision() {
+    // cp-1 rolled back at the current revision; then its ControlPlaneNode was deleted and its
+    // agent re-created it empty (or the node's label flapped). The failure is in the config's
+    // status: cp-1 does not get the revision again, and nothing else starts.
+    let mut world = World::new(config(2, valid_spec()), &["cp-1", "cp-2"]);
+    let rev = world.revision();
+    world = world.with_cpns(vec![
+        cpn("cp-1", "", Pending),
+        cpn("cp-2", "r-old", Healthy),
+    ]);
+    let mut prev = prev_status(&world, None);
+    prev.failed_revisions = vec![crate::api::FailedRevision {
+        node: "cp-1".into(),
+        revision: rev.clone(),
+        phase: "RolledBack".into(),
+        reason: "HealthTimeout".into(),
+        message: Some("kube-apiserver never became ready".into()),
+        at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).unwrap(),
+        ),
+    }];
+    world = world.with_status(prev);
+    let check = with_check(status_says(None, false, false, true), move |s| {
+        let d = condition(s, "Degraded");
+        assert_eq!(d["reason"], "HealthTimeout");
+        assert!(
+            d["message"]
+                .as_str()
+                .unwrap()
+                .contains("node cp-1 rolled back"),
+            "{d}"
+        );
+        assert_eq!(s["failedRevisions"][0]["node"], "cp-1");
+        assert_eq!(s["failedRevisions"][0]["revision"], json!(rev));
+    });
+    play(
+        world.clone(),
+        Scenario::Reconcile(
+            world,
+            vec![Write::Status(check), Write::Event(reason::ROLLOUT_HALTED)],
+        ),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_node_selected_again_loses_the_unselected_label() {
+    let mut world = World::new(config(1, valid_spec()), &["cp-1"]);
+    let rev = world.revision();
+    let mut back = cpn("cp-1", &rev, Healthy);
+    back.labels_mut()
+        .insert(super::selection::UNSELECTED_LABEL.into(), "true".into());
+    world = world.with_cpns(vec![back]);
+    play(
+        world.clone(),
+        Scenario::Reconcile(
+            world,
+            vec![
+                Write::Status(status_says(None, true, false, false)),
+                Write::MarkUnselected("cp-1", false),
+                Write::Event(reason::ROLLOUT_COMPLETED),
+            ],
+        ),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_node_stuck_past_the_progress_deadline_degrades_the_config() {
+    let mut world = World::new(config(2, valid_spec()), &["cp-1", "cp-2"]);
+    let rev = world.revision();
+    world = world.with_cpns(vec![
+        cpn_moving("cp-1", &rev, &rev, WaitingForKubelet),
+        cpn("cp-2", "r-old", Healthy),
+    ]);
+    let mut prev = prev_status(&world, Some("cp-1"));
+    prev.node_in_flight_revision = Some(rev.clone());
+    // Whole seconds, as the API server stores times.
+    let since = k8s_openapi::jiff::Timestamp::from_second(
+        k8s_openapi::jiff::Timestamp::now().as_second() - 3600,
+    )
+    .unwrap();
+    prev.node_in_flight_since = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(since));
+    world = world.with_status(prev);
+    let check = with_check(status_says(Some("cp-1"), false, false, true), move |s| {
+        let d = condition(s, "Degraded");
+        assert_eq!(d["reason"], "ProgressDeadlineExceeded");
+        let m = d["message"].as_str().unwrap();
+        assert!(
+            m.contains("node cp-1 has been WaitingForKubelet at revision")
+                && m.contains("for 1h0m")
+                && m.contains("(900s)"),
+            "{m}"
+        );
+        // The clock is not restarted by this reconcile.
+        assert_eq!(s["nodeInFlightSince"], json!(since.to_string()));
+    });
+    play(
+        world.clone(),
+        Scenario::Reconcile(
+            world,
+            vec![Write::Status(check), Write::Event(reason::ROLLOUT_HALTED)],
+        ),
+    )
+    .await;
 }
