@@ -207,6 +207,28 @@ pub fn min_ready_seconds(spec: &ControlPlaneConfigSpec) -> i32 {
         .unwrap_or(defaults::MIN_READY_SECONDS)
 }
 
+/// The revision the operator gives `spec` on nodes reporting `nodes` (each with its
+/// `node_name`): every node rendered, then [`revision_of`]. For tools that predict it (the e2e
+/// suite); the operator renders once and keeps the output.
+pub fn revision_for(
+    spec: &ControlPlaneConfigSpec,
+    encryption_config_sha256: Option<&str>,
+    nodes: &[NodeFacts],
+) -> Result<String, RenderError> {
+    let rendered = nodes
+        .iter()
+        .map(|n| {
+            render(&RenderInput {
+                spec,
+                node: n,
+                encryption_config_sha256,
+            })
+            .map(|r| (n.node_name.as_str(), r))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(revision_of(rendered.iter().map(|(n, r)| (*n, r))))
+}
+
 /// Seconds a node may stay in flight before the rollout is reported as stuck: the spec's
 /// `rollout.progressDeadlineSeconds`, else [`defaults::PROGRESS_DEADLINE_SECONDS`] or, when
 /// longer, the longest health timeout plus `minReadySeconds` (a default must not call a node
