@@ -716,9 +716,11 @@ pub struct ControlPlaneConfigStatus {
     #[schemars(schema_with = "date_time_schema")]
     pub node_in_flight_since: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
 
-    /// Nodes that rolled back or failed at the current revision. The revision is not given to
-    /// such a node again (even when its `ControlPlaneNode` is deleted and re-created) until the
-    /// revision changes; the list is cleared when it does.
+    /// Revisions that rolled back or failed, per node (at most 32, the current revision's
+    /// first). A revision recorded here halts the rollout and is never given to that node
+    /// again, even when its `ControlPlaneNode` is deleted and re-created or its node leaves the
+    /// selector and comes back; a changed spec is a new revision and a new attempt. A record is
+    /// dropped when its node becomes healthy at that revision.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed_revisions: Vec<FailedRevision>,
 
