@@ -606,6 +606,21 @@ impl Fake {
                         &format!("{} {name} not found", t.resource),
                     );
                 }
+                // A resourceVersion in the body is a precondition, as on a real API server.
+                if let Some(rv) = body["metadata"]["resourceVersion"].as_str()
+                    && existing
+                        .as_ref()
+                        .is_none_or(|o| o["metadata"]["resourceVersion"] != rv)
+                {
+                    return status_error(
+                        409,
+                        "Conflict",
+                        &format!(
+                            "Operation cannot be fulfilled on {} {name:?}: the object has been modified; please apply your changes to the latest version and try again",
+                            t.resource
+                        ),
+                    );
+                }
                 let mut obj = existing.unwrap_or_else(|| json!({"metadata": {"name": name}}));
                 if t.resource == "leases" {
                     let manager = q.get("fieldManager").cloned().unwrap_or_default();
@@ -616,19 +631,6 @@ impl Fake {
                     }
                     merge(&mut obj, &body);
                 } else if t.status {
-                    // A resourceVersion in the body is a precondition, as on a real API server.
-                    if let Some(rv) = body["metadata"]["resourceVersion"].as_str()
-                        && obj["metadata"]["resourceVersion"] != rv
-                    {
-                        return status_error(
-                            409,
-                            "Conflict",
-                            &format!(
-                                "Operation cannot be fulfilled on {} {name:?}: the object has been modified; please apply your changes to the latest version and try again",
-                                t.resource
-                            ),
-                        );
-                    }
                     // Server-side apply of status by one manager: its status replaces the old one.
                     obj["status"] = body["status"].clone();
                 } else if apply {

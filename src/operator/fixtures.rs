@@ -97,6 +97,7 @@ pub fn cpn(node: &str, rev: &str, phase: NodePhase) -> ControlPlaneNode {
         },
     );
     c.metadata.labels = Some(BTreeMap::from([(CONFIG_LABEL.into(), "prod".into())]));
+    c.metadata.resource_version = Some(format!("5{}", node.trim_start_matches("cp-")));
     c.status = Some(ControlPlaneNodeStatus {
         node_facts: Some(facts(node, &fixture_ip(node))),
         phase: Some(phase),
@@ -190,6 +191,8 @@ pub enum Write {
     CreateEmpty(&'static str),
     /// SSA of a ControlPlaneNode with the world's revision, rendered.
     Start(&'static str),
+    /// The same, answered with 409 Conflict (the ControlPlaneNode changed since it was read).
+    StartConflict(&'static str),
     /// Merge patch of a ControlPlaneNode's `kubeplane.io/unselected` label: `true` sets it,
     /// `false` removes it.
     MarkUnselected(&'static str, bool),
@@ -405,6 +408,20 @@ impl ApiServerVerifier {
         let revision = world.revision();
         for w in writes {
             match w {
+                Write::StartConflict(node) => {
+                    let uri = format!(
+                        "/apis/kubeplane.io/v1alpha1/controlplanenodes/{node}?&force=true&fieldManager=kubeplane-operator"
+                    );
+                    let (body, send) = self.next(Method::PATCH, &uri).await;
+                    assert_eq!(body["spec"]["revision"], json!(revision));
+                    assert!(body["metadata"]["resourceVersion"].is_string());
+                    send.send_response(response(
+                        StatusCode::CONFLICT,
+                        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                                "status": "Failure", "reason": "Conflict", "code": 409,
+                                "message": "the object has been modified"}),
+                    ));
+                }
                 Write::CreateEmpty(node) | Write::Start(node) => {
                     let starting = matches!(w, Write::Start(_));
                     let uri = format!(
@@ -437,6 +454,18 @@ impl ApiServerVerifier {
                     assert!(
                         body.get("status").is_none(),
                         "the operator never writes CPN status"
+                    );
+                    let read_rv = world
+                        .cpns
+                        .iter()
+                        .find(|c| c.name_any() == node)
+                        .and_then(|c| c.metadata.resource_version.clone());
+                    assert_eq!(
+                        body["metadata"]
+                            .get("resourceVersion")
+                            .and_then(Value::as_str),
+                        if starting { read_rv.as_deref() } else { None },
+                        "a revision is written only onto the ControlPlaneNode as read"
                     );
                     let manifests = body["spec"]["manifests"].as_array().expect("manifests");
                     if starting {

@@ -67,11 +67,9 @@ pub enum Error {
         "ControlPlaneConfig without metadata.{0}: only objects read from the API server can be reconciled"
     )]
     Incomplete(&'static str),
-    /// The config changed after it was read (another operator replica, or a user): the status
-    /// write that carries the read `metadata.resourceVersion` was refused with 409 Conflict.
-    #[error(
-        "ControlPlaneConfig {0} changed after it was read (resourceVersion {1}); nothing was written, reconciling again"
-    )]
+    /// An object changed after it was read (another operator replica, an agent, a user): the
+    /// write that carried the read `metadata.resourceVersion` was refused with 409 Conflict.
+    #[error("{0} changed after it was read (resourceVersion {1}); reconciling again")]
     Conflict(String, String),
 }
 
@@ -373,11 +371,24 @@ async fn reconcile_inner(name: &str, ctx: &Context) -> Result<Action> {
             config_name: name.to_string(),
             ..Default::default()
         };
-        apply_cpn(ctx, name, node, &owner, &empty).await?;
+        apply_cpn(ctx, name, node, &owner, &empty, None).await?;
         info!(node = %node, "created ControlPlaneNode; waiting for its agent's node facts");
     }
     if let Some((node, spec)) = &started {
-        apply_cpn(ctx, name, node, &owner, spec).await?;
+        // The node's ControlPlaneNode as read (it exists: its facts came from it).
+        let rv = ours
+            .get(node)
+            .and_then(|c| c.metadata.resource_version.as_deref());
+        match apply_cpn(ctx, name, node, &owner, spec, rv).await {
+            Ok(()) => {}
+            Err(Error::Conflict(what, rv)) => {
+                // Its agent reported in between, or another replica wrote it: decide again.
+                // The claim in the status keeps every other node from starting meanwhile.
+                info!(%what, resource_version = %rv, "changed since it was read; reconciling again");
+                return Ok(Action::requeue(CONFLICT_RETRY));
+            }
+            Err(e) => return Err(e),
+        }
         if decision.retarget {
             info!(node = %node, "node in flight given the newer revision");
         } else {
@@ -585,15 +596,21 @@ pub fn leader_status(component: &str, lease: &Lease, selected: &[String]) -> Lea
     }
 }
 
+/// Server-side applies a `ControlPlaneNode`'s spec, labels and owner. With
+/// `resource_version` (the one read in this reconcile) the write is refused with 409 Conflict
+/// ([`Error::Conflict`]) when the object changed since: a write of a stalled operator replica
+/// that lands after another replica moved the rollout on must not give the node an old
+/// revision.
 async fn apply_cpn(
     ctx: &Context,
     config: &str,
     node: &str,
     owner: &k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,
     spec: &ControlPlaneNodeSpec,
+    resource_version: Option<&str>,
 ) -> Result<()> {
     let api: Api<ControlPlaneNode> = Api::all(ctx.client.clone());
-    let body = json!({
+    let mut body = json!({
         "apiVersion": ControlPlaneNode::api_version(&()),
         "kind": ControlPlaneNode::kind(&()),
         "metadata": {
@@ -603,14 +620,26 @@ async fn apply_cpn(
         },
         "spec": spec,
     });
-    api.patch(
-        node,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&body),
-    )
-    .await
-    .map_err(kube_err(format!("apply ControlPlaneNode {node}")))?;
-    Ok(())
+    if let Some(rv) = resource_version {
+        body["metadata"]["resourceVersion"] = json!(rv);
+    }
+    match api
+        .patch(
+            node,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 && resource_version.is_some() => {
+            Err(Error::Conflict(
+                format!("ControlPlaneNode {node}"),
+                resource_version.unwrap_or_default().into(),
+            ))
+        }
+        Err(e) => Err(kube_err(format!("apply ControlPlaneNode {node}"))(e)),
+    }
 }
 
 /// Writes the config's status (server-side apply) with the config's `metadata.resourceVersion`
@@ -644,7 +673,9 @@ async fn apply_status(
         .await
     {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 409 => Err(Error::Conflict(name, rv)),
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            Err(Error::Conflict(format!("ControlPlaneConfig {name}"), rv))
+        }
         Err(e) => Err(kube_err(format!(
             "apply status of ControlPlaneConfig {name}"
         ))(e)),

@@ -811,3 +811,26 @@ async fn a_node_stuck_past_the_progress_deadline_degrades_the_config() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_start_onto_a_changed_controlplanenode_is_refused_and_decided_again() {
+    // The claim is written, but cp-1's ControlPlaneNode changed after it was read (its agent
+    // reported, or another replica wrote it): the write carrying the read resourceVersion is
+    // refused, and nothing else is written; the next reconcile decides again.
+    let world = World::new(config(1, valid_spec()), &["cp-1", "cp-2"])
+        .with_cpns(vec![cpn("cp-1", "", Pending), cpn("cp-2", "", Pending)]);
+    let (ctx, verifier) = test_context();
+    let handle = verifier.run(Scenario::Reconcile(
+        world.clone(),
+        vec![
+            Write::Status(status_says(Some("cp-1"), false, true, false)),
+            Write::StartConflict("cp-1"),
+        ],
+    ));
+    let action = reconcile(arc(&world), ctx).await.expect("not an error");
+    assert_eq!(
+        action,
+        kube::runtime::controller::Action::requeue(std::time::Duration::from_secs(1))
+    );
+    finish(handle).await;
+}

@@ -532,6 +532,11 @@ proptest! {
 enum Step {
     /// The operator reconciles (a restarted operator is the same: `decide` keeps no state).
     Reconcile,
+    /// An operator replica reconciles, writes its status (the claim), and stalls before its
+    /// ControlPlaneNode write, which carries the resourceVersion it read.
+    Stall,
+    /// The stalled write arrives; the API server refuses it if the ControlPlaneNode changed.
+    Land,
     /// The agent on node `i` makes one move allowed by the protocol; `choice` picks among them.
     Agent(usize, u8),
     /// The spec changes to another revision.
@@ -550,6 +555,8 @@ enum Step {
 fn arb_step() -> impl Strategy<Value = Step> {
     prop_oneof![
         4 => Just(Step::Reconcile),
+        1 => Just(Step::Stall),
+        1 => Just(Step::Land),
         6 => (0usize..7, any::<u8>()).prop_map(|(i, c)| Step::Agent(i, c)),
         1 => (0u8..4).prop_map(Step::NewGeneration),
         1 => Just(Step::TogglePause),
@@ -639,6 +646,9 @@ proptest! {
         let mut prev = Previous::default();
         let mut clock = now();
         let mut seen_failed: BTreeSet<(String, String)> = BTreeSet::new();
+        // A stalled ControlPlaneNode write: node, revision, and the node's resourceVersion as
+        // read. Versions count every change of a node (as resourceVersions do).
+        let mut stalled: Option<(usize, String, u64)> = None;
         let mut nodes: Vec<NodeView> = (0..count)
             .map(|i| NodeView {
                 name: format!("cp-{i}"),
@@ -647,9 +657,18 @@ proptest! {
                 ..Default::default()
             })
             .collect();
+        let mut versions: Vec<u64> = vec![0; nodes.len()];
         for step in steps {
+            let before = nodes.clone();
             match step {
-                Step::Reconcile => {
+                Step::Land => {
+                    if let Some((i, r, seen)) = stalled.take()
+                        && versions[i] == seen
+                    {
+                        nodes[i].spec_revision = r;
+                    }
+                }
+                Step::Reconcile | Step::Stall => {
                     for n in &nodes {
                         if matches!(n.settled_at(&n.spec_revision), Some(RolledBack | Failed)) {
                             seen_failed.insert((n.name.clone(), n.spec_revision.clone()));
@@ -661,10 +680,15 @@ proptest! {
                     }
                     if let Some(s) = &d.start {
                         prop_assert!(!seen_failed.contains(&(s.clone(), rev.to_string())), "{} retried {}", s, rev);
-                        let n = nodes.iter_mut().find(|n| &n.name == s).unwrap();
+                        let i = nodes.iter().position(|n| &n.name == s).unwrap();
+                        let n = &mut nodes[i];
                         prop_assert!(n.phase != Some(Applying) || !n.in_flight());
                         prop_assert!(!n.rolling_back || !n.in_flight());
-                        n.spec_revision = rev.to_string();
+                        if matches!(step, Step::Stall) && stalled.is_none() {
+                            stalled = Some((i, rev.to_string(), versions[i]));
+                        } else {
+                            n.spec_revision = rev.to_string();
+                        }
                     }
                     prev = Previous {
                         revision: Some(rev.to_string()),
@@ -700,6 +724,11 @@ proptest! {
                         .filter(|(i, _)| mask & (1 << i) != 0)
                         .map(|(_, n)| n.name.clone())
                         .collect();
+                }
+            }
+            for (i, (now, was)) in nodes.iter().zip(&before).enumerate() {
+                if now != was {
+                    versions[i] += 1;
                 }
             }
             let flying = nodes.iter().filter(|n| n.in_flight()).count();
