@@ -834,3 +834,49 @@ async fn a_start_onto_a_changed_controlplanenode_is_refused_and_decided_again() 
     );
     finish(handle).await;
 }
+
+#[tokio::test]
+async fn a_fix_replaces_the_revision_a_node_is_waiting_on() {
+    // cp-1 waits (WaitingForKubelet) on r1, which a user now fixed: the new revision goes to
+    // cp-1 at once instead of after its health timeout, and nothing starts elsewhere.
+    let mut world = World::new(config(2, valid_spec()), &["cp-1", "cp-2"]);
+    let rev = world.revision();
+    world = world.with_cpns(vec![
+        cpn_moving("cp-1", "r1", "r1", WaitingForKubelet),
+        cpn("cp-2", "r0", Healthy),
+    ]);
+    let mut prev = prev_status(&world, Some("cp-1"));
+    prev.revision = Some("r1".into());
+    prev.node_in_flight_revision = Some("r1".into());
+    world = world.with_status(prev);
+    let check = with_check(status_says(Some("cp-1"), false, true, false), move |s| {
+        assert_eq!(s["nodeInFlightRevision"], json!(rev));
+    });
+    play(
+        world.clone(),
+        Scenario::Reconcile(
+            world.clone(),
+            vec![
+                Write::Status(check),
+                Write::Start("cp-1"),
+                Write::Event(reason::NODE_RETARGETED),
+            ],
+        ),
+    )
+    .await;
+
+    // Not while the agent restores last-known-good: cp-1 finishes first.
+    let mut restoring = cpn_moving("cp-1", "r1", "r1", WaitingForKubelet);
+    if let Some(s) = restoring.status.as_mut() {
+        s.rolling_back = Some(true);
+    }
+    let world = world.with_cpns(vec![restoring, cpn("cp-2", "r0", Healthy)]);
+    play(
+        world.clone(),
+        Scenario::Reconcile(
+            world,
+            vec![Write::Status(status_says(Some("cp-1"), false, true, false))],
+        ),
+    )
+    .await;
+}
