@@ -1008,9 +1008,24 @@ impl Scenario {
         .await
     }
 
+    /// The revision the operator computes for `cpc` on this node (no encryption Secret): it
+    /// covers the rendered bytes, so it needs the facts the node's agent reports.
+    pub async fn revision(&self, cpc: &ControlPlaneConfig) -> String {
+        let facts = self
+            .cpn()
+            .await
+            .and_then(|c| c.status?.node_facts)
+            .expect("the node's agent reported its facts");
+        kubeplane::render::revision_for(&cpc.spec, None, &[facts]).expect("renders")
+    }
+
     /// Waits until the node runs `cpc`'s revision and reports `Healthy`.
     pub async fn wait_rolled_out(&mut self, cpc: &ControlPlaneConfig) -> ControlPlaneNode {
-        let rev = revision(cpc);
+        self.wait_cpn("the node's facts", |c| {
+            c.status.as_ref().is_some_and(|s| s.node_facts.is_some())
+        })
+        .await;
+        let rev = self.revision(cpc).await;
         self.wait_cpn(&format!("revision {rev} Healthy on the node"), |c| {
             rolled_out(c, &rev)
         })
@@ -1021,11 +1036,6 @@ impl Scenario {
     pub fn manifest(&self, name: &str) -> Option<Vec<u8>> {
         fs::read(self.manifest_dir.join(name)).ok()
     }
-}
-
-/// The revision the operator computes for a config (no encryption Secret).
-pub fn revision(cpc: &ControlPlaneConfig) -> String {
-    kubeplane::render::revision(&cpc.spec, None)
 }
 
 /// Whether a `ControlPlaneNode` runs `rev` and is `Healthy`.

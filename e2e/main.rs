@@ -23,7 +23,7 @@ use kube::Api;
 
 use harness::{
     COMPONENTS, DriftMode, Scenario, component_status, metrics_text, pod_hash, pod_ready, rendered,
-    revision, rolled_out, set_arg, snapshot, snapshot_diff, write_atomically,
+    rolled_out, set_arg, snapshot, snapshot_diff, write_atomically,
 };
 use kubeplane::api::{
     Component, ControlPlaneConfig, HealthTimeouts, NodePhase, Rollout, find_condition,
@@ -63,7 +63,7 @@ async fn a_config_writes_manifests_and_both_components_become_healthy() {
     set_arg(&mut cpc, Component::Scheduler, "v", "2");
     s.apply(&cpc);
     let cpn = s.wait_rolled_out(&cpc).await;
-    let rev = revision(&cpc);
+    let rev = s.revision(&cpc).await;
     assert_eq!(cpn.spec.manifests.len(), 2, "two managed components");
 
     for comp in COMPONENTS {
@@ -137,7 +137,11 @@ async fn b_scheduler_flag_change_rolls_out_with_the_rendered_config_hash() {
 
     let mut changed = cpc.clone();
     set_arg(&mut changed, Component::Scheduler, "v", "3");
-    assert_ne!(revision(&changed), revision(&cpc), "a new revision");
+    assert_ne!(
+        s.revision(&changed).await,
+        s.revision(&cpc).await,
+        "a new revision"
+    );
     s.apply(&changed);
     let cpn = s.wait_rolled_out(&changed).await;
     let m = rendered(&cpn, Component::Scheduler);
@@ -226,8 +230,9 @@ async fn c_removed_flag_is_refused_and_no_file_changes() {
         snapshot_diff(&before, &after)
     );
     let cpn = s.cpn().await.expect("ControlPlaneNode");
+    let rev = s.revision(&cpc).await;
     assert!(
-        rolled_out(&cpn, &revision(&cpc)),
+        rolled_out(&cpn, &rev),
         "the node stays on the last valid revision: {:?}",
         cpn.status
     );
@@ -251,7 +256,7 @@ async fn d_crashing_revision_is_rolled_back_to_last_known_good() {
     let cpc = s.config();
     s.apply(&cpc);
     s.wait_rolled_out(&cpc).await;
-    let good_rev = revision(&cpc);
+    let good_rev = s.revision(&cpc).await;
     let good_bytes = s
         .manifest("kube-scheduler.yaml")
         .expect("scheduler manifest");
@@ -273,7 +278,7 @@ async fn d_crashing_revision_is_rolled_back_to_last_known_good() {
         }),
         ..Default::default()
     });
-    let bad_rev = revision(&bad);
+    let bad_rev = s.revision(&bad).await;
     s.apply(&bad);
     let cpn = s
         .wait_cpn("the bad revision RolledBack", |c| {
@@ -562,7 +567,7 @@ async fn g_kubectl_wait_ready_returns_once_the_rollout_completes() {
             String::from_utf8_lossy(&out.stderr)
         );
         // Right when kubectl returns, the node runs the revision and is Healthy.
-        let rev = revision(config);
+        let rev = s.revision(config).await;
         let cpn = s.cpn().await.expect("ControlPlaneNode");
         assert!(
             rolled_out(&cpn, &rev),

@@ -28,8 +28,7 @@ use kube::runtime::watcher::{self, Event};
 use tokio::sync::oneshot;
 
 use crate::harness::{
-    DriftMode, Scenario, pod_hash, pod_ready, rendered, revision, rolled_out, set_arg,
-    write_atomically,
+    DriftMode, Scenario, pod_hash, pod_ready, rendered, rolled_out, set_arg, write_atomically,
 };
 use kubeplane::api::{Component, ControlPlaneNode, NodePhase, Rollout};
 use kubeplane::render::{RenderInput, render};
@@ -195,7 +194,7 @@ async fn timing_scheduler_flag_change() {
         joined(&mut s, "by hand: previous manifest back", task).await;
 
         // kubeplane.
-        let rev = revision(&next);
+        let rev = s.revision(&next).await;
         let api: Api<ControlPlaneNode> = Api::all(s.client.clone());
         let (r1, r2, r3) = (rev.clone(), rev.clone(), rev.clone());
         let (tx, ready) = oneshot::channel();

@@ -4,7 +4,10 @@
 //! resource versions, metadata-only `PartialObjectMetadata` responses), create, merge and apply
 //! patches (spec changes bump `metadata.generation`, the `status` subresource does not), and
 //! delete. A simulated agent answers every new `ControlPlaneNode` revision: `Pending`, then
-//! `Healthy` after `agent_delay`.
+//! `Healthy` after `agent_delay`. [`Fake::go_down`] and [`Fake::come_back`] play an API server
+//! restart: requests fail with 503 meanwhile, open watches end, and a watch resumed from a
+//! resource version older than the restart gets `410 Expired` (`too old resource version`), as
+//! from a real API server whose watch cache started anew.
 
 #![allow(dead_code)]
 
@@ -55,6 +58,12 @@ struct Inner {
     requests: u64,
     /// Field manager owning each Lease's `spec.holderIdentity`, for apply conflicts.
     holder_managers: BTreeMap<Key, String>,
+    /// While `true`, every request is answered 503 (an API server restarting).
+    down: bool,
+    /// Bumped by every restart; open watches of an older epoch end.
+    epoch: u64,
+    /// Watches resumed from a resource version below this get 410 Expired.
+    oldest_watchable: u64,
 }
 
 /// The fake API server's state.
@@ -309,6 +318,24 @@ impl Fake {
         self.lock().requests
     }
 
+    /// The API server goes down (restarts): open watches end, requests get 503 until
+    /// [`Fake::come_back`].
+    pub fn go_down(&self) {
+        let mut inner = self.lock();
+        inner.down = true;
+        inner.epoch += 1;
+        inner.oldest_watchable = inner.rv + 1;
+        let rv = inner.rv;
+        drop(inner);
+        self.changed.send_replace(rv);
+    }
+
+    /// The API server is back, with a fresh watch cache: watches resumed from before the
+    /// restart get 410 Expired.
+    pub fn come_back(&self) {
+        self.lock().down = false;
+    }
+
     fn delete(&self, resource: &str, namespace: &str, name: &str) -> Option<Value> {
         let mut inner = self.lock();
         let obj = inner
@@ -359,6 +386,20 @@ impl Fake {
             .get("resourceVersion")
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
+        let (epoch, oldest) = {
+            let inner = self.lock();
+            (inner.epoch, inner.oldest_watchable)
+        };
+        if since != 0 && since < oldest {
+            // As a real API server: 200, then one ERROR event, then the end of the stream.
+            let line = format!(
+                "{}\n",
+                json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1",
+                    "metadata": {}, "status": "Failure", "reason": "Expired", "code": 410,
+                    "message": format!("too old resource version: {since} ({oldest})")}})
+            );
+            return (StatusCode::OK, [("content-type", "application/json")], line).into_response();
+        }
         let labels = q.get("labelSelector").cloned().unwrap_or_default();
         let fields = q.get("fieldSelector").cloned().unwrap_or_default();
         let rx = self.changed.subscribe();
@@ -383,6 +424,9 @@ impl Fake {
                     }
                     {
                         let inner = fake.lock();
+                        if inner.epoch != epoch {
+                            return None; // the API server restarted: the connection is gone
+                        }
                         let start = inner.log.partition_point(|e| e.rv <= since);
                         for e in &inner.log[start..] {
                             since = e.rv;
@@ -489,7 +533,18 @@ impl Fake {
         headers: HeaderMap,
         body: Bytes,
     ) -> Response {
-        self.lock().requests += 1;
+        let down = {
+            let mut inner = self.lock();
+            inner.requests += 1;
+            inner.down
+        };
+        if down {
+            return status_error(
+                503,
+                "ServiceUnavailable",
+                "the server is currently unable to handle the request",
+            );
+        }
         let Some(t) = parse_path(uri.path()) else {
             return status_error(404, "NotFound", &format!("no route {}", uri.path()));
         };
@@ -551,6 +606,21 @@ impl Fake {
                         &format!("{} {name} not found", t.resource),
                     );
                 }
+                // A resourceVersion in the body is a precondition, as on a real API server.
+                if let Some(rv) = body["metadata"]["resourceVersion"].as_str()
+                    && existing
+                        .as_ref()
+                        .is_none_or(|o| o["metadata"]["resourceVersion"] != rv)
+                {
+                    return status_error(
+                        409,
+                        "Conflict",
+                        &format!(
+                            "Operation cannot be fulfilled on {} {name:?}: the object has been modified; please apply your changes to the latest version and try again",
+                            t.resource
+                        ),
+                    );
+                }
                 let mut obj = existing.unwrap_or_else(|| json!({"metadata": {"name": name}}));
                 if t.resource == "leases" {
                     let manager = q.get("fieldManager").cloned().unwrap_or_default();
@@ -601,9 +671,12 @@ impl Fake {
 
     /// Serves on 127.0.0.1 (a free port); returns the address.
     pub async fn serve(self: &Arc<Self>) -> SocketAddr {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        self.serve_at("127.0.0.1:0".parse().expect("address")).await
+    }
+
+    /// Serves on `addr`; returns the address.
+    pub async fn serve_at(self: &Arc<Self>, addr: SocketAddr) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let fake = self.clone();
         let app = Router::new().fallback(

@@ -644,6 +644,18 @@ pub struct Rollout {
     /// before the agent restores the last known-good revision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_timeout_seconds: Option<HealthTimeouts>,
+
+    /// Seconds a node may stay in flight (given a revision by the operator and not yet
+    /// `Healthy`, `RolledBack` or `Failed` at it) before the config turns `Degraded` with reason
+    /// `ProgressDeadlineExceeded`, naming the node, its phase and for how long. No other node
+    /// starts meanwhile; a newer revision may still replace the one in flight on that node
+    /// unless its agent is writing files or restoring the last known-good revision. It must be
+    /// at least the longest `healthTimeoutSeconds` plus `minReadySeconds`. Like `paused` and
+    /// the other rollout settings it is not part of the revision. Default: `900`, or that sum
+    /// when it is longer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 60, max = 86400))]
+    pub progress_deadline_seconds: Option<i32>,
 }
 
 /// Per-component health timeouts in seconds. Default for each: `300`.
@@ -688,9 +700,29 @@ pub struct ControlPlaneConfigStatus {
     #[serde(default)]
     pub ready_nodes: i32,
 
-    /// Node being updated now, if any.
+    /// Node being updated now, if any. The operator claims it here (a status write that
+    /// carries the config's `metadata.resourceVersion`, so a concurrent writer gets a conflict)
+    /// before it writes the node's `ControlPlaneNode`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_in_flight: Option<String>,
+
+    /// Revision the node in flight was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_in_flight_revision: Option<String>,
+
+    /// When the node in flight was given its revision; `spec.rollout.progressDeadlineSeconds`
+    /// counts from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "date_time_schema")]
+    pub node_in_flight_since: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+
+    /// Revisions that rolled back or failed, per node (at most 32, the current revision's
+    /// first). A revision recorded here halts the rollout and is never given to that node
+    /// again, even when its `ControlPlaneNode` is deleted and re-created or its node leaves the
+    /// selector and comes back; a changed spec is a new revision and a new attempt. A record is
+    /// dropped when its node becomes healthy at that revision.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_revisions: Vec<FailedRevision>,
 
     /// `Ready`, `Progressing` and `Degraded`, in the standard Kubernetes condition shape.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -703,6 +735,26 @@ pub struct ControlPlaneConfigStatus {
     /// Current holders of the kube-controller-manager and kube-scheduler leader Leases.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub leaders: Vec<LeaderStatus>,
+}
+
+/// A revision that rolled back or failed on a node.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct FailedRevision {
+    /// The node.
+    pub node: String,
+    /// The revision.
+    pub revision: String,
+    /// The node's phase then: `RolledBack` or `Failed`.
+    pub phase: String,
+    /// The agent's reason (for example `HealthTimeout`), else the phase.
+    pub reason: String,
+    /// The agent's message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When the operator first saw it.
+    #[schemars(schema_with = "date_time_schema")]
+    pub at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
 }
 
 /// The holder of a component's leader-election Lease.

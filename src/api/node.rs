@@ -183,7 +183,13 @@ pub struct ControlPlaneNodeStatus {
     /// Last revision that became healthy on this node; rollbacks restore it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_known_good_revision: Option<String>,
-    /// Machine-readable reason of the phase, in PascalCase.
+    /// `true` while the agent restores the last known-good revision after a failed one
+    /// (writing it and waiting for it). The operator never gives the node a newer revision
+    /// meanwhile, as it never does while the phase is `Applying`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolling_back: Option<bool>,
+    /// Machine-readable reason of the phase, in PascalCase (`RollingBack` also means a restore
+    /// is under way).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// What happened, in words a user can act on.

@@ -10,10 +10,19 @@
 //! - a periodic resync (see [`Context::resync`]) refreshes the Lease holders and notices a
 //!   changed encryption Secret: Secrets are not watched, because watching them would need
 //!   `list`/`watch` on every Secret of the cluster.
+//!
+//! Watches recover fast ([`recovering`]): an expired resource version (410 Gone, `too old
+//! resource version`, as after an API server restart) re-lists at once, and other errors (the
+//! API unreachable) are retried after 250 ms doubling to at most 3 s. No error reaches the
+//! Controller: it would pause every trigger stream with kube-runtime's default backoff (0.8 s
+//! doubling to 30 s), which kept a changed config from the nodes for up to ~100 s after an API
+//! server restart. (The client's own retry of 503s is off for the same reason, see
+//! `operator::run`.)
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::{Stream, StreamExt, future};
 use k8s_openapi::api::core::v1::Node;
@@ -37,9 +46,84 @@ pub enum ControllerError {
         "the ControlPlaneConfig CustomResourceDefinition is not installed: run `kubeplane crd | kubectl apply -f -` first"
     )]
     CrdMissing,
-    /// The API server refused the first list.
-    #[error("cannot list ControlPlaneConfigs: {0}")]
-    List(#[source] kube::Error),
+}
+
+/// First delay before a failed watch is retried.
+pub const WATCH_BACKOFF_INITIAL: Duration = Duration::from_millis(250);
+
+/// Longest delay between retries of a failed watch.
+pub const WATCH_BACKOFF_MAX: Duration = Duration::from_secs(3);
+
+/// Delay before retry `n` (1-based) of a failed watch: 250 ms doubling, at most 3 s.
+pub fn watch_backoff(n: u32) -> Duration {
+    WATCH_BACKOFF_INITIAL
+        .saturating_mul(1u32 << n.saturating_sub(1).min(8))
+        .min(WATCH_BACKOFF_MAX)
+}
+
+/// Whether a watch error means "your resource version is gone" (410 Gone / `Expired`): the
+/// watcher has already dropped its state and re-lists on the next poll, so there is nothing to
+/// wait for.
+pub fn is_expired(e: &watcher::Error) -> bool {
+    match e {
+        watcher::Error::WatchError(s) => s.code == 410,
+        watcher::Error::InitialListFailed(kube::Error::Api(s)) => s.code == 410,
+        _ => false,
+    }
+}
+
+/// A watch stream that retries quickly: after an expired resource version at once (the
+/// watcher re-lists), after any other error with [`watch_backoff`]; any event resets the
+/// backoff. Errors are logged here (`what` names the watch) and not passed on: the Controller
+/// pauses *all* its trigger streams with kube-runtime's default backoff (0.8 s doubling to
+/// 30 s) on any error item, which is what kept changes from reaching the nodes for up to
+/// ~100 s after an API server restart.
+pub fn recovering<S, T>(
+    events: S,
+    what: &'static str,
+) -> impl Stream<Item = Result<T, watcher::Error>> + Send
+where
+    S: Stream<Item = Result<T, watcher::Error>> + Send + 'static,
+    T: Send + 'static,
+{
+    let state = (Box::pin(events), 0u32);
+    futures::stream::unfold(state, move |(mut events, mut failures)| async move {
+        loop {
+            match events.next().await? {
+                Ok(item) => {
+                    if failures > 0 {
+                        info!(watch = what, failures, "watch recovered");
+                    }
+                    return Some((Ok(item), (events, 0)));
+                }
+                Err(e) if is_expired(&e) => {
+                    info!(watch = what, error = %e, "resource version expired (API server restarted?); re-listing now");
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    let d = watch_backoff(failures);
+                    warn!(watch = what, cause = %error_chain(&e), retry_in = ?d, "watch failed");
+                    tokio::time::sleep(d).await;
+                }
+            }
+        }
+    })
+}
+
+/// An error with its sources, `: `-separated (`client error (Connect): tcp connect error:
+/// Connection refused (os error 111)`), so a log names the cause and not only the kind.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
 }
 
 /// Passes on a Node only when it appears, goes, or its labels change: status heartbeats do not
@@ -97,43 +181,62 @@ fn configs_of_node(
 }
 
 /// Runs the controller until `shutdown` resolves. Marks `health` ready once the config cache
-/// has its first full list.
+/// has its first full list. While the API server cannot be reached (`api` is its address, for
+/// the logs) the first list is retried with backoff and the process stays not ready; only a
+/// missing CRD ends it.
 pub async fn run(
     client: Client,
+    api: &str,
     ctx: Arc<Context>,
     health: Health,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), ControllerError> {
     let configs: Api<ControlPlaneConfig> = Api::all(client.clone());
-    match configs.list(&ListParams::default().limit(1)).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.code == 404 => return Err(ControllerError::CrdMissing),
-        Err(e) => return Err(ControllerError::List(e)),
+    let mut failures = 0u32;
+    loop {
+        match configs.list(&ListParams::default().limit(1)).await {
+            Ok(_) => break,
+            Err(kube::Error::Api(s)) if s.code == 404 => return Err(ControllerError::CrdMissing),
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                let delay = super::reconcile::backoff(failures).min(Duration::from_secs(10));
+                let cause = error_chain(&e);
+                warn!(api = %api, %cause, retry_in = ?delay, "cannot list ControlPlaneConfigs");
+                health.set_not_ready(format!(
+                    "leader: cannot list ControlPlaneConfigs at {api}: {cause}; retrying"
+                ));
+                tokio::time::sleep(delay).await;
+            }
+        }
     }
 
     let (cfg_reader, cfg_writer) = reflector::store();
-    let config_events = watcher(configs, watcher::Config::default())
-        .default_backoff()
-        .reflect(cfg_writer)
-        .applied_objects()
-        .predicate_filter(predicates::generation, Default::default());
+    let config_events = recovering(
+        watcher(configs, watcher::Config::default()),
+        "ControlPlaneConfigs",
+    )
+    .reflect(cfg_writer)
+    .applied_objects()
+    .predicate_filter(predicates::generation, Default::default());
 
     let (cpn_reader, cpn_writer) = reflector::store();
-    let cpn_events = watcher(
-        Api::<ControlPlaneNode>::all(client.clone()),
-        watcher::Config::default().labels(CONFIG_LABEL),
+    let cpn_events = recovering(
+        watcher(
+            Api::<ControlPlaneNode>::all(client.clone()),
+            watcher::Config::default().labels(CONFIG_LABEL),
+        ),
+        "ControlPlaneNodes",
     )
-    .default_backoff()
     .reflect(cpn_writer)
     .touched_objects();
 
-    let node_events = node_label_changes(
+    let node_events = node_label_changes(recovering(
         watcher(
             Api::<PartialObjectMeta<Node>>::all(client.clone()),
             watcher::Config::default(),
-        )
-        .default_backoff(),
-    );
+        ),
+        "Nodes",
+    ));
 
     let ready = {
         let reader = cfg_reader.clone();
@@ -182,6 +285,68 @@ mod tests {
                 .collect(),
         );
         n
+    }
+
+    #[test]
+    fn watch_backoff_is_short_and_capped() {
+        let ms: Vec<u128> = (1..=8).map(|n| watch_backoff(n).as_millis()).collect();
+        assert_eq!(ms, vec![250, 500, 1000, 2000, 3000, 3000, 3000, 3000]);
+        assert_eq!(watch_backoff(u32::MAX), WATCH_BACKOFF_MAX);
+    }
+
+    fn gone() -> watcher::Error {
+        watcher::Error::WatchError(Box::new(
+            kube::core::Status::failure("too old resource version: 1000 (2000)", "Expired")
+                .with_code(410),
+        ))
+    }
+
+    fn refused() -> watcher::Error {
+        watcher::Error::InitialListFailed(kube::Error::Api(Box::new(
+            kube::core::Status::failure(
+                "the server is currently unable to handle the request",
+                "ServiceUnavailable",
+            )
+            .with_code(503),
+        )))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_expired_watch_relists_at_once_and_failures_back_off_briefly() {
+        use tokio::time::Instant;
+        let items: Vec<Result<u32, watcher::Error>> = vec![
+            Err(gone()),
+            Ok(1),
+            Err(refused()),
+            Err(refused()),
+            Err(refused()),
+            Err(refused()),
+            Err(refused()),
+            Err(refused()),
+            Ok(2),
+            Err(refused()),
+            Ok(3),
+        ];
+        let start = Instant::now();
+        let mut s = Box::pin(recovering(stream::iter(items), "test"));
+        let mut at = Vec::new();
+        while let Some(item) = s.next().await {
+            at.push((
+                item.expect("errors are not passed on"),
+                start.elapsed().as_millis(),
+            ));
+        }
+        // Re-listed without waiting after 410 Expired; then 250 ms doubling, capped at 3 s
+        // (not kube-runtime's 30 s); reset by the event.
+        assert_eq!(at, vec![(1, 0), (2, 9750), (3, 10000)]);
+    }
+
+    #[test]
+    fn error_chains_name_the_cause() {
+        let e = std::io::Error::other("tcp connect error: Connection refused (os error 111)");
+        let wrapped = watcher::Error::WatchFailed(kube::Error::Service(Box::new(e)));
+        let text = error_chain(&wrapped);
+        assert!(text.contains("Connection refused"), "{text}");
     }
 
     #[tokio::test]

@@ -79,10 +79,15 @@ pub fn facts(node: &str, ip: &str) -> NodeFacts {
     }
 }
 
+/// The address the agent on fixture node `cp-N` reports: `10.0.0.(10+N)`.
+pub fn fixture_ip(node: &str) -> String {
+    let idx: u8 = node.trim_start_matches("cp-").parse().unwrap_or(9);
+    format!("10.0.0.{}", 10 + idx)
+}
+
 /// A ControlPlaneNode of config `prod` with facts, settled in `phase` at `rev` (`""`: never
 /// given a revision).
 pub fn cpn(node: &str, rev: &str, phase: NodePhase) -> ControlPlaneNode {
-    let idx: u8 = node.trim_start_matches("cp-").parse().unwrap_or(9);
     let mut c = ControlPlaneNode::new(
         node,
         ControlPlaneNodeSpec {
@@ -92,8 +97,9 @@ pub fn cpn(node: &str, rev: &str, phase: NodePhase) -> ControlPlaneNode {
         },
     );
     c.metadata.labels = Some(BTreeMap::from([(CONFIG_LABEL.into(), "prod".into())]));
+    c.metadata.resource_version = Some(format!("5{}", node.trim_start_matches("cp-")));
     c.status = Some(ControlPlaneNodeStatus {
-        node_facts: Some(facts(node, &format!("10.0.0.{}", 10 + idx))),
+        node_facts: Some(facts(node, &fixture_ip(node))),
         phase: Some(phase),
         target_revision: (!rev.is_empty()).then(|| rev.to_string()),
         applied_revision: (!rev.is_empty()).then(|| rev.to_string()),
@@ -146,13 +152,36 @@ impl World {
         self
     }
 
-    /// The revision the operator computes for the world's spec.
+    /// The revision the operator computes for the world's spec and its selected nodes, with
+    /// the facts their ControlPlaneNodes report (the fixture facts, [`facts`] with
+    /// [`fixture_ip`], for a node without).
     pub fn revision(&self) -> String {
         let digest = self.secret.as_ref().and_then(|d| {
             let key = crate::render::encryption_secret(&self.cpc.spec)?.key?;
             d.get(&key).map(|b| crate::render::sha256_hex(b))
         });
-        crate::render::revision(&self.cpc.spec, digest.as_deref())
+        let selector = selection::node_selector(&self.cpc.spec);
+        let rendered: Vec<(String, crate::render::Rendered)> = self
+            .nodes
+            .iter()
+            .filter(|(_, labels)| selection::matches(&selector, labels))
+            .filter_map(|(name, _)| {
+                let f = self
+                    .cpns
+                    .iter()
+                    .find(|c| c.name_any() == *name)
+                    .and_then(|c| c.status.as_ref()?.node_facts.clone())
+                    .unwrap_or_else(|| facts(name, &fixture_ip(name)));
+                let r = crate::render::render(&crate::render::RenderInput {
+                    spec: &self.cpc.spec,
+                    node: &f,
+                    encryption_config_sha256: digest.as_deref(),
+                })
+                .ok()?; // an invalid spec has no revision; its scenarios never start a node
+                Some((name.clone(), r))
+            })
+            .collect();
+        crate::render::revision_of(rendered.iter().map(|(n, r)| (n.as_str(), r)))
     }
 }
 
@@ -162,10 +191,16 @@ pub enum Write {
     CreateEmpty(&'static str),
     /// SSA of a ControlPlaneNode with the world's revision, rendered.
     Start(&'static str),
-    /// Deletion of a ControlPlaneNode.
-    Delete(&'static str),
+    /// The same, answered with 409 Conflict (the ControlPlaneNode changed since it was read).
+    StartConflict(&'static str),
+    /// Merge patch of a ControlPlaneNode's `kubeplane.io/unselected` label: `true` sets it,
+    /// `false` removes it.
+    MarkUnselected(&'static str, bool),
     /// SSA of the config's status; the closure checks the `status` object.
     Status(Box<dyn FnOnce(&Value) + Send>),
+    /// SSA of the config's status answered with 409 Conflict (another writer changed the
+    /// config since the operator read it).
+    StatusConflict,
     /// An Event with this reason.
     Event(&'static str),
 }
@@ -373,6 +408,20 @@ impl ApiServerVerifier {
         let revision = world.revision();
         for w in writes {
             match w {
+                Write::StartConflict(node) => {
+                    let uri = format!(
+                        "/apis/kubeplane.io/v1alpha1/controlplanenodes/{node}?&force=true&fieldManager=kubeplane-operator"
+                    );
+                    let (body, send) = self.next(Method::PATCH, &uri).await;
+                    assert_eq!(body["spec"]["revision"], json!(revision));
+                    assert!(body["metadata"]["resourceVersion"].is_string());
+                    send.send_response(response(
+                        StatusCode::CONFLICT,
+                        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                                "status": "Failure", "reason": "Conflict", "code": 409,
+                                "message": "the object has been modified"}),
+                    ));
+                }
                 Write::CreateEmpty(node) | Write::Start(node) => {
                     let starting = matches!(w, Write::Start(_));
                     let uri = format!(
@@ -406,6 +455,18 @@ impl ApiServerVerifier {
                         body.get("status").is_none(),
                         "the operator never writes CPN status"
                     );
+                    let read_rv = world
+                        .cpns
+                        .iter()
+                        .find(|c| c.name_any() == node)
+                        .and_then(|c| c.metadata.resource_version.clone());
+                    assert_eq!(
+                        body["metadata"]
+                            .get("resourceVersion")
+                            .and_then(Value::as_str),
+                        if starting { read_rv.as_deref() } else { None },
+                        "a revision is written only onto the ControlPlaneNode as read"
+                    );
                     let manifests = body["spec"]["manifests"].as_array().expect("manifests");
                     if starting {
                         assert_eq!(
@@ -436,15 +497,49 @@ impl ApiServerVerifier {
                     }
                     send.send_response(response(StatusCode::OK, &body));
                 }
-                Write::Delete(node) => {
-                    let uri = format!("/apis/kubeplane.io/v1alpha1/controlplanenodes/{node}?");
-                    let (_, send) = self.next(Method::DELETE, &uri).await;
-                    let gone = world
+                Write::MarkUnselected(node, unselected) => {
+                    let uri = format!(
+                        "/apis/kubeplane.io/v1alpha1/controlplanenodes/{node}?&fieldManager=kubeplane-operator"
+                    );
+                    let (body, send) = self.next(Method::PATCH, &uri).await;
+                    let value = if unselected {
+                        json!("true")
+                    } else {
+                        Value::Null
+                    };
+                    assert_eq!(
+                        body,
+                        json!({"metadata": {"labels": {"kubeplane.io/unselected": value}}}),
+                        "only the label is patched: spec and owner stay"
+                    );
+                    let mut cpn = world
                         .cpns
                         .iter()
                         .find(|c| c.name_any() == node)
-                        .expect("deleted CPN exists");
-                    send.send_response(response(StatusCode::OK, &json!(gone)));
+                        .expect("labelled CPN exists")
+                        .clone();
+                    cpn.labels_mut()
+                        .insert("kubeplane.io/unselected".into(), "true".into());
+                    send.send_response(response(StatusCode::OK, &json!(cpn)));
+                }
+                Write::StatusConflict => {
+                    let (body, send) = self
+                        .next(
+                            Method::PATCH,
+                            "/apis/kubeplane.io/v1alpha1/controlplaneconfigs/prod/status?&force=true&fieldManager=kubeplane-operator",
+                        )
+                        .await;
+                    assert_eq!(
+                        body["metadata"]["resourceVersion"],
+                        json!(world.cpc.metadata.resource_version),
+                        "the claim carries the resourceVersion read"
+                    );
+                    send.send_response(response(
+                        StatusCode::CONFLICT,
+                        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                                "status": "Failure", "reason": "Conflict", "code": 409,
+                                "message": "Operation cannot be fulfilled on controlplaneconfigs.kubeplane.io \"prod\": the object has been modified; please apply your changes to the latest version and try again"}),
+                    ));
                 }
                 Write::Status(check) => {
                     let (body, send) = self
@@ -459,6 +554,11 @@ impl ApiServerVerifier {
                         "status patch",
                     );
                     assert!(body.get("spec").is_none(), "a status patch carries no spec");
+                    assert_eq!(
+                        body["metadata"]["resourceVersion"],
+                        json!(world.cpc.metadata.resource_version),
+                        "every status write carries the resourceVersion read (precondition)"
+                    );
                     assert_eq!(
                         body["status"]["observedGeneration"],
                         json!(world.cpc.metadata.generation)

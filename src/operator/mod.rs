@@ -67,15 +67,6 @@ pub enum OperatorError {
         "cannot build a Kubernetes client from KUBECONFIG, ~/.kube/config or the in-cluster service account: {0}"
     )]
     Client(#[source] kube::Error),
-    /// The leader election could not start.
-    #[error("cannot join the leader election on Lease {lease}: {source}")]
-    Election {
-        /// `namespace/name`.
-        lease: String,
-        /// Why.
-        #[source]
-        source: kube_lease_manager::LeaseManagerError,
-    },
     /// Another replica took over, or the lease could not be renewed.
     #[error("lost leadership of Lease {0}; exiting so that only the leader reconciles")]
     LostLeadership(String),
@@ -148,28 +139,64 @@ pub async fn run(args: &OperatorArgs) -> Result<(), OperatorError> {
     let listener = telemetry::bind(&args.metrics_addr).await?;
     let mut server = tokio::spawn(telemetry::serve(listener, registry, health.clone()));
 
-    let client = Client::try_default().await.map_err(OperatorError::Client)?;
+    let mut config = kube::Config::infer()
+        .await
+        .map_err(|e| OperatorError::Client(kube::Error::InferConfig(e)))?;
+    // kube-client's default retry answers 429/503/504 with up to 15 retries doubling from 5 ms
+    // (the last waits minutes), invisible to the watches: after an API server restart (503
+    // while it starts) a watch sat in those retries for 10 s and more. The watches retry on
+    // their own, briefly (controller::recovering), and a failed reconcile is requeued.
+    config.default_retry = false;
+    let api = config.cluster_url.to_string();
+    let client = Client::try_from(config).map_err(OperatorError::Client)?;
     let lease = format!("{}/{}", args.lease_namespace, args.lease_name);
     let identity = leader::identity();
-    info!(%identity, %lease, "joining the leader election");
-    let leader::Election {
-        mut is_leader,
-        mut task,
-    } = leader::elect(
-        client.clone(),
-        &args.lease_namespace,
-        &args.lease_name,
-        &identity,
-    )
-    .await
-    .map_err(|source| OperatorError::Election {
-        lease: lease.clone(),
-        source,
-    })?;
-    health.set_ready(format!("standby: waiting for Lease {lease}"));
+    info!(%identity, %lease, %api, "joining the leader election");
 
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
+
+    // The API server may be unreachable (starting, restarting, a network problem): retry with
+    // backoff, not-ready and saying where and why, instead of exiting.
+    let mut failures = 0u32;
+    let leader::Election {
+        mut is_leader,
+        mut task,
+    } = loop {
+        let attempt = leader::elect(
+            client.clone(),
+            &args.lease_namespace,
+            &args.lease_name,
+            &identity,
+        );
+        let err = tokio::select! {
+            r = attempt => match r {
+                Ok(e) => break e,
+                Err(e) => e,
+            },
+            r = &mut server => return Err(server_stopped(r)),
+            () = &mut shutdown => {
+                info!("shutting down before joining the leader election");
+                return Ok(());
+            }
+        };
+        failures = failures.saturating_add(1);
+        let delay = reconcile::backoff(failures).min(Duration::from_secs(10));
+        let cause = controller::error_chain(&err);
+        warn!(%api, %lease, %cause, retry_in = ?delay, "cannot join the leader election; is the API server reachable?");
+        health.set_not_ready(format!(
+            "cannot reach the API server at {api} (Lease {lease}): {cause}; retrying"
+        ));
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            r = &mut server => return Err(server_stopped(r)),
+            () = &mut shutdown => {
+                info!("shutting down before joining the leader election");
+                return Ok(());
+            }
+        }
+    };
+    health.set_ready(format!("standby: waiting for Lease {lease}"));
 
     // Standby until leader.
     tokio::select! {
@@ -195,7 +222,7 @@ pub async fn run(args: &OperatorArgs) -> Result<(), OperatorError> {
         Some(identity.clone()),
     ));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let controller = controller::run(client, ctx, health.clone(), async move {
+    let controller = controller::run(client, &api, ctx, health.clone(), async move {
         let _ = stopped.await;
     });
     tokio::pin!(controller);

@@ -17,7 +17,7 @@ use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, ResourceExt};
 
 use super::rollout::{NodeView, condition, progress_line};
-use super::selection::CONFIG_LABEL;
+use super::selection::{CONFIG_LABEL, UNSELECTED_LABEL};
 use crate::api::{ControlPlaneConfig, ControlPlaneNode, find_condition};
 
 /// `kubeplane rollout …`.
@@ -101,6 +101,8 @@ pub fn progress(cpc: &ControlPlaneConfig, cpns: &[ControlPlaneNode]) -> Progress
     let mut mine: Vec<&ControlPlaneNode> = cpns
         .iter()
         .filter(|c| c.labels().get(CONFIG_LABEL).map(String::as_str) == Some(name.as_str()))
+        // Kept for the node's history, not part of the rollout.
+        .filter(|c| c.labels().get(UNSELECTED_LABEL).map(String::as_str) != Some("true"))
         .collect();
     mine.sort_by_key(|c| c.name_any());
     let total = status.nodes.max(mine.len() as i32);

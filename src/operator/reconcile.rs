@@ -15,7 +15,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
@@ -27,7 +27,7 @@ use super::rollout::{
     self, ConditionValue, Decision, EventKind, NodeView, PlannedEvent, Previous, RolloutInput,
     RolloutPhase, condition, reason,
 };
-use super::selection::{self, CONFIG_LABEL};
+use super::selection::{self, CONFIG_LABEL, UNSELECTED_LABEL};
 use crate::api::{
     ControlPlaneConfig, ControlPlaneConfigStatus, ControlPlaneNode, ControlPlaneNodeSpec,
     LeaderStatus, NodeFacts, find_condition, set_condition,
@@ -47,6 +47,9 @@ pub const COMPONENT_LEASES: [&str; 2] = ["kube-controller-manager", "kube-schedu
 /// Events may carry at most 1 kB of note.
 const MAX_NOTE: usize = 1024;
 
+/// Requeue delay after a status write refused with 409 Conflict.
+const CONFLICT_RETRY: Duration = Duration::from_secs(1);
+
 /// Why a reconciliation failed; it is retried with backoff.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -64,6 +67,10 @@ pub enum Error {
         "ControlPlaneConfig without metadata.{0}: only objects read from the API server can be reconciled"
     )]
     Incomplete(&'static str),
+    /// An object changed after it was read (another operator replica, an agent, a user): the
+    /// write that carried the read `metadata.resourceVersion` was refused with 409 Conflict.
+    #[error("{0} changed after it was read (resourceVersion {1}); reconciling again")]
+    Conflict(String, String),
 }
 
 impl Error {
@@ -72,6 +79,7 @@ impl Error {
         match self {
             Error::Kube { .. } => "Kube",
             Error::Incomplete(_) => "Incomplete",
+            Error::Conflict(..) => "Conflict",
         }
     }
 }
@@ -200,7 +208,8 @@ async fn reconcile_inner(name: &str, ctx: &Context) -> Result<Action> {
         return Ok(Action::await_change());
     }
 
-    // 2. The revision, including the encryption configuration's digest.
+    // 2. The encryption configuration's digest (part of the rendered side file, so of the
+    // revision).
     let digest = match render::encryption_secret(&cpc.spec) {
         None => None,
         Some(r) => match encryption_digest(ctx, &r).await? {
@@ -211,9 +220,6 @@ async fn reconcile_inner(name: &str, ctx: &Context) -> Result<Action> {
             }
         },
     };
-    let revision = render::revision(&cpc.spec, digest.as_deref());
-    tracing::Span::current().record("revision", revision.as_str());
-
     // 3. What the API says: selected Nodes, ControlPlaneNodes, Lease holders.
     let selector = selection::node_selector(&cpc.spec);
     let nodes: Api<Node> = Api::all(ctx.client.clone());
@@ -255,16 +261,49 @@ async fn reconcile_inner(name: &str, ctx: &Context) -> Result<Action> {
         .collect();
     if !conflicts.is_empty() {
         let message = format!(
-            "{}; make the nodeSelectors of the configs disjoint",
+            "{}; make the nodeSelectors of the configs disjoint (a ControlPlaneNode is kept when its node leaves the selector: delete it with kubectl delete cpn NODE to hand the node over)",
             conflicts.join("; ")
         );
         block(ctx, &cpc, "NodeConflict", &message, warnings).await?;
         return Ok(Action::requeue(ctx.resync));
     }
 
+    // 4. Render every selected node whose agent reported facts: the revision names exactly
+    // these bytes (render::revision_of).
+    let mut rendered: BTreeMap<String, render::Rendered> = BTreeMap::new();
+    for node in &selected {
+        let Some(facts) = ours
+            .get(node)
+            .and_then(|c| c.status.as_ref())
+            .and_then(|s| s.node_facts.clone())
+        else {
+            continue;
+        };
+        let facts = NodeFacts {
+            node_name: node.clone(),
+            ..facts
+        };
+        match render::render(&RenderInput {
+            spec: &cpc.spec,
+            node: &facts,
+            encryption_config_sha256: digest.as_deref(),
+        }) {
+            Ok(r) => {
+                rendered.insert(node.clone(), r);
+            }
+            Err(e) => {
+                let message = format!("cannot render node {node}: {e}; no node is updated");
+                block(ctx, &cpc, "RenderFailed", &message, warnings).await?;
+                return Ok(Action::requeue(ctx.resync));
+            }
+        }
+    }
+    let revision = render::revision_of(rendered.iter().map(|(n, r)| (n.as_str(), r)));
+    tracing::Span::current().record("revision", revision.as_str());
+
     let (leaders, holders) = read_leaders(ctx, &selected).await?;
 
-    // 4. Decide.
+    // 5. Decide.
     let views: Vec<NodeView> = selected
         .iter()
         .map(|n| {
@@ -279,40 +318,51 @@ async fn reconcile_inner(name: &str, ctx: &Context) -> Result<Action> {
         .as_ref()
         .and_then(|r| r.paused)
         .unwrap_or(false);
-    let mut decision = rollout::decide(&RolloutInput {
+    let decision = rollout::decide(&RolloutInput {
         revision: &revision,
         paused,
         nodes: &views,
         lease_holders: &holders,
         previous: &previous,
+        now: Timestamp::now(),
+        progress_deadline_seconds: i64::from(render::progress_deadline_seconds(&cpc.spec)),
+    });
+    // A started node always has facts, so it was rendered.
+    let started: Option<(String, ControlPlaneNodeSpec)> = decision.start.as_ref().and_then(|n| {
+        let r = rendered.get(n)?;
+        Some((n.clone(), render::node_spec(name, &cpc.spec, &revision, r)))
     });
 
-    // 5. Render the node that starts, from the facts its agent reported.
-    let mut started: Option<(String, ControlPlaneNodeSpec)> = None;
-    if let Some(node) = decision.start.clone() {
-        let facts = ours
-            .get(&node)
-            .and_then(|c| c.status.as_ref())
-            .and_then(|s| s.node_facts.clone())
-            .unwrap_or_default();
-        let facts = NodeFacts {
-            node_name: node.clone(),
-            ..facts
-        };
-        match render::render(&RenderInput {
-            spec: &cpc.spec,
-            node: &facts,
-            encryption_config_sha256: digest.as_deref(),
-        }) {
-            Ok(rendered) => {
-                let spec = render::node_spec(name, &cpc.spec, &revision, &rendered);
-                started = Some((node, spec));
-            }
-            Err(e) => render_failed(&mut decision, &node, &revision, &e.to_string()),
+    // 6. Status first: it claims the node that starts (status.nodeInFlight) with the config's
+    // resourceVersion as precondition. A concurrent writer (a second operator leader, a user)
+    // makes it fail with 409 Conflict, and then no ControlPlaneNode is written.
+    let status = ControlPlaneConfigStatus {
+        observed_generation: generation,
+        revision: Some(revision.clone()),
+        nodes: decision.nodes,
+        updated_nodes: decision.updated,
+        ready_nodes: decision.ready,
+        node_in_flight: decision.node_in_flight.clone(),
+        node_in_flight_revision: decision.in_flight_revision.clone(),
+        node_in_flight_since: decision.in_flight_since.map(Time),
+        failed_revisions: decision.failed_revisions.clone(),
+        conditions: merge_conditions(&cpc, &decision.conditions, generation),
+        warnings,
+        leaders,
+    };
+    match apply_status(ctx, &cpc, &status).await {
+        Ok(()) => {}
+        Err(Error::Conflict(config, rv)) => {
+            info!(
+                %config, resource_version = %rv, would_start = ?decision.start,
+                "the config changed since it was read; nothing written, reconciling again"
+            );
+            return Ok(Action::requeue(CONFLICT_RETRY));
         }
+        Err(e) => return Err(e),
     }
 
-    // 6. Write: new ControlPlaneNodes (facts first), the started node, departed nodes.
+    // 7. ControlPlaneNodes: new ones (facts first), the started node, the selection marks.
     let owner = cpc
         .controller_owner_ref(&())
         .ok_or(Error::Incomplete("uid"))?;
@@ -321,56 +371,54 @@ async fn reconcile_inner(name: &str, ctx: &Context) -> Result<Action> {
             config_name: name.to_string(),
             ..Default::default()
         };
-        apply_cpn(ctx, name, node, &owner, &empty).await?;
+        apply_cpn(ctx, name, node, &owner, &empty, None).await?;
         info!(node = %node, "created ControlPlaneNode; waiting for its agent's node facts");
     }
     if let Some((node, spec)) = &started {
-        apply_cpn(ctx, name, node, &owner, spec).await?;
-        info!(node = %node, "node update started");
+        // The node's ControlPlaneNode as read (it exists: its facts came from it).
+        let rv = ours
+            .get(node)
+            .and_then(|c| c.metadata.resource_version.as_deref());
+        match apply_cpn(ctx, name, node, &owner, spec, rv).await {
+            Ok(()) => {}
+            Err(Error::Conflict(what, rv)) => {
+                // Its agent reported in between, or another replica wrote it: decide again.
+                // The claim in the status keeps every other node from starting meanwhile.
+                info!(%what, resource_version = %rv, "changed since it was read; reconciling again");
+                return Ok(Action::requeue(CONFLICT_RETRY));
+            }
+            Err(e) => return Err(e),
+        }
+        if decision.retarget {
+            info!(node = %node, "node in flight given the newer revision");
+        } else {
+            info!(node = %node, "node update started");
+        }
     }
-    for departed in ours.keys().filter(|n| selected.binary_search(n).is_err()) {
-        match cpn_api.delete(departed, &DeleteParams::default()).await {
-            Ok(_) => info!(node = %departed, "node left the selector; ControlPlaneNode deleted"),
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => return Err(kube_err(format!("delete ControlPlaneNode {departed}"))(e)),
+    // A node that left the selector keeps its ControlPlaneNode (what ran and failed there),
+    // marked and left out of the counts: a label flap must not make the operator forget.
+    for (node, cpn) in &ours {
+        let is_selected = selected.binary_search(node).is_ok();
+        let marked = cpn.labels().get(UNSELECTED_LABEL).map(String::as_str) == Some("true");
+        if is_selected == marked {
+            mark_unselected(ctx, node, !is_selected).await?;
+            if is_selected {
+                info!(node = %node, "node selected again");
+            } else {
+                info!(node = %node, "node left the selector; its ControlPlaneNode is kept, labelled {UNSELECTED_LABEL}=true");
+            }
         }
     }
 
-    // 7. Status, then Events (after the status, so a failed write does not repeat them).
-    let status = ControlPlaneConfigStatus {
-        observed_generation: generation,
-        revision: Some(revision.clone()),
-        nodes: decision.nodes,
-        updated_nodes: decision.updated,
-        ready_nodes: decision.ready,
-        node_in_flight: decision.node_in_flight.clone(),
-        conditions: merge_conditions(&cpc, &decision.conditions, generation),
-        warnings,
-        leaders,
-    };
-    apply_status(ctx, name, &status).await?;
+    // 8. Events, after the writes, so a failed write does not repeat them.
     for ev in &decision.events {
         publish(ctx, &cpc, ev).await;
     }
 
-    // 8. Metrics.
+    // 9. Metrics.
     record_metrics(ctx, name, &decision, &views, &ours);
     debug!(phase = decision.phase.as_str(), in_flight = ?decision.node_in_flight, "reconciled");
     Ok(Action::requeue(ctx.resync))
-}
-
-/// Overrides a decision whose chosen node could not be rendered: nothing starts, `Degraded`.
-fn render_failed(d: &mut Decision, node: &str, revision: &str, error: &str) {
-    d.start = None;
-    d.node_in_flight = None;
-    d.phase = RolloutPhase::Invalid;
-    d.events.retain(|e| e.reason != reason::NODE_UPDATE_STARTED);
-    let message = format!("cannot render revision {revision} for node {node}: {error}");
-    for c in &mut d.conditions {
-        c.status = c.type_ == condition::DEGRADED;
-        c.reason = "RenderFailed".into();
-        c.message = message.clone();
-    }
 }
 
 fn observed_generation(cpc: &ControlPlaneConfig) -> Option<i64> {
@@ -392,6 +440,11 @@ fn previous(cpc: &ControlPlaneConfig) -> Previous {
             .and_then(|s| find_condition(&s.conditions, condition::READY))
             .is_some_and(|c| c.is_true()),
         degraded_reason: degraded_reason(cpc),
+        in_flight_revision: st.and_then(|s| s.node_in_flight_revision.clone()),
+        in_flight_since: st
+            .and_then(|s| s.node_in_flight_since.as_ref())
+            .map(|t| t.0),
+        failed: st.map(|s| s.failed_revisions.clone()).unwrap_or_default(),
     }
 }
 
@@ -463,7 +516,7 @@ async fn block(
     })
     .collect();
     status.conditions = merge_conditions(cpc, &values, generation);
-    apply_status(ctx, &name, &status).await?;
+    apply_status(ctx, cpc, &status).await?;
     ctx.metrics.set_rollout_phase(&name, RolloutPhase::Invalid);
     Ok(())
 }
@@ -543,15 +596,21 @@ pub fn leader_status(component: &str, lease: &Lease, selected: &[String]) -> Lea
     }
 }
 
+/// Server-side applies a `ControlPlaneNode`'s spec, labels and owner. With
+/// `resource_version` (the one read in this reconcile) the write is refused with 409 Conflict
+/// ([`Error::Conflict`]) when the object changed since: a write of a stalled operator replica
+/// that lands after another replica moved the rollout on must not give the node an old
+/// revision.
 async fn apply_cpn(
     ctx: &Context,
     config: &str,
     node: &str,
     owner: &k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,
     spec: &ControlPlaneNodeSpec,
+    resource_version: Option<&str>,
 ) -> Result<()> {
     let api: Api<ControlPlaneNode> = Api::all(ctx.client.clone());
-    let body = json!({
+    let mut body = json!({
         "apiVersion": ControlPlaneNode::api_version(&()),
         "kind": ControlPlaneNode::kind(&()),
         "metadata": {
@@ -561,33 +620,93 @@ async fn apply_cpn(
         },
         "spec": spec,
     });
-    api.patch(
-        node,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&body),
-    )
-    .await
-    .map_err(kube_err(format!("apply ControlPlaneNode {node}")))?;
-    Ok(())
+    if let Some(rv) = resource_version {
+        body["metadata"]["resourceVersion"] = json!(rv);
+    }
+    match api
+        .patch(
+            node,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 && resource_version.is_some() => {
+            Err(Error::Conflict(
+                format!("ControlPlaneNode {node}"),
+                resource_version.unwrap_or_default().into(),
+            ))
+        }
+        Err(e) => Err(kube_err(format!("apply ControlPlaneNode {node}"))(e)),
+    }
 }
 
-async fn apply_status(ctx: &Context, name: &str, status: &ControlPlaneConfigStatus) -> Result<()> {
+/// Writes the config's status (server-side apply) with the config's `metadata.resourceVersion`
+/// as read at the start of the reconcile: the API server refuses it with 409 Conflict when the
+/// config changed since ([`Error::Conflict`]). Every status write carries it, so a replica
+/// working from an older read can neither claim a node nor erase another replica's claim.
+async fn apply_status(
+    ctx: &Context,
+    cpc: &ControlPlaneConfig,
+    status: &ControlPlaneConfigStatus,
+) -> Result<()> {
+    let name = cpc.name_any();
+    let rv = cpc
+        .metadata
+        .resource_version
+        .clone()
+        .ok_or(Error::Incomplete("resourceVersion"))?;
     let api: Api<ControlPlaneConfig> = Api::all(ctx.client.clone());
     let body = json!({
         "apiVersion": ControlPlaneConfig::api_version(&()),
         "kind": ControlPlaneConfig::kind(&()),
+        "metadata": { "name": name, "resourceVersion": rv },
         "status": status,
     });
-    api.patch_status(
-        name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&body),
-    )
-    .await
-    .map_err(kube_err(format!(
-        "apply status of ControlPlaneConfig {name}"
-    )))?;
-    Ok(())
+    match api
+        .patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            Err(Error::Conflict(format!("ControlPlaneConfig {name}"), rv))
+        }
+        Err(e) => Err(kube_err(format!(
+            "apply status of ControlPlaneConfig {name}"
+        ))(e)),
+    }
+}
+
+/// Sets (`true`) or removes the [`UNSELECTED_LABEL`] of a `ControlPlaneNode` with a merge
+/// patch, which leaves the server-side-applied spec, labels and owner alone.
+async fn mark_unselected(ctx: &Context, node: &str, unselected: bool) -> Result<()> {
+    let api: Api<ControlPlaneNode> = Api::all(ctx.client.clone());
+    let value = if unselected {
+        json!("true")
+    } else {
+        json!(null)
+    };
+    let patch = json!({ "metadata": { "labels": { UNSELECTED_LABEL: value } } });
+    match api
+        .patch(
+            node,
+            &PatchParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..Default::default()
+            },
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(kube_err(format!("label ControlPlaneNode {node}"))(e)),
+    }
 }
 
 fn truncate(s: &str, max: usize) -> String {
@@ -671,37 +790,5 @@ mod tests {
         let t = truncate(&s, MAX_NOTE);
         assert!(t.len() <= MAX_NOTE && t.ends_with("..."));
         assert_eq!(truncate("short", MAX_NOTE), "short");
-    }
-
-    #[test]
-    fn render_failure_starts_nothing_and_degrades() {
-        let nodes = [NodeView {
-            name: "cp-1".into(),
-            has_cpn: true,
-            has_facts: true,
-            ..Default::default()
-        }];
-        let prev = Previous::default();
-        let mut d = rollout::decide(&RolloutInput {
-            revision: "r1",
-            paused: false,
-            nodes: &nodes,
-            lease_holders: &BTreeSet::new(),
-            previous: &prev,
-        });
-        assert!(d.start.is_some());
-        render_failed(&mut d, "cp-1", "r1", "no advertise address");
-        assert_eq!((d.start.as_ref(), d.node_in_flight.as_ref()), (None, None));
-        assert!(d.events.is_empty());
-        let deg = d
-            .conditions
-            .iter()
-            .find(|c| c.type_ == condition::DEGRADED)
-            .unwrap();
-        assert!(
-            deg.status
-                && deg.reason == "RenderFailed"
-                && deg.message.contains("no advertise address")
-        );
     }
 }

@@ -12,11 +12,31 @@
 //! - `spec.rollout.paused` starts no node (the one in flight finishes on its own);
 //! - nodes go in name order, except the holders of the kube-controller-manager and
 //!   kube-scheduler Leases, which go last;
-//! - a node is rendered only from the facts its agent reported, so a node without facts waits.
+//! - a node is rendered only from the facts its agent reported, so a node without facts waits;
+//! - a node in flight longer than `spec.rollout.progressDeadlineSeconds` makes the config
+//!   `Degraded` (`ProgressDeadlineExceeded`) and nothing else starts;
+//! - a newer revision replaces the revision of the node in flight (*re-target*) only while its
+//!   agent neither writes files (`Applying`) nor restores the last known-good revision
+//!   (`rollingBack`), and never while paused or halted;
+//! - the operator's claim of a node (`status.nodeInFlight`, written with a resourceVersion
+//!   precondition before the node's `ControlPlaneNode`) pins the choice: while the claimed
+//!   node has not received the claimed revision, no other node starts;
+//! - a node that rolled back or failed at a revision is remembered in
+//!   `status.failedRevisions`; that revision halts the rollout and is not given to that node
+//!   again, even when its `ControlPlaneNode` is deleted or re-created.
+//!
+//! The clock is an input ([`RolloutInput::now`]), so the function stays pure.
 
 use std::collections::BTreeSet;
 
-use crate::api::{ControlPlaneNode, NodePhase};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+
+use crate::api::{ControlPlaneNode, FailedRevision, NodePhase};
+
+/// Failure records kept in `status.failedRevisions` (those of the current revision are always
+/// kept; older ones go first).
+pub const MAX_FAILED_REVISIONS: usize = 32;
 
 /// What the operator knows about one selected node, read from its `ControlPlaneNode`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -39,6 +59,9 @@ pub struct NodeView {
     pub message: Option<String>,
     /// Whether the agent reported `status.nodeFacts`.
     pub has_facts: bool,
+    /// Whether the agent restores the last known-good revision now (`status.rollingBack`, or
+    /// reason `RollingBack`).
+    pub rolling_back: bool,
 }
 
 impl NodeView {
@@ -55,6 +78,9 @@ impl NodeView {
             reason: st.and_then(|s| s.reason.clone()),
             message: st.and_then(|s| s.message.clone()),
             has_facts: st.is_some_and(|s| s.node_facts.is_some()),
+            rolling_back: st.is_some_and(|s| {
+                s.rolling_back == Some(true) || s.reason.as_deref() == Some("RollingBack")
+            }),
         }
     }
 
@@ -86,6 +112,21 @@ impl NodeView {
         match self.phase {
             Some(p) if at && is_settled(p) => Some(p),
             _ => None,
+        }
+    }
+
+    /// Whether a newer revision may replace the one the node is given now: its agent is
+    /// neither writing files (`Applying`) nor restoring the last known-good revision.
+    pub fn retargetable(&self) -> bool {
+        !self.rolling_back && self.phase != Some(NodePhase::Applying)
+    }
+
+    /// The node's state in words, for messages: its shown phase, or `rolling back`.
+    pub fn doing(&self) -> String {
+        if self.rolling_back {
+            format!("{} (rolling back)", self.shown_phase())
+        } else {
+            self.shown_phase().to_string()
         }
     }
 
@@ -130,6 +171,12 @@ pub struct Previous {
     pub ready: bool,
     /// The `Degraded` condition's reason, when it was `True`.
     pub degraded_reason: Option<String>,
+    /// `status.nodeInFlightRevision`: the revision the node in flight was claimed for.
+    pub in_flight_revision: Option<String>,
+    /// `status.nodeInFlightSince`.
+    pub in_flight_since: Option<Timestamp>,
+    /// `status.failedRevisions`.
+    pub failed: Vec<FailedRevision>,
 }
 
 /// Everything the decision depends on.
@@ -145,6 +192,10 @@ pub struct RolloutInput<'a> {
     pub lease_holders: &'a BTreeSet<String>,
     /// The config's previous status.
     pub previous: &'a Previous,
+    /// The time of the decision.
+    pub now: Timestamp,
+    /// `spec.rollout.progressDeadlineSeconds` with its default.
+    pub progress_deadline_seconds: i64,
 }
 
 /// Where a config's rollout stands, for status and metrics.
@@ -223,8 +274,13 @@ pub mod reason {
     pub const NODE_ROLLED_BACK: &str = "NodeRolledBack";
     /// A node could neither apply its revision nor restore the last known-good one.
     pub const NODE_FAILED: &str = "NodeFailed";
-    /// The rollout stopped at a node that rolled back or failed.
+    /// The rollout stopped at a node that rolled back or failed, or whose update passed the
+    /// progress deadline.
     pub const ROLLOUT_HALTED: &str = "RolloutHalted";
+    /// The node in flight was given a newer revision before it settled.
+    pub const NODE_RETARGETED: &str = "NodeRetargeted";
+    /// `Degraded` reason: the node in flight passed `spec.rollout.progressDeadlineSeconds`.
+    pub const PROGRESS_DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
     /// Every selected node is healthy at the current revision.
     pub const ROLLOUT_COMPLETED: &str = "RolloutCompleted";
 }
@@ -254,9 +310,10 @@ pub struct PlannedEvent {
 /// Why the rollout is halted.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Halt {
-    /// The node that rolled back or failed.
+    /// The node that rolled back or failed, or is stuck in flight.
     pub node: String,
-    /// Its phase: `RolledBack` or `Failed`.
+    /// Its phase: `RolledBack` or `Failed`; for a node past the progress deadline the phase
+    /// it is stuck in.
     pub phase: NodePhase,
     /// PascalCase reason for the `Degraded` condition: the node's reason, else its phase.
     pub reason: String,
@@ -269,8 +326,17 @@ pub struct Halt {
 pub struct Decision {
     /// The node to write the current revision into now, if any.
     pub start: Option<String>,
-    /// The node in flight after this decision (the one started, or the one still moving).
+    /// Whether [`Decision::start`] gives a newer revision to the node in flight (re-target).
+    pub retarget: bool,
+    /// The node in flight after this decision (the one started, the one still moving, or the
+    /// one claimed and not yet written).
     pub node_in_flight: Option<String>,
+    /// The revision of the node in flight.
+    pub in_flight_revision: Option<String>,
+    /// Since when the node in flight is in flight.
+    pub in_flight_since: Option<Timestamp>,
+    /// `status.failedRevisions` after this decision.
+    pub failed_revisions: Vec<FailedRevision>,
     /// Set when a node rolled back or failed at the current revision.
     pub halted: Option<Halt>,
     /// Selected nodes whose agent has not reported facts yet.
@@ -304,15 +370,34 @@ pub fn update_order<'a>(
 /// Decides the next step of a rollout. See the module documentation for the rules.
 pub fn decide(input: &RolloutInput<'_>) -> Decision {
     let rev = input.revision;
+    let prev = input.previous;
+    let now = input.now;
     let ordered = update_order(input.nodes, input.lease_holders);
     let total = ordered.len() as i32;
     let updated = ordered.iter().filter(|n| n.updated(rev)).count() as i32;
     let ready = ordered.iter().filter(|n| n.ready(rev)).count() as i32;
 
-    let halted = ordered.iter().find_map(|n| {
-        let phase = n.settled_at(rev)?;
-        (phase != NodePhase::Healthy).then(|| halt(n, phase, rev))
-    });
+    let failed_revisions = remember_failures(input, &ordered);
+    let failed_here = |n: &NodeView| {
+        failed_revisions
+            .iter()
+            .any(|f| f.node == n.name && f.revision == rev)
+    };
+
+    let mut halted = ordered
+        .iter()
+        .find_map(|n| {
+            let phase = n.settled_at(rev)?;
+            (phase != NodePhase::Healthy).then(|| halt(n, phase, rev))
+        })
+        .or_else(|| {
+            // Remembered although the ControlPlaneNode no longer shows it (deleted and
+            // re-created, or its node left the selector).
+            failed_revisions
+                .iter()
+                .find(|f| f.revision == rev)
+                .map(|f| halt_remembered(f, rev))
+        });
     let in_flight: Vec<&NodeView> = ordered.iter().copied().filter(|n| n.in_flight()).collect();
     let waiting_for_facts: Vec<String> = ordered
         .iter()
@@ -321,17 +406,74 @@ pub fn decide(input: &RolloutInput<'_>) -> Decision {
         .collect();
     let next = ordered
         .iter()
-        .find(|n| n.has_facts && n.spec_revision != rev)
+        .find(|n| n.has_facts && n.spec_revision != rev && !failed_here(n))
         .map(|n| n.name.clone());
 
-    let start = if halted.is_none() && in_flight.is_empty() && !input.paused {
+    // A claim whose ControlPlaneNode write has not been seen yet (the write failed, or another
+    // operator is about to make it): that node, and no other, may start.
+    let pending_claim: Option<&NodeView> = match (&prev.node_in_flight, &prev.in_flight_revision) {
+        (Some(node), Some(claimed)) => ordered
+            .iter()
+            .copied()
+            .find(|n| n.name == *node && n.spec_revision != *claimed),
+        _ => None,
+    };
+    let startable = |n: &NodeView| {
+        n.has_facts
+            && n.spec_revision != rev
+            && !failed_here(n)
+            && (!n.in_flight() || n.retargetable())
+    };
+    let start = if halted.is_some() || input.paused {
+        None
+    } else if let Some(claimed) = pending_claim {
+        let others = in_flight.iter().any(|n| n.name != claimed.name);
+        (!others && startable(claimed)).then(|| claimed.name.clone())
+    } else if in_flight.is_empty() {
         next
     } else {
-        None
+        match in_flight.as_slice() {
+            [only] if startable(only) => Some(only.name.clone()),
+            _ => None,
+        }
     };
-    let node_in_flight = start
-        .clone()
-        .or_else(|| in_flight.first().map(|n| n.name.clone()));
+    let retarget = start
+        .as_deref()
+        .and_then(|s| ordered.iter().find(|n| n.name == s))
+        .is_some_and(|n| n.in_flight());
+
+    let flying: Option<&NodeView> = in_flight.first().copied().or(pending_claim);
+    let node_in_flight = start.clone().or_else(|| flying.map(|n| n.name.clone()));
+    let (in_flight_revision, in_flight_since) = match (&start, flying) {
+        (Some(_), _) => (Some(rev.to_string()), Some(now)),
+        (None, Some(n)) => {
+            let claimed = if n.in_flight() {
+                Some(n.spec_revision.clone())
+            } else {
+                prev.in_flight_revision.clone()
+            };
+            let same = prev.node_in_flight.as_deref() == Some(n.name.as_str())
+                && prev.in_flight_revision == claimed;
+            let since = if same { prev.in_flight_since } else { None };
+            (claimed, Some(since.unwrap_or(now)))
+        }
+        (None, None) => (None, None),
+    };
+    if halted.is_none()
+        && start.is_none()
+        && let (Some(n), Some(since)) = (flying, in_flight_since)
+    {
+        let elapsed = now.duration_since(since);
+        if elapsed >= SignedDuration::from_secs(input.progress_deadline_seconds) {
+            halted = Some(deadline_halt(
+                n,
+                in_flight_revision.as_deref().unwrap_or(rev),
+                rev,
+                elapsed,
+                input.progress_deadline_seconds,
+            ));
+        }
+    }
     let complete = total > 0 && ready == total && halted.is_none();
 
     let phase = if total == 0 {
@@ -361,7 +503,7 @@ pub fn decide(input: &RolloutInput<'_>) -> Decision {
         &waiting_for_facts,
         input.paused,
     );
-    let events = events(
+    let mut events = events(
         input,
         &ordered,
         &counts,
@@ -369,10 +511,34 @@ pub fn decide(input: &RolloutInput<'_>) -> Decision {
         halted.as_ref(),
         complete,
     );
+    if retarget
+        && let Some(n) = flying
+        && let Some(ev) = events
+            .iter_mut()
+            .find(|e| e.reason == reason::NODE_UPDATE_STARTED)
+    {
+        let since = match (&prev.node_in_flight, prev.in_flight_since) {
+            (Some(p), Some(t)) if *p == n.name => {
+                format!(" for {}", human_duration(now.duration_since(t)))
+            }
+            _ => String::new(),
+        };
+        ev.reason = reason::NODE_RETARGETED;
+        ev.note = format!(
+            "node {}: revision {} ({}{since}) replaced by revision {rev} before it settled; the agent was neither writing files nor rolling back",
+            n.name,
+            n.spec_revision,
+            n.doing()
+        );
+    }
 
     Decision {
         start,
+        retarget,
         node_in_flight,
+        in_flight_revision,
+        in_flight_since,
+        failed_revisions,
         halted,
         waiting_for_facts,
         phase,
@@ -381,6 +547,123 @@ pub fn decide(input: &RolloutInput<'_>) -> Decision {
         ready,
         conditions,
         events,
+    }
+}
+
+/// `status.failedRevisions` after this decision: what the previous status remembered, plus
+/// the nodes that settled in `RolledBack` or `Failed` at their revision now, minus nodes that
+/// since became healthy at the remembered revision; those of the current revision first, at
+/// most [`MAX_FAILED_REVISIONS`].
+fn remember_failures(input: &RolloutInput<'_>, ordered: &[&NodeView]) -> Vec<FailedRevision> {
+    let rev = input.revision;
+    let mut out: Vec<FailedRevision> = input
+        .previous
+        .failed
+        .iter()
+        .filter(|f| {
+            !ordered
+                .iter()
+                .any(|n| n.name == f.node && n.settled_at(&f.revision) == Some(NodePhase::Healthy))
+        })
+        .cloned()
+        .collect();
+    for n in ordered {
+        let Some(phase) = n.settled_at(&n.spec_revision) else {
+            continue;
+        };
+        if phase == NodePhase::Healthy
+            || out
+                .iter()
+                .any(|f| f.node == n.name && f.revision == n.spec_revision)
+        {
+            continue;
+        }
+        out.push(FailedRevision {
+            node: n.name.clone(),
+            revision: n.spec_revision.clone(),
+            phase: phase.as_str().to_string(),
+            reason: n
+                .reason
+                .clone()
+                .filter(|r| is_condition_reason(r))
+                .unwrap_or_else(|| phase.as_str().to_string()),
+            message: n.message.clone().filter(|m| !m.is_empty()),
+            at: Time(input.now),
+        });
+    }
+    // Current revision first, then newest first; a stable order for equal times.
+    out.sort_by(|a, b| {
+        (b.revision == rev)
+            .cmp(&(a.revision == rev))
+            .then(b.at.0.cmp(&a.at.0))
+            .then(a.node.cmp(&b.node))
+            .then(a.revision.cmp(&b.revision))
+    });
+    out.truncate(MAX_FAILED_REVISIONS);
+    out
+}
+
+fn halt_remembered(f: &FailedRevision, rev: &str) -> Halt {
+    let phase = if f.phase == NodePhase::Failed.as_str() {
+        NodePhase::Failed
+    } else {
+        NodePhase::RolledBack
+    };
+    let what = match phase {
+        NodePhase::Failed => "failed",
+        _ => "rolled back",
+    };
+    let detail = f
+        .message
+        .as_deref()
+        .map(|m| format!(": {m}"))
+        .unwrap_or_default();
+    Halt {
+        node: f.node.clone(),
+        phase,
+        reason: f.reason.clone(),
+        message: format!(
+            "rollout halted: node {} {what} at revision {rev} (remembered in status.failedRevisions since {}){detail}; no node is given this revision again until the spec changes",
+            f.node, f.at.0
+        ),
+    }
+}
+
+fn deadline_halt(
+    n: &NodeView,
+    its_rev: &str,
+    rev: &str,
+    elapsed: SignedDuration,
+    deadline: i64,
+) -> Halt {
+    let newer = if its_rev == rev {
+        String::new()
+    } else {
+        format!(
+            "; revision {rev} replaces it once the agent is neither writing files nor rolling back"
+        )
+    };
+    Halt {
+        node: n.name.clone(),
+        phase: n.phase.unwrap_or_default(),
+        reason: reason::PROGRESS_DEADLINE_EXCEEDED.to_string(),
+        message: format!(
+            "rollout halted: node {} has been {} at revision {its_rev} for {}, past spec.rollout.progressDeadlineSeconds ({deadline}s); no other node starts until it settles{newer}; check its agent (kubectl describe cpn {})",
+            n.name,
+            n.doing(),
+            human_duration(elapsed),
+            n.name
+        ),
+    }
+}
+
+/// `16m40s`, `2h0m5s`, `45s`.
+pub fn human_duration(d: SignedDuration) -> String {
+    let s = d.as_secs().max(0);
+    match (s / 3600, s % 3600 / 60, s % 60) {
+        (0, 0, sec) => format!("{sec}s"),
+        (0, m, sec) => format!("{m}m{sec}s"),
+        (h, m, sec) => format!("{h}h{m}m{sec}s"),
     }
 }
 

@@ -10,6 +10,7 @@ use super::reconcile::reconcile;
 use super::rollout::reason;
 use crate::api::NodePhase::*;
 use crate::api::{ApiServer, Arg, ControlPlaneConfigStatus, Encryption, Rollout, SecretKeyRef};
+use kube::ResourceExt;
 
 fn status_says(
     in_flight: Option<&'static str>,
@@ -85,8 +86,8 @@ async fn start_gives_the_first_node_the_revision() {
         Scenario::Reconcile(
             world,
             vec![
-                Write::Start("cp-1"),
                 Write::Status(check),
+                Write::Start("cp-1"),
                 Write::Event(reason::NODE_UPDATE_STARTED),
             ],
         ),
@@ -116,8 +117,8 @@ async fn advance_starts_the_next_node_once_the_first_is_healthy() {
         Scenario::Reconcile(
             world,
             vec![
-                Write::Start("cp-2"),
                 Write::Status(check),
+                Write::Start("cp-2"),
                 Write::Event(reason::NODE_UPDATED),
                 Write::Event(reason::NODE_UPDATE_STARTED),
             ],
@@ -234,8 +235,14 @@ async fn pause_starts_no_node() {
     ]);
     let prev = prev_status(&world, None);
     world = world.with_status(prev);
-    let check = with_check(status_says(None, false, false, false), |s| {
+    // Pausing is not a new revision: the status names the one the unpaused spec has, which
+    // cp-1 runs, so cp-1 is not rolled again when the rollout is resumed.
+    let unpaused = World::new(config(3, valid_spec()), &["cp-1", "cp-2"]).revision();
+    assert_eq!(rev, unpaused);
+    let check = with_check(status_says(None, false, false, false), move |s| {
         assert_eq!(condition(s, "Progressing")["reason"], "RolloutPaused");
+        assert_eq!(s["revision"], json!(unpaused));
+        assert_eq!(s["updatedNodes"], 1);
     });
     play(
         world.clone(),
@@ -295,8 +302,8 @@ async fn new_generation_waits_for_the_node_in_flight_then_rolls_out_the_newest_r
         Scenario::Reconcile(
             settled,
             vec![
-                Write::Start("cp-1"),
                 Write::Status(status_says(Some("cp-1"), false, true, false)),
+                Write::Start("cp-1"),
                 Write::Event(reason::NODE_UPDATED),
                 Write::Event(reason::NODE_UPDATE_STARTED),
             ],
@@ -335,8 +342,8 @@ async fn restarted_operator_resumes_from_the_api_alone() {
         Scenario::Reconcile(
             world,
             vec![
-                Write::Start("cp-3"),
                 Write::Status(status_says(Some("cp-3"), false, true, false)),
+                Write::Start("cp-3"),
                 Write::Event(reason::NODE_UPDATE_STARTED),
             ],
         ),
@@ -460,8 +467,8 @@ async fn encryption_secret_digest_is_part_of_the_revision() {
         Scenario::Reconcile(
             world,
             vec![
-                Write::Start("cp-1"),
                 Write::Status(check),
+                Write::Start("cp-1"),
                 Write::Event(reason::NODE_UPDATE_STARTED),
             ],
         ),
@@ -487,9 +494,9 @@ async fn new_nodes_get_an_empty_cpn_and_wait_for_their_agent() {
         Scenario::Reconcile(
             world,
             vec![
+                Write::Status(check),
                 Write::CreateEmpty("cp-1"),
                 Write::CreateEmpty("cp-2"),
-                Write::Status(check),
             ],
         ),
     )
@@ -497,12 +504,13 @@ async fn new_nodes_get_an_empty_cpn_and_wait_for_their_agent() {
 }
 
 #[tokio::test]
-async fn a_node_leaving_the_selector_loses_its_cpn() {
+async fn a_node_leaving_the_selector_keeps_its_cpn_marked_and_uncounted() {
     let mut world = World::new(config(1, valid_spec()), &["cp-1", "cp-4"]);
-    let rev = world.revision();
-    // cp-4 lost its control-plane label (now a worker).
+    // cp-4 lost its control-plane label (now a worker). The revision names what the selected
+    // nodes get, so cp-1's bytes alone.
     world.nodes[1].1 =
         BTreeMap::from([("node-role.kubernetes.io/worker".to_string(), String::new())]);
+    let rev = world.revision();
     world = world.with_cpns(vec![cpn("cp-1", &rev, Healthy), cpn("cp-4", &rev, Healthy)]);
     let check = with_check(status_says(None, true, false, false), |s| {
         assert_eq!(s["nodes"], 1);
@@ -512,8 +520,8 @@ async fn a_node_leaving_the_selector_loses_its_cpn() {
         Scenario::Reconcile(
             world,
             vec![
-                Write::Delete("cp-4"),
                 Write::Status(check),
+                Write::MarkUnselected("cp-4", true),
                 Write::Event(reason::ROLLOUT_COMPLETED),
             ],
         ),
@@ -549,8 +557,8 @@ async fn lease_holders_are_updated_last() {
         Scenario::Reconcile(
             world,
             vec![
-                Write::Start("cp-3"),
                 Write::Status(check),
+                Write::Start("cp-3"),
                 Write::Event(reason::NODE_UPDATE_STARTED),
             ],
         ),
@@ -612,4 +620,263 @@ async fn an_api_error_fails_the_reconcile_for_a_retry() {
     );
     assert_eq!(err.metric_label(), "Kube");
     finish(handle).await;
+}
+
+#[tokio::test]
+async fn rollout_settings_are_not_a_new_revision_but_a_node_address_is() {
+    // minReadySeconds, health timeouts and the deadline change no file: same revision, so a
+    // complete rollout stays complete and no node is touched.
+    let mut spec = valid_spec();
+    spec.rollout = Some(Rollout {
+        min_ready_seconds: Some(30),
+        progress_deadline_seconds: Some(1800),
+        ..Default::default()
+    });
+    let base = World::new(config(2, valid_spec()), &["cp-1", "cp-2"]);
+    let rev = base.revision();
+    let world = World::new(config(3, spec), &["cp-1", "cp-2"])
+        .with_cpns(vec![cpn("cp-1", &rev, Healthy), cpn("cp-2", &rev, Healthy)]);
+    let world = world.clone().with_status(prev_status(&base, None));
+    let check = with_check(status_says(None, true, false, false), move |s| {
+        assert_eq!(s["revision"], json!(rev));
+    });
+    play(
+        world.clone(),
+        Scenario::Reconcile(
+            world.clone(),
+            vec![
+                Write::Status(check),
+                Write::Event(reason::ROLLOUT_COMPLETED),
+            ],
+        ),
+    )
+    .await;
+
+    // cp-2's agent reports a new address: its kube-apiserver manifest changes, so the revision
+    // does, and the rollout starts again (history keyed by revision then holds the bytes that
+    // ran).
+    let old = base.revision();
+    let mut moved = cpn("cp-2", &old, Healthy);
+    if let Some(f) = moved.status.as_mut().and_then(|s| s.node_facts.as_mut()) {
+        f.advertise_address = Some("10.0.0.99".into());
+    }
+    let world = World::new(config(2, valid_spec()), &["cp-1", "cp-2"])
+        .with_cpns(vec![cpn("cp-1", &old, Healthy), moved])
+        .with_status(prev_status(&base, None));
+    let check = with_check(status_says(Some("cp-1"), false, true, false), move |s| {
+        let new = s["revision"].as_str().expect("revision");
+        assert_ne!(new, old, "a changed address is a new revision");
+        assert_eq!(s["nodeInFlightRevision"], json!(new));
+    });
+    play(
+        world.clone(),
+        Scenario::Reconcile(
+            world,
+            vec![
+                Write::Status(check),
+                Write::Start("cp-1"),
+                Write::Event(reason::NODE_UPDATE_STARTED),
+            ],
+        ),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_conflict_on_the_claim_writes_no_controlplanenode() {
+    // Another operator leader (or a user) changed the config after this one read it: the
+    // status write that claims cp-1 is refused with 409, and cp-1's ControlPlaneNode is not
+    // written.
+    let world = World::new(config(1, valid_spec()), &["cp-1", "cp-2"])
+        .with_cpns(vec![cpn("cp-1", "", Pending), cpn("cp-2", "", Pending)]);
+    let (ctx, verifier) = test_context();
+    let handle = verifier.run(Scenario::Reconcile(
+        world.clone(),
+        vec![Write::StatusConflict],
+    ));
+    let action = reconcile(arc(&world), ctx)
+        .await
+        .expect("a conflict is not an error");
+    assert_eq!(
+        action,
+        kube::runtime::controller::Action::requeue(std::time::Duration::from_secs(1))
+    );
+    finish(handle).await; // asserts that no request follows the refused claim
+}
+
+#[tokio::test]
+async fn a_recreated_controlplanenode_does_not_forget_a_failed_revision() {
+    // cp-1 rolled back at the current revision; then its ControlPlaneNode was deleted and its
+    // agent re-created it empty (or the node's label flapped). The failure is in the config's
+    // status: cp-1 does not get the revision again, and nothing else starts.
+    let mut world = World::new(config(2, valid_spec()), &["cp-1", "cp-2"]);
+    let rev = world.revision();
+    world = world.with_cpns(vec![
+        cpn("cp-1", "", Pending),
+        cpn("cp-2", "r-old", Healthy),
+    ]);
+    let mut prev = prev_status(&world, None);
+    prev.failed_revisions = vec![crate::api::FailedRevision {
+        node: "cp-1".into(),
+        revision: rev.clone(),
+        phase: "RolledBack".into(),
+        reason: "HealthTimeout".into(),
+        message: Some("kube-apiserver never became ready".into()),
+        at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).unwrap(),
+        ),
+    }];
+    world = world.with_status(prev);
+    let check = with_check(status_says(None, false, false, true), move |s| {
+        let d = condition(s, "Degraded");
+        assert_eq!(d["reason"], "HealthTimeout");
+        assert!(
+            d["message"]
+                .as_str()
+                .unwrap()
+                .contains("node cp-1 rolled back"),
+            "{d}"
+        );
+        assert_eq!(s["failedRevisions"][0]["node"], "cp-1");
+        assert_eq!(s["failedRevisions"][0]["revision"], json!(rev));
+    });
+    play(
+        world.clone(),
+        Scenario::Reconcile(
+            world,
+            vec![Write::Status(check), Write::Event(reason::ROLLOUT_HALTED)],
+        ),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_node_selected_again_loses_the_unselected_label() {
+    let mut world = World::new(config(1, valid_spec()), &["cp-1"]);
+    let rev = world.revision();
+    let mut back = cpn("cp-1", &rev, Healthy);
+    back.labels_mut()
+        .insert(super::selection::UNSELECTED_LABEL.into(), "true".into());
+    world = world.with_cpns(vec![back]);
+    play(
+        world.clone(),
+        Scenario::Reconcile(
+            world,
+            vec![
+                Write::Status(status_says(None, true, false, false)),
+                Write::MarkUnselected("cp-1", false),
+                Write::Event(reason::ROLLOUT_COMPLETED),
+            ],
+        ),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_node_stuck_past_the_progress_deadline_degrades_the_config() {
+    let mut world = World::new(config(2, valid_spec()), &["cp-1", "cp-2"]);
+    let rev = world.revision();
+    world = world.with_cpns(vec![
+        cpn_moving("cp-1", &rev, &rev, WaitingForKubelet),
+        cpn("cp-2", "r-old", Healthy),
+    ]);
+    let mut prev = prev_status(&world, Some("cp-1"));
+    prev.node_in_flight_revision = Some(rev.clone());
+    // Whole seconds, as the API server stores times.
+    let since = k8s_openapi::jiff::Timestamp::from_second(
+        k8s_openapi::jiff::Timestamp::now().as_second() - 3600,
+    )
+    .unwrap();
+    prev.node_in_flight_since = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(since));
+    world = world.with_status(prev);
+    let check = with_check(status_says(Some("cp-1"), false, false, true), move |s| {
+        let d = condition(s, "Degraded");
+        assert_eq!(d["reason"], "ProgressDeadlineExceeded");
+        let m = d["message"].as_str().unwrap();
+        assert!(
+            m.contains("node cp-1 has been WaitingForKubelet at revision")
+                && m.contains("for 1h0m")
+                && m.contains("(900s)"),
+            "{m}"
+        );
+        // The clock is not restarted by this reconcile.
+        assert_eq!(s["nodeInFlightSince"], json!(since.to_string()));
+    });
+    play(
+        world.clone(),
+        Scenario::Reconcile(
+            world,
+            vec![Write::Status(check), Write::Event(reason::ROLLOUT_HALTED)],
+        ),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_start_onto_a_changed_controlplanenode_is_refused_and_decided_again() {
+    // The claim is written, but cp-1's ControlPlaneNode changed after it was read (its agent
+    // reported, or another replica wrote it): the write carrying the read resourceVersion is
+    // refused, and nothing else is written; the next reconcile decides again.
+    let world = World::new(config(1, valid_spec()), &["cp-1", "cp-2"])
+        .with_cpns(vec![cpn("cp-1", "", Pending), cpn("cp-2", "", Pending)]);
+    let (ctx, verifier) = test_context();
+    let handle = verifier.run(Scenario::Reconcile(
+        world.clone(),
+        vec![
+            Write::Status(status_says(Some("cp-1"), false, true, false)),
+            Write::StartConflict("cp-1"),
+        ],
+    ));
+    let action = reconcile(arc(&world), ctx).await.expect("not an error");
+    assert_eq!(
+        action,
+        kube::runtime::controller::Action::requeue(std::time::Duration::from_secs(1))
+    );
+    finish(handle).await;
+}
+
+#[tokio::test]
+async fn a_fix_replaces_the_revision_a_node_is_waiting_on() {
+    // cp-1 waits (WaitingForKubelet) on r1, which a user now fixed: the new revision goes to
+    // cp-1 at once instead of after its health timeout, and nothing starts elsewhere.
+    let mut world = World::new(config(2, valid_spec()), &["cp-1", "cp-2"]);
+    let rev = world.revision();
+    world = world.with_cpns(vec![
+        cpn_moving("cp-1", "r1", "r1", WaitingForKubelet),
+        cpn("cp-2", "r0", Healthy),
+    ]);
+    let mut prev = prev_status(&world, Some("cp-1"));
+    prev.revision = Some("r1".into());
+    prev.node_in_flight_revision = Some("r1".into());
+    world = world.with_status(prev);
+    let check = with_check(status_says(Some("cp-1"), false, true, false), move |s| {
+        assert_eq!(s["nodeInFlightRevision"], json!(rev));
+    });
+    play(
+        world.clone(),
+        Scenario::Reconcile(
+            world.clone(),
+            vec![
+                Write::Status(check),
+                Write::Start("cp-1"),
+                Write::Event(reason::NODE_RETARGETED),
+            ],
+        ),
+    )
+    .await;
+
+    // Not while the agent restores last-known-good: cp-1 finishes first.
+    let mut restoring = cpn_moving("cp-1", "r1", "r1", WaitingForKubelet);
+    if let Some(s) = restoring.status.as_mut() {
+        s.rolling_back = Some(true);
+    }
+    let world = world.with_cpns(vec![restoring, cpn("cp-2", "r0", Healthy)]);
+    play(
+        world.clone(),
+        Scenario::Reconcile(
+            world,
+            vec![Write::Status(status_says(Some("cp-1"), false, true, false))],
+        ),
+    )
+    .await;
 }

@@ -8,6 +8,12 @@ use crate::api::{ControlPlaneConfig, ControlPlaneConfigSpec};
 /// Label on every `ControlPlaneNode`: the name of its `ControlPlaneConfig`.
 pub const CONFIG_LABEL: &str = "kubeplane.io/config";
 
+/// Label (value `true`) on a `ControlPlaneNode` whose node no longer matches its config's
+/// selector (or is gone). The operator keeps such a `ControlPlaneNode`, and with it the memory
+/// of what ran and failed there, but leaves it out of the config's counts and rollout; it
+/// removes the label when the node is selected again.
+pub const UNSELECTED_LABEL: &str = "kubeplane.io/unselected";
+
 /// The label kubeadm puts on control-plane nodes (with an empty value).
 pub const CONTROL_PLANE_LABEL: &str = "node-role.kubernetes.io/control-plane";
 

@@ -60,6 +60,9 @@ pub const ENCRYPTION_SECRET_NAMESPACE: &str = "kube-system";
 pub const MIN_READY_SECONDS: i32 = 10;
 /// Default health timeout of a component, seconds.
 pub const HEALTH_TIMEOUT_SECONDS: i32 = 300;
+/// Seconds a node may stay in flight before the rollout is reported stuck
+/// (`ProgressDeadlineExceeded`).
+pub const PROGRESS_DEADLINE_SECONDS: i32 = 900;
 
 /// CPU requests (`staticpodutil.ComponentResources("250m")` and friends).
 pub const fn cpu_request(component: crate::api::Component) -> &'static str {

@@ -66,14 +66,64 @@ pub fn stamp_uid(pod: &mut Pod, node_name: &str) -> String {
     uid
 }
 
-/// The revision of a spec: the first 10 hex digits of SHA-256 over the spec's JSON and the
-/// digest of the encryption configuration, so a changed Secret is a new revision too.
+/// The version of the renderer that goes into every revision name ([`revision_of`]).
+pub const RENDERER_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// A spec-level revision, for `kubeplane apply` (one node, no operator): the first 10 hex
+/// digits of SHA-256 over the spec's JSON without `spec.rollout` (pausing, `minReadySeconds`,
+/// health timeouts and the progress deadline change no file), the renderer version and the
+/// digest of the encryption configuration. The operator names revisions with [`revision_of`],
+/// which also covers the node facts.
 pub fn revision(spec: &ControlPlaneConfigSpec, encryption_config_sha256: Option<&str>) -> String {
+    let spec = ControlPlaneConfigSpec {
+        rollout: None,
+        ..spec.clone()
+    };
+    let renderer = [b"\0renderer=".as_slice(), RENDERER_VERSION.as_bytes()];
     let digest = match encryption_config_sha256 {
-        Some(d) => json_digest(spec, &[b"\0encryption=", d.as_bytes()]),
-        None => json_digest(spec, &[]),
+        Some(d) => json_digest(
+            &spec,
+            &[renderer[0], renderer[1], b"\0encryption=", d.as_bytes()],
+        ),
+        None => json_digest(&spec, &renderer),
     };
     hex(&digest[..5])
+}
+
+/// The revision of a rollout: the first 10 hex digits of SHA-256 over exactly what the nodes
+/// get — for every node (in name order) its name, each manifest's file name and bytes, each
+/// side file's component, path, source and SHA-256 (a Secret-backed file's digest is the
+/// Secret's content's) — and [`RENDERER_VERSION`]. Rollout settings that change no file
+/// (`paused`, `minReadySeconds`, health timeouts, the progress deadline) are not in it.
+pub fn revision_of<'a>(nodes: impl IntoIterator<Item = (&'a str, &'a super::Rendered)>) -> String {
+    let mut nodes: Vec<(&str, &super::Rendered)> = nodes.into_iter().collect();
+    nodes.sort_by_key(|(name, _)| *name);
+    let mut h = Sha256::new();
+    h.update(b"kubeplane-renderer=");
+    h.update(RENDERER_VERSION.as_bytes());
+    let field = |h: &mut Sha256, tag: &[u8], value: &[u8]| {
+        // Length-prefixed, so no two different inputs feed the same bytes.
+        h.update(tag);
+        h.update((value.len() as u64).to_be_bytes());
+        h.update(value);
+    };
+    for (name, r) in nodes {
+        field(&mut h, b"\0node", name.as_bytes());
+        for p in &r.pods {
+            field(
+                &mut h,
+                b"\0manifest",
+                p.component.manifest_file().as_bytes(),
+            );
+            field(&mut h, b"\0content", p.yaml.as_bytes());
+        }
+        for f in &r.files {
+            // Serializing API types cannot fail.
+            let json = serde_json::to_vec(f).unwrap_or_default();
+            field(&mut h, b"\0file", &json);
+        }
+    }
+    hex(&h.finalize()[..5])
 }
 
 #[cfg(test)]
@@ -111,6 +161,22 @@ mod tests {
         assert_eq!(pod.metadata.uid.as_deref(), Some(a.as_str()));
         pod.metadata.name = Some("kube-scheduler2".into());
         assert_ne!(a, pod_uid(&pod, "cp-1"));
+    }
+
+    #[test]
+    fn spec_revision_ignores_rollout_settings() {
+        let mut spec = ControlPlaneConfigSpec {
+            kubernetes_version: "v1.36.2".into(),
+            ..Default::default()
+        };
+        let r1 = revision(&spec, None);
+        spec.rollout = Some(crate::api::Rollout {
+            paused: Some(true),
+            min_ready_seconds: Some(30),
+            progress_deadline_seconds: Some(600),
+            ..Default::default()
+        });
+        assert_eq!(r1, revision(&spec, None));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Pod;
 
 pub use equivalence::{equivalent, normalize};
-pub use hash::{pod_uid, revision, sha256_hex, stamp_uid};
+pub use hash::{RENDERER_VERSION, pod_uid, revision, revision_of, sha256_hex, stamp_uid};
 pub use yaml::{pod_to_yaml, to_yaml};
 
 use self::args::{Flag, combine, last_value};
@@ -205,6 +205,50 @@ pub fn min_ready_seconds(spec: &ControlPlaneConfigSpec) -> i32 {
         .as_ref()
         .and_then(|r| r.min_ready_seconds)
         .unwrap_or(defaults::MIN_READY_SECONDS)
+}
+
+/// The revision the operator gives `spec` on nodes reporting `nodes` (each with its
+/// `node_name`): every node rendered, then [`revision_of`]. For tools that predict it (the e2e
+/// suite); the operator renders once and keeps the output.
+pub fn revision_for(
+    spec: &ControlPlaneConfigSpec,
+    encryption_config_sha256: Option<&str>,
+    nodes: &[NodeFacts],
+) -> Result<String, RenderError> {
+    let rendered = nodes
+        .iter()
+        .map(|n| {
+            render(&RenderInput {
+                spec,
+                node: n,
+                encryption_config_sha256,
+            })
+            .map(|r| (n.node_name.as_str(), r))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(revision_of(rendered.iter().map(|(n, r)| (*n, r))))
+}
+
+/// Seconds a node may stay in flight before the rollout is reported as stuck: the spec's
+/// `rollout.progressDeadlineSeconds`, else [`defaults::PROGRESS_DEADLINE_SECONDS`] or, when
+/// longer, the longest health timeout plus `minReadySeconds` (a default must not call a node
+/// stuck while its agent still legitimately waits).
+pub fn progress_deadline_seconds(spec: &ControlPlaneConfigSpec) -> i32 {
+    spec.rollout
+        .as_ref()
+        .and_then(|r| r.progress_deadline_seconds)
+        .unwrap_or_else(|| defaults::PROGRESS_DEADLINE_SECONDS.max(longest_wait_seconds(spec)))
+}
+
+/// The longest health timeout of a component plus `minReadySeconds`: the longest a healthy
+/// update of one component may take.
+pub fn longest_wait_seconds(spec: &ControlPlaneConfigSpec) -> i32 {
+    Component::ALL
+        .iter()
+        .map(|c| health_timeout_seconds(spec, *c))
+        .max()
+        .unwrap_or(defaults::HEALTH_TIMEOUT_SECONDS)
+        .saturating_add(min_ready_seconds(spec))
 }
 
 /// The `ControlPlaneNode` spec that carries a render to a node: manifests in apply order

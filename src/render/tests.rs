@@ -1149,3 +1149,61 @@ fn node_spec_carries_manifests_in_apply_order_with_timeouts() {
     assert_eq!(ns.manifests[1].content, r.pods[1].yaml);
     assert_eq!(min_ready_seconds(&spec()), 10);
 }
+
+#[test]
+fn the_revision_names_the_rendered_bytes_of_every_node() {
+    let s = spec();
+    let (a, b) = (node("cp-1"), node("cp-2"));
+    let rev = |s: &ControlPlaneConfigSpec, nodes: &[NodeFacts]| {
+        revision_for(s, None, nodes).expect("renders")
+    };
+    let r = rev(&s, &[a.clone(), b.clone()]);
+    assert_eq!(r.len(), 10);
+    assert_eq!(
+        r,
+        rev(&s, &[b.clone(), a.clone()]),
+        "node order does not matter"
+    );
+    assert_ne!(
+        r,
+        rev(&s, std::slice::from_ref(&a)),
+        "the set of nodes is part of it"
+    );
+
+    // Rollout settings change no file: not part of it.
+    let mut quiet = s.clone();
+    quiet.rollout = Some(Rollout {
+        paused: Some(true),
+        min_ready_seconds: Some(60),
+        progress_deadline_seconds: Some(3600),
+        health_timeout_seconds: Some(HealthTimeouts {
+            api_server: Some(600),
+            ..Default::default()
+        }),
+    });
+    assert_eq!(r, rev(&quiet, &[a.clone(), b.clone()]));
+
+    // A node fact that changes the rendered manifest changes it.
+    let moved = NodeFacts {
+        advertise_address: Some("10.0.0.99".into()),
+        ..b.clone()
+    };
+    assert_ne!(r, rev(&s, &[a.clone(), moved]));
+    // So does a spec change, and the encryption Secret's content (the side file's digest).
+    let mut v = s.clone();
+    v.kubernetes_version = "v1.36.3".into();
+    assert_ne!(r, rev(&v, &[a.clone(), b.clone()]));
+    let mut enc = s.clone();
+    enc.api_server = Some(ApiServer {
+        encryption: Some(Encryption {
+            secret_ref: SecretKeyRef {
+                name: "encryption".into(),
+                ..Default::default()
+            },
+        }),
+        ..Default::default()
+    });
+    let d1 = revision_for(&enc, Some("aaaa"), std::slice::from_ref(&a)).unwrap();
+    let d2 = revision_for(&enc, Some("bbbb"), std::slice::from_ref(&a)).unwrap();
+    assert_ne!(d1, d2);
+}

@@ -140,6 +140,28 @@ pub(super) fn check(spec: &ControlPlaneConfigSpec, r: &mut Report) {
                 }
             }
         }
+        if let Some(d) = ro.progress_deadline_seconds {
+            let f = "spec.rollout.progressDeadlineSeconds";
+            let longest = crate::render::longest_wait_seconds(spec);
+            if !(60..=86400).contains(&d) {
+                r.push(
+                    Problem::error(f, "out of range")
+                        .value(d.to_string())
+                        .fix("use 60 to 86400 seconds"),
+                );
+            } else if d < longest {
+                r.push(
+                    Problem::error(
+                        f,
+                        format!(
+                            "shorter than the longest healthTimeoutSeconds plus minReadySeconds ({longest}s): a node still waiting for a healthy component would be reported stuck"
+                        ),
+                    )
+                    .value(d.to_string())
+                    .fix(format!("use at least {longest} seconds, or leave it unset")),
+                );
+            }
+        }
     }
 }
 

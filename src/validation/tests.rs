@@ -1096,3 +1096,36 @@ proptest! {
         prop_assert_eq!(r.warning_messages().len(), r.warnings().count());
     }
 }
+
+#[test]
+fn progress_deadline_is_bounded_and_outlasts_the_longest_wait() {
+    let with = |deadline: i32, timeout: Option<i32>| {
+        let mut s = spec();
+        s.rollout = Some(Rollout {
+            progress_deadline_seconds: Some(deadline),
+            health_timeout_seconds: timeout.map(|t| HealthTimeouts {
+                api_server: Some(t),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        s
+    };
+    let f = "spec.rollout.progressDeadlineSeconds";
+    assert_clean(&with(900, None));
+    assert_eq!(at(&validate(&with(59, None)), f).len(), 1);
+    assert_eq!(at(&validate(&with(86401, None)), f).len(), 1);
+    // 300 s default timeout + 10 s minReadySeconds: 310 s at least.
+    let r = validate(&with(300, None));
+    let p = at(&r, f);
+    assert_eq!(p.len(), 1, "{}", lines(&r));
+    assert!(p[0].to_string().contains("310"), "{}", p[0]);
+    assert_eq!(at(&validate(&with(900, Some(1200))), f).len(), 1);
+    assert_clean(&with(1210, Some(1200)));
+    // Unset: 900 s, or the longest wait when that is longer.
+    let mut s = spec();
+    assert_eq!(crate::render::progress_deadline_seconds(&s), 900);
+    s.rollout = with(900, Some(3600)).rollout;
+    s.rollout.as_mut().unwrap().progress_deadline_seconds = None;
+    assert_eq!(crate::render::progress_deadline_seconds(&s), 3610);
+}

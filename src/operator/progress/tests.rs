@@ -215,3 +215,27 @@ fn watching_prints_only_what_changed() {
     print_changes(Some(&second), &second, &mut out).unwrap();
     assert!(out.is_empty());
 }
+
+#[test]
+fn nodes_that_left_the_selector_are_not_listed() {
+    let c = cpc(3, 3, vec![]);
+    let mut gone = node(
+        "cp-7",
+        "abc",
+        Some("abc"),
+        Some(NodePhase::RolledBack),
+        true,
+    );
+    gone.metadata
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert(
+            crate::operator::selection::UNSELECTED_LABEL.into(),
+            "true".into(),
+        );
+    let mut cpns = rolling();
+    cpns.push(gone);
+    let p = progress(&c, &cpns);
+    assert!(p.nodes.iter().all(|(n, _)| n != "cp-7"), "{:?}", p.nodes);
+    assert_eq!(p.nodes.len(), rolling().len());
+}

@@ -17,6 +17,7 @@ fn at(name: &str, rev: &str, phase: NodePhase) -> NodeView {
         reason: None,
         message: None,
         has_facts: true,
+        rolling_back: false,
     }
 }
 
@@ -45,7 +46,14 @@ fn decide_with(
         nodes,
         lease_holders: &holders,
         previous: prev,
+        now: now(),
+        progress_deadline_seconds: 900,
     })
+}
+
+/// The decision's clock in these tests.
+fn now() -> Timestamp {
+    Timestamp::from_second(1_800_000_000).expect("time")
 }
 
 fn simple(nodes: &[NodeView], rev: &str) -> Decision {
@@ -224,6 +232,7 @@ fn rolled_back_or_failed_node_halts_until_the_revision_changes() {
             node_in_flight: None,
             ready: false,
             degraded_reason: Some("HealthTimeout".into()),
+            ..Default::default()
         };
         let d = decide_with(&nodes, "new", false, &[], &prev);
         assert_eq!(d.start, None);
@@ -451,8 +460,9 @@ fn arb_node(name: String) -> impl Strategy<Value = NodeView> {
         proptest::option::of(arb_rev()),
         arb_phase(),
         any::<bool>(),
+        any::<u8>(),
     )
-        .prop_map(move |(spec, target, applied, phase, facts)| NodeView {
+        .prop_map(move |(spec, target, applied, phase, facts, rb)| NodeView {
             name: name.clone(),
             has_cpn: true,
             spec_revision: spec,
@@ -462,6 +472,7 @@ fn arb_node(name: String) -> impl Strategy<Value = NodeView> {
             reason: None,
             message: None,
             has_facts: facts,
+            rolling_back: rb % 4 == 0,
         })
 }
 
@@ -476,7 +487,7 @@ fn arb_nodes() -> impl Strategy<Value = Vec<NodeView>> {
 proptest! {
     /// Whatever the nodes report, the operator starts a node only when none is in flight, the
     /// rollout is not halted or paused, and the node has facts and is behind; Lease holders
-    /// only when no other node is behind.
+    /// only when no other node is behind (a re-target keeps the node in flight, whatever it is).
     #[test]
     fn a_start_is_always_safe(
         nodes in arb_nodes(),
@@ -491,17 +502,23 @@ proptest! {
             .map(|(_, n)| n.name.clone())
             .collect();
         let prev = Previous::default();
-        let d = decide(&RolloutInput { revision: rev, paused, nodes: &nodes, lease_holders: &holders, previous: &prev });
+        let d = decide(&RolloutInput { revision: rev, paused, nodes: &nodes, lease_holders: &holders, previous: &prev, now: now(), progress_deadline_seconds: 900 });
         let halted = nodes.iter().any(|n| matches!(n.settled_at(rev), Some(RolledBack | Failed)));
         prop_assert_eq!(halted, d.halted.is_some());
         if let Some(s) = &d.start {
             prop_assert!(!halted);
             prop_assert!(!paused);
-            prop_assert!(nodes.iter().all(|n| !n.in_flight()));
             let n = nodes.iter().find(|n| &n.name == s).unwrap();
+            // No node in flight, or the one in flight is re-targeted while it neither writes
+            // files nor rolls back.
+            prop_assert!(nodes.iter().all(|o| !o.in_flight() || o.name == *s));
+            prop_assert_eq!(d.retarget, n.in_flight());
+            if n.in_flight() {
+                prop_assert!(n.phase != Some(Applying) && !n.rolling_back);
+            }
             prop_assert!(n.has_facts);
             prop_assert_ne!(&n.spec_revision, rev);
-            if holders.contains(s) {
+            if holders.contains(s) && !d.retarget {
                 prop_assert!(nodes.iter().all(|o| holders.contains(&o.name) || !o.has_facts || o.spec_revision == rev));
             }
         }
@@ -515,6 +532,11 @@ proptest! {
 enum Step {
     /// The operator reconciles (a restarted operator is the same: `decide` keeps no state).
     Reconcile,
+    /// An operator replica reconciles, writes its status (the claim), and stalls before its
+    /// ControlPlaneNode write, which carries the resourceVersion it read.
+    Stall,
+    /// The stalled write arrives; the API server refuses it if the ControlPlaneNode changed.
+    Land,
     /// The agent on node `i` makes one move allowed by the protocol; `choice` picks among them.
     Agent(usize, u8),
     /// The spec changes to another revision.
@@ -523,15 +545,24 @@ enum Step {
     TogglePause,
     /// The Lease holders change.
     Leases(u8),
+    /// Minutes pass.
+    Tick(u8),
+    /// Node `i`'s ControlPlaneNode is deleted and re-created empty (or its node leaves the
+    /// selector and comes back).
+    Recreate(usize),
 }
 
 fn arb_step() -> impl Strategy<Value = Step> {
     prop_oneof![
         4 => Just(Step::Reconcile),
+        1 => Just(Step::Stall),
+        1 => Just(Step::Land),
         6 => (0usize..7, any::<u8>()).prop_map(|(i, c)| Step::Agent(i, c)),
         1 => (0u8..4).prop_map(Step::NewGeneration),
         1 => Just(Step::TogglePause),
         1 => any::<u8>().prop_map(Step::Leases),
+        1 => any::<u8>().prop_map(Step::Tick),
+        1 => (0usize..7).prop_map(Step::Recreate),
     ]
 }
 
@@ -548,8 +579,28 @@ fn agent_step(n: &mut NodeView, choice: u8) {
         return;
     }
     if n.target_revision.as_deref() != Some(n.spec_revision.as_str()) {
+        // A new revision is taken up only after a write or a restore is finished.
+        if n.phase == Some(Applying) {
+            n.applied_revision = n.target_revision.clone();
+            n.phase = Some(WaitingForKubelet);
+            return;
+        }
+        if n.rolling_back {
+            n.rolling_back = false;
+            n.phase = Some(RolledBack);
+            return;
+        }
         n.target_revision = Some(n.spec_revision.clone());
         n.phase = Some(Pending);
+        return;
+    }
+    if n.rolling_back {
+        n.rolling_back = false;
+        n.phase = Some(if choice.is_multiple_of(3) {
+            Failed
+        } else {
+            RolledBack
+        });
         return;
     }
     match n.phase {
@@ -563,7 +614,7 @@ fn agent_step(n: &mut NodeView, choice: u8) {
             });
         }
         Some(WaitingForKubelet) => match choice % 5 {
-            0 => n.phase = Some(RolledBack),
+            0 => n.rolling_back = true,
             1 => n.phase = Some(Pending), // agent restarted mid-wait
             _ => n.phase = Some(Healthy),
         },
@@ -577,8 +628,11 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
     /// With agents following the protocol, in any interleaving of agent moves, reconciles
-    /// (including from a restarted operator), new generations, pauses and Lease moves, no two
-    /// nodes are ever in flight, and a halted rollout never starts a node.
+    /// (including from a restarted operator), new generations, pauses, Lease moves, passing
+    /// time and re-created ControlPlaneNodes, no two nodes are ever in flight, a halted
+    /// rollout never starts a node, a node is never given a new revision while it writes files
+    /// or rolls back, and a revision the operator saw fail on a node is never given to that
+    /// node again.
     #[test]
     fn never_two_nodes_in_flight(
         count in 1usize..=7,
@@ -590,6 +644,11 @@ proptest! {
         let mut paused = false;
         let mut holders = BTreeSet::new();
         let mut prev = Previous::default();
+        let mut clock = now();
+        let mut seen_failed: BTreeSet<(String, String)> = BTreeSet::new();
+        // A stalled ControlPlaneNode write: node, revision, and the node's resourceVersion as
+        // read. Versions count every change of a node (as resourceVersions do).
+        let mut stalled: Option<(usize, String, u64)> = None;
         let mut nodes: Vec<NodeView> = (0..count)
             .map(|i| NodeView {
                 name: format!("cp-{i}"),
@@ -598,23 +657,58 @@ proptest! {
                 ..Default::default()
             })
             .collect();
+        let mut versions: Vec<u64> = vec![0; nodes.len()];
         for step in steps {
+            let before = nodes.clone();
             match step {
-                Step::Reconcile => {
-                    let d = decide(&RolloutInput { revision: rev, paused, nodes: &nodes, lease_holders: &holders, previous: &prev });
+                Step::Land => {
+                    if let Some((i, r, seen)) = stalled.take()
+                        && versions[i] == seen
+                    {
+                        nodes[i].spec_revision = r;
+                    }
+                }
+                Step::Reconcile | Step::Stall => {
+                    for n in &nodes {
+                        if matches!(n.settled_at(&n.spec_revision), Some(RolledBack | Failed)) {
+                            seen_failed.insert((n.name.clone(), n.spec_revision.clone()));
+                        }
+                    }
+                    let d = decide(&RolloutInput { revision: rev, paused, nodes: &nodes, lease_holders: &holders, previous: &prev, now: clock, progress_deadline_seconds: 900 });
                     if d.halted.is_some() {
                         prop_assert_eq!(&d.start, &None);
                     }
                     if let Some(s) = &d.start {
-                        let n = nodes.iter_mut().find(|n| &n.name == s).unwrap();
-                        n.spec_revision = rev.to_string();
+                        prop_assert!(!seen_failed.contains(&(s.clone(), rev.to_string())), "{} retried {}", s, rev);
+                        let i = nodes.iter().position(|n| &n.name == s).unwrap();
+                        let n = &mut nodes[i];
+                        prop_assert!(n.phase != Some(Applying) || !n.in_flight());
+                        prop_assert!(!n.rolling_back || !n.in_flight());
+                        if matches!(step, Step::Stall) && stalled.is_none() {
+                            stalled = Some((i, rev.to_string(), versions[i]));
+                        } else {
+                            n.spec_revision = rev.to_string();
+                        }
                     }
                     prev = Previous {
                         revision: Some(rev.to_string()),
                         node_in_flight: d.node_in_flight.clone(),
                         ready: d.phase == RolloutPhase::Complete,
                         degraded_reason: d.halted.as_ref().map(|h| h.reason.clone()),
+                        in_flight_revision: d.in_flight_revision.clone(),
+                        in_flight_since: d.in_flight_since,
+                        failed: d.failed_revisions.clone(),
                     };
+                }
+                Step::Tick(minutes) => {
+                    clock += SignedDuration::from_mins(i64::from(minutes));
+                }
+                Step::Recreate(i) => {
+                    if let Some(n) = nodes.get_mut(i) {
+                        let name = n.name.clone();
+                        let facts = n.has_facts;
+                        *n = NodeView { name, has_cpn: true, has_facts: facts, phase: Some(Pending), ..Default::default() };
+                    }
                 }
                 Step::Agent(i, choice) => {
                     if let Some(n) = nodes.get_mut(i) {
@@ -632,8 +726,283 @@ proptest! {
                         .collect();
                 }
             }
+            for (i, (now, was)) in nodes.iter().zip(&before).enumerate() {
+                if now != was {
+                    versions[i] += 1;
+                }
+            }
             let flying = nodes.iter().filter(|n| n.in_flight()).count();
             prop_assert!(flying <= 1, "two nodes in flight: {:?}", nodes);
         }
     }
+}
+
+/// `decide` at `now() + secs`, with a previous status that claimed `node` at `rev` at `now()`.
+fn later(nodes: &[NodeView], rev: &str, node: &str, claimed: &str, secs: i64) -> Decision {
+    let prev = Previous {
+        revision: Some(rev.into()),
+        node_in_flight: Some(node.into()),
+        in_flight_revision: Some(claimed.into()),
+        in_flight_since: Some(now()),
+        ..Default::default()
+    };
+    let holders = BTreeSet::new();
+    decide(&RolloutInput {
+        revision: rev,
+        paused: false,
+        nodes,
+        lease_holders: &holders,
+        previous: &prev,
+        now: now() + SignedDuration::from_secs(secs),
+        progress_deadline_seconds: 900,
+    })
+}
+
+#[test]
+fn a_node_in_flight_past_the_deadline_degrades_and_halts() {
+    let stuck = NodeView {
+        applied_revision: Some("old".into()),
+        ..at("cp-1", "new", WaitingForKubelet)
+    };
+    let nodes = [stuck, at("cp-2", "old", Healthy)];
+    let d = later(&nodes, "new", "cp-1", "new", 899);
+    assert_eq!(
+        (d.halted.as_ref(), d.phase),
+        (None, RolloutPhase::Progressing)
+    );
+    assert_eq!(
+        d.in_flight_since,
+        Some(now()),
+        "the clock counts from the claim"
+    );
+
+    let d = later(&nodes, "new", "cp-1", "new", 1000);
+    let h = d.halted.as_ref().expect("halted");
+    assert_eq!(
+        (h.node.as_str(), h.reason.as_str(), h.phase),
+        (
+            "cp-1",
+            reason::PROGRESS_DEADLINE_EXCEEDED,
+            WaitingForKubelet
+        )
+    );
+    assert_eq!(d.start, None);
+    assert_eq!(d.phase, RolloutPhase::Halted);
+    assert_eq!(d.node_in_flight.as_deref(), Some("cp-1"), "still in flight");
+    let deg = cond(&d, condition::DEGRADED);
+    assert!(deg.status);
+    assert_eq!(deg.reason, "ProgressDeadlineExceeded");
+    assert!(
+        deg.message
+            .starts_with("rollout halted: node cp-1 has been WaitingForKubelet at revision new for 16m40s, past spec.rollout.progressDeadlineSeconds (900s)"),
+        "{}",
+        deg.message
+    );
+    assert_eq!(reasons(&d), vec![reason::ROLLOUT_HALTED]);
+
+    // An agent that never took the revision up is stuck too, shown as Pending.
+    let gone = NodeView {
+        spec_revision: "new".into(),
+        ..at("cp-1", "old", Healthy)
+    };
+    let d = later(
+        &[gone, at("cp-2", "old", Healthy)],
+        "new",
+        "cp-1",
+        "new",
+        3600,
+    );
+    assert!(
+        cond(&d, condition::DEGRADED)
+            .message
+            .contains("node cp-1 has been Pending at revision new for 1h0m0s"),
+        "{:?}",
+        d.conditions
+    );
+
+    // Once it settles healthy, the rollout goes on.
+    let nodes = [at("cp-1", "new", Healthy), at("cp-2", "old", Healthy)];
+    let d = later(&nodes, "new", "cp-1", "new", 5000);
+    assert_eq!((d.halted, d.start.as_deref()), (None, Some("cp-2")));
+}
+
+#[test]
+fn a_newer_revision_replaces_a_waiting_node_but_never_a_write_or_a_restore() {
+    let waiting = NodeView {
+        applied_revision: Some("r0".into()),
+        ..at("cp-2", "r1", WaitingForKubelet)
+    };
+    let nodes = [
+        at("cp-1", "r0", Healthy),
+        waiting.clone(),
+        at("cp-3", "r0", Healthy),
+    ];
+    let d = later(&nodes, "r2", "cp-2", "r1", 600);
+    assert_eq!(
+        d.start.as_deref(),
+        Some("cp-2"),
+        "the node in flight, not cp-1"
+    );
+    assert!(d.retarget);
+    assert_eq!(
+        (d.in_flight_revision.as_deref(), d.in_flight_since),
+        (Some("r2"), Some(now() + SignedDuration::from_secs(600)))
+    );
+    assert_eq!(reasons(&d), vec![reason::NODE_RETARGETED]);
+    assert_eq!(
+        d.events[0].note,
+        "node cp-2: revision r1 (WaitingForKubelet for 10m0s) replaced by revision r2 before it settled; the agent was neither writing files nor rolling back"
+    );
+    // Also past the deadline: the fix replaces the stuck revision.
+    assert_eq!(
+        later(&nodes, "r2", "cp-2", "r1", 4000).start.as_deref(),
+        Some("cp-2")
+    );
+
+    let applying = NodeView {
+        phase: Some(Applying),
+        ..waiting.clone()
+    };
+    let restoring = NodeView {
+        rolling_back: true,
+        ..waiting.clone()
+    };
+    for busy in [applying, restoring] {
+        let nodes = [
+            at("cp-1", "r0", Healthy),
+            busy.clone(),
+            at("cp-3", "r0", Healthy),
+        ];
+        let d = later(&nodes, "r2", "cp-2", "r1", 600);
+        assert_eq!((d.start.as_deref(), d.retarget), (None, false), "{busy:?}");
+        assert_eq!(d.node_in_flight.as_deref(), Some("cp-2"));
+        // Past the deadline it is reported, and still not replaced.
+        let d = later(&nodes, "r2", "cp-2", "r1", 1000);
+        assert_eq!(d.start, None);
+        let deg = cond(&d, condition::DEGRADED);
+        assert!(
+            deg.message.contains("revision r2 replaces it once"),
+            "{}",
+            deg.message
+        );
+    }
+    // Paused: nothing is written, not even the node in flight.
+    let holders = BTreeSet::new();
+    let prev = Previous::default();
+    let d = decide(&RolloutInput {
+        revision: "r2",
+        paused: true,
+        nodes: &nodes,
+        lease_holders: &holders,
+        previous: &prev,
+        now: now(),
+        progress_deadline_seconds: 900,
+    });
+    assert_eq!(d.start, None);
+}
+
+#[test]
+fn the_agents_rolling_back_reason_counts_as_a_restore() {
+    let mut cpn = ControlPlaneNode::new("cp-1", Default::default());
+    cpn.status = Some(crate::api::ControlPlaneNodeStatus {
+        phase: Some(WaitingForKubelet),
+        reason: Some("RollingBack".into()),
+        ..Default::default()
+    });
+    let v = NodeView::from_cpn(&cpn);
+    assert!(v.rolling_back && !v.retargetable());
+    cpn.status.as_mut().unwrap().reason = None;
+    cpn.status.as_mut().unwrap().rolling_back = Some(true);
+    assert!(!NodeView::from_cpn(&cpn).retargetable());
+    cpn.status.as_mut().unwrap().rolling_back = None;
+    assert!(NodeView::from_cpn(&cpn).retargetable());
+}
+
+#[test]
+fn a_claim_not_yet_written_pins_the_node_that_may_start() {
+    // Another operator claimed cp-2 at "new" and has not written its ControlPlaneNode yet (or
+    // its write failed). cp-1 is first in order, but only cp-2 may start.
+    let nodes = [at("cp-1", "old", Healthy), at("cp-2", "old", Healthy)];
+    let d = later(&nodes, "new", "cp-2", "new", 5);
+    assert_eq!(d.start.as_deref(), Some("cp-2"));
+    assert!(!d.retarget);
+    // Paused meanwhile: nothing starts, and the claim stays (nobody else may start).
+    let holders = BTreeSet::new();
+    let prev = Previous {
+        node_in_flight: Some("cp-2".into()),
+        in_flight_revision: Some("new".into()),
+        in_flight_since: Some(now()),
+        ..Default::default()
+    };
+    let d = decide(&RolloutInput {
+        revision: "new",
+        paused: true,
+        nodes: &nodes,
+        lease_holders: &holders,
+        previous: &prev,
+        now: now(),
+        progress_deadline_seconds: 900,
+    });
+    assert_eq!(d.start, None);
+    assert_eq!(d.node_in_flight.as_deref(), Some("cp-2"));
+    assert_eq!(d.in_flight_revision.as_deref(), Some("new"));
+    // Written (cp-2's spec has the claimed revision): the claim is fulfilled, normal rules.
+    let nodes = [at("cp-1", "old", Healthy), at("cp-2", "new", Healthy)];
+    assert_eq!(
+        later(&nodes, "new", "cp-2", "new", 5).start.as_deref(),
+        Some("cp-1")
+    );
+}
+
+#[test]
+fn a_failed_revision_is_remembered_and_never_retried_on_that_node() {
+    let mut bad = at("cp-1", "new", RolledBack);
+    bad.reason = Some("HealthTimeout".into());
+    bad.message = Some("kube-apiserver never became ready".into());
+    let d = simple(&[bad, at("cp-2", "old", Healthy)], "new");
+    assert_eq!(d.failed_revisions.len(), 1);
+    let f = &d.failed_revisions[0];
+    assert_eq!(
+        (
+            f.node.as_str(),
+            f.revision.as_str(),
+            f.phase.as_str(),
+            f.reason.as_str()
+        ),
+        ("cp-1", "new", "RolledBack", "HealthTimeout")
+    );
+    assert_eq!(f.at.0, now());
+
+    // cp-1's ControlPlaneNode is deleted and re-created empty (or its node left the selector
+    // and came back): the failure is still known, nothing starts, the config stays Degraded.
+    let prev = Previous {
+        revision: Some("new".into()),
+        degraded_reason: Some("HealthTimeout".into()),
+        failed: d.failed_revisions.clone(),
+        ..Default::default()
+    };
+    let nodes = [fresh("cp-1"), at("cp-2", "old", Healthy)];
+    let d = decide_with(&nodes, "new", false, &[], &prev);
+    assert_eq!(d.start, None);
+    let h = d.halted.as_ref().expect("halted");
+    assert_eq!(
+        (h.node.as_str(), h.reason.as_str()),
+        ("cp-1", "HealthTimeout")
+    );
+    assert!(
+        h.message.contains("remembered in status.failedRevisions"),
+        "{}",
+        h.message
+    );
+    assert!(
+        d.events.is_empty(),
+        "no repeated RolloutHalted: {:?}",
+        d.events
+    );
+    assert_eq!(d.failed_revisions, prev.failed, "kept");
+
+    // A new revision (the spec changed) is a new attempt; the old record stays for history.
+    let d = decide_with(&nodes, "newer", false, &[], &prev);
+    assert_eq!(d.start.as_deref(), Some("cp-1"));
+    assert_eq!(d.failed_revisions, prev.failed);
 }
