@@ -498,6 +498,8 @@ impl Engine {
             s.reason = st.reason.clone();
             s.message = st.message.clone();
             s.phase_since = since;
+            // The operator never gives a node a newer revision while it restores.
+            s.rolling_back = matches!(st.lifecycle, Lifecycle::RollingBack { .. }).then_some(true);
         });
     }
 

@@ -106,7 +106,9 @@ pub fn apply(args: &ApplyArgs, out: &mut dyn Write, err: &mut dyn Write) -> Exit
             return ExitCode::FAILURE;
         }
     };
-    let revision = render::revision(&cfg.spec, encryption_digest.as_deref());
+    // The revision names exactly the bytes this node gets (as the operator's does for all
+    // selected nodes): here the one node `kubeplane apply` renders.
+    let revision = render::revision_of([(args.node.as_str(), &rendered)]);
     let name = cfg.metadata.name.clone().unwrap_or_else(|| "local".into());
     let spec = render::node_spec(&name, &cfg.spec, &revision, &rendered);
 
