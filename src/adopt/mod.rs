@@ -6,6 +6,7 @@
 //! ([`crate::render::equivalent`]) is left as it is.
 
 pub mod diff;
+pub mod hardway;
 pub mod import;
 pub mod manifest;
 pub mod unit;
