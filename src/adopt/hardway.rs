@@ -27,6 +27,10 @@ use crate::render::args::{split_list, split_map};
 use crate::render::{self, RenderError, RenderInput, Rendered, defaults};
 use crate::validation::{self, Report, Severity, WRITTEN_FLAGS, check_value, paths_of};
 
+/// The version `kubeplane import --systemd-unit` targets unless told otherwise: the one
+/// kubeplane's defaults are checked against (kubeadm v1.36.2).
+pub const DEFAULT_TARGET_VERSION: &str = "v1.36.2";
+
 /// What [`import_units`] needs.
 #[derive(Clone, Copy, Debug)]
 pub struct HardWayInput<'a> {
@@ -1155,7 +1159,10 @@ pub fn import_units(input: &HardWayInput<'_>) -> Result<HardWayImport, HardWayEr
             let origin = &reports[*idx].origin;
             if c == Component::ApiServer && n == "service-account-key-file" {
                 for key in split_list(v) {
-                    if let Some((ca_flag, _, ca_c)) = ca_files.iter().find(|(_, f, _)| *f == key) {
+                    let hit = CA_FLAGS
+                        .iter()
+                        .find_map(|flag| ca_files.iter().find(|(n, f, _)| n == flag && *f == key));
+                    if let Some((ca_flag, _, ca_c)) = hit {
                         findings.push(
                             Finding::error(format!(
                                 "the service-account verification key is {key}, the CA certificate {ca_c} also uses as --{ca_flag}: whoever holds that CA's private key can mint service-account tokens, and rotating either one breaks the other"
@@ -1639,7 +1646,7 @@ fn unit_notes(unit: &Unit, cmd: &Command, c: Component, findings: &mut Vec<Findi
     let notes: [(&str, fn(&str) -> String); 5] = [
         ("User", |v| {
             format!(
-                "the unit runs as user {v}; the static Pod runs as root, as kubeadm's do, so files it writes (audit log) become root's"
+                "the unit runs as user {v}; the static Pod runs as root, as kubeadm's do, so files it writes become root's and it can read files only root can"
             )
         }),
         ("LimitNOFILE", |v| {

@@ -3,6 +3,7 @@
 
 mod adopt;
 mod flags;
+mod hardway;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
