@@ -440,6 +440,22 @@ fn component_of(cmd: &Command) -> Option<(Component, usize)> {
         .map(|c| (c, 0))
 }
 
+/// The component a unit runs, its command after substitution, and how many leading
+/// arguments are not flags (`hyperkube NAME`: one).
+pub fn unit_component(
+    unit: &Unit,
+    env_files: &EnvFiles,
+) -> Result<(Component, Command, usize), HardWayError> {
+    let cmd = command(unit, env_files)?;
+    match component_of(&cmd) {
+        Some((c, skip)) => Ok((c, cmd, skip)),
+        None => Err(HardWayError::NotAComponent {
+            origin: cmd.path.origin.clone(),
+            executable: cmd.path.text.clone(),
+        }),
+    }
+}
+
 /// Splits arguments into flags the way pflag does: `--name=value`, `--name value` for a
 /// flag that takes a value, a bare boolean `--name`, klog's `-v` shorthand, `--` ending the
 /// flags. Other words are findings.

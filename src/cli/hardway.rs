@@ -194,18 +194,20 @@ fn header(imported: &HardWayImport) -> String {
     h
 }
 
-/// `kubeplane import --systemd-unit …`.
-pub(super) fn import_units(
-    args: &ImportArgs,
-    out: &mut dyn Write,
-    err: &mut dyn Write,
-) -> Result<ExitCode, CliError> {
+/// Reads units (with drop-ins) and every environment file they name; `mappings` are
+/// `NODE_PATH=LOCAL_FILE` overrides. Each unit comes with its text.
+pub(super) fn load_units(
+    paths: &[PathBuf],
+    mappings: &[String],
+) -> Result<(Vec<(Unit, String)>, EnvFiles), CliError> {
     let mut units = Vec::new();
-    for p in &args.systemd_units {
-        units.push(read_unit(p)?);
+    for p in paths {
+        let unit = read_unit(p)?;
+        let text = read_text(p)?.unwrap_or_default();
+        units.push((unit, text));
     }
     let mut env_files = EnvFiles::new();
-    for mapping in &args.environment_files {
+    for mapping in mappings {
         let Some((node_path, local)) = mapping.split_once('=') else {
             return Err(CliError::Refused(format!(
                 "--environment-file {mapping:?}: write NODE_PATH=LOCAL_FILE, like /etc/kubernetes/config/kube-controller-manager.conf=./kube-controller-manager.conf"
@@ -218,7 +220,7 @@ pub(super) fn import_units(
         })?;
         env_files.insert(node_path.to_string(), Some(content));
     }
-    for u in &units {
+    for (u, _) in &units {
         let refs = u
             .environment_files()
             .map_err(|e| CliError::Refused(e.to_string()))?;
@@ -229,6 +231,17 @@ pub(super) fn import_units(
             }
         }
     }
+    Ok((units, env_files))
+}
+
+/// `kubeplane import --systemd-unit …`.
+pub(super) fn import_units(
+    args: &ImportArgs,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<ExitCode, CliError> {
+    let (units, env_files) = load_units(&args.systemd_units, &args.environment_files)?;
+    let units: Vec<Unit> = units.into_iter().map(|(u, _)| u).collect();
     let node = args.node.clone().or_else(hostname);
     let imported = import(&HardWayInput {
         units: &units,
