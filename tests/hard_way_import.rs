@@ -171,7 +171,11 @@ fn check(component: &str, unit: &str, import_args: &[&str], node: &str) {
                 .collect();
             assert_eq!(got, set(value), "--{name}");
         } else {
-            assert_eq!(got, [value.clone()], "{component}: --{name}");
+            assert_eq!(
+                got.as_slice(),
+                std::slice::from_ref(value),
+                "{component}: --{name}"
+            );
         }
     }
     // Whatever else the render writes, the report lists as added, with the same value.

@@ -1659,7 +1659,8 @@ fn unit_notes(unit: &Unit, cmd: &Command, c: Component, findings: &mut Vec<Findi
     if let Some(p) = &cmd.prefixes.privileged {
         findings.push(Finding::note(format!("the '{p}' prefix ran the command with full privileges; a kubeplane static Pod runs as root with the runtime's default capabilities")).at(&cmd.path.origin).of(c));
     }
-    let notes: [(&str, fn(&str) -> String); 5] = [
+    type Note = fn(&str) -> String;
+    let notes: [(&str, Note); 5] = [
         ("User", |v| {
             format!(
                 "the unit runs as user {v}; the static Pod runs as root, as kubeadm's do, so files it writes become root's and it can read files only root can"

@@ -351,6 +351,12 @@ pub struct EnvFileRef {
     pub origin: Origin,
 }
 
+/// Variables in the order set.
+pub type Assignments = Vec<(String, Variable)>;
+
+/// Warnings systemd would log, with where.
+pub type Warnings = Vec<(Origin, String)>;
+
 /// A variable's value and where it was set.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Variable {
@@ -409,7 +415,7 @@ fn resolve_specifiers(word: &str, unit_path: &str, origin: &Origin) -> Result<St
 
 /// Parses an environment file (systemd.exec(5), `EnvironmentFile=`). Assignments with an
 /// invalid name are skipped, as systemd does, and listed in the second value.
-pub fn parse_env_file(path: &str, text: &str) -> (Vec<(String, Variable)>, Vec<(Origin, String)>) {
+pub fn parse_env_file(path: &str, text: &str) -> (Assignments, Warnings) {
     #[derive(Clone, Copy, PartialEq)]
     enum S {
         PreKey,

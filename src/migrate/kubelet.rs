@@ -137,7 +137,14 @@ mod tests {
             static_pod_path(&a, &read).unwrap(),
             "/etc/kubernetes/manifests"
         );
-        assert!(check("/etc/kubernetes/manifests/", &[a.clone()], &read).is_ok());
+        assert!(
+            check(
+                "/etc/kubernetes/manifests/",
+                std::slice::from_ref(&a),
+                &read
+            )
+            .is_ok()
+        );
         let e = check("/srv/manifests", &[a], &read).unwrap_err();
         assert!(
             e.contains("pass --manifest-dir /etc/kubernetes/manifests"),
