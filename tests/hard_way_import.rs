@@ -358,3 +358,158 @@ fn error_paths() {
         "{out}"
     );
 }
+
+/// A fake `/proc` with a kubelet whose config names `manifest_dir` as its static Pod path.
+fn fake_proc(dir: &Path, manifest_dir: &str) -> String {
+    let proc_root = dir.join("proc");
+    std::fs::create_dir_all(proc_root.join("4242")).unwrap();
+    let config = dir.join("kubelet-config.yaml");
+    std::fs::write(
+        &config,
+        format!("kind: KubeletConfiguration\nstaticPodPath: {manifest_dir}\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        proc_root.join("4242/cmdline"),
+        format!("/usr/bin/kubelet\0--config={}\0", config.display()),
+    )
+    .unwrap();
+    proc_root.display().to_string()
+}
+
+#[test]
+fn migrate_dry_run_prints_the_steps_and_checks_kubelet() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = kubeplane(&["import", "--systemd-unit", API_UNIT, "--node", "node-22"]);
+    let config = tmp.path().join("api.yaml");
+    std::fs::write(&config, &o.stdout).unwrap();
+    let cfg = config.to_str().unwrap();
+    let manifests = tmp.path().join("manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    let md = manifests.to_str().unwrap();
+    let proc_root = fake_proc(tmp.path(), md);
+    let base = [
+        "migrate",
+        "--dry-run",
+        "-f",
+        cfg,
+        "--node",
+        "node-22",
+        "--systemd-unit",
+        API_UNIT,
+        "--manifest-dir",
+        md,
+    ];
+    let mut args = base.to_vec();
+    args.extend(["--proc-root", &proc_root]);
+    let o = kubeplane(&args);
+    let out = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", text(&o.stderr));
+    assert!(
+        out.contains(&format!("0. check: kubelet reads static Pods from {md}")),
+        "{out}"
+    );
+    assert!(
+        out.contains("1. kube-apiserver (unit kube-apiserver.service"),
+        "{out}"
+    );
+    assert!(
+        out.contains("the Pod listens on port 6443 like the unit, so: stop kube-apiserver.service"),
+        "{out}"
+    );
+    assert!(out.contains("https://10.10.10.22:6443/livez"), "{out}");
+    assert!(out.contains("dry run: nothing was changed"), "{out}");
+    assert_eq!(std::fs::read_dir(&manifests).unwrap().count(), 0);
+
+    // No kubelet: the dry run says how to turn static Pods on and exits 1; a real run
+    // refuses before touching anything (exit 2).
+    let empty = tmp.path().join("empty-proc");
+    std::fs::create_dir_all(&empty).unwrap();
+    let mut args = base.to_vec();
+    args.extend(["--proc-root", empty.to_str().unwrap()]);
+    let o = kubeplane(&args);
+    assert_eq!(o.status.code(), Some(1));
+    let out = text(&o.stdout);
+    assert!(
+        out.contains("0. check FAILS: no kubelet runs") && out.contains("staticPodPath:"),
+        "{out}"
+    );
+    let real: Vec<&str> = args.iter().copied().filter(|a| *a != "--dry-run").collect();
+    let o = kubeplane(&real);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o.stderr).contains("no kubelet runs"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert_eq!(std::fs::read_dir(&manifests).unwrap().count(), 0);
+}
+
+#[test]
+fn migrate_error_paths() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path().join("bad.yaml");
+    std::fs::write(&bad, "kind: ControlPlaneConfig\n").unwrap();
+    let o = kubeplane(&[
+        "import",
+        "--systemd-unit",
+        KCM_UNIT,
+        "--node",
+        "n",
+        "--environment-file",
+        KCM_ENV,
+    ]);
+    let kcm_cfg = tmp.path().join("kcm.yaml");
+    std::fs::write(&kcm_cfg, &o.stdout).unwrap();
+    let etcd = tmp.path().join("etcd.service");
+    std::fs::write(&etcd, "[Service]\nExecStart=/usr/bin/etcd\n").unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["migrate", "--node", "n", "-f", kcm_cfg.to_str().unwrap()],
+            "--systemd-unit",
+        ),
+        (
+            vec![
+                "migrate",
+                "--node",
+                "n",
+                "-f",
+                bad.to_str().unwrap(),
+                "--systemd-unit",
+                KCM_UNIT,
+            ],
+            "bad.yaml",
+        ),
+        (
+            vec![
+                "migrate",
+                "--node",
+                "n",
+                "-f",
+                kcm_cfg.to_str().unwrap(),
+                "--systemd-unit",
+                etcd.to_str().unwrap(),
+            ],
+            "not kube-apiserver",
+        ),
+        // The kube-controller-manager config leaves kube-apiserver alone.
+        (
+            vec![
+                "migrate",
+                "--node",
+                "n",
+                "-f",
+                kcm_cfg.to_str().unwrap(),
+                "--systemd-unit",
+                API_UNIT,
+            ],
+            "does not manage it",
+        ),
+    ];
+    for (args, want) in cases {
+        let o = kubeplane(&args);
+        let all = format!("{}{}", text(&o.stdout), text(&o.stderr));
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {all}");
+        assert!(all.contains(want), "{args:?}: {all}");
+    }
+}
