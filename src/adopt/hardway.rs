@@ -38,6 +38,9 @@ pub struct HardWayInput<'a> {
     pub units: &'a [Unit],
     /// The content of every `EnvironmentFile=` the units name (`None`: does not exist).
     pub env_files: &'a EnvFiles,
+    /// The content of the kubeconfig files the flags name, where readable: the files they
+    /// reference by path (CA, client certificate and key) are mounted too.
+    pub kubeconfigs: &'a BTreeMap<String, String>,
     /// The node the units run on.
     pub node_name: Option<&'a str>,
     /// The node's address, used when kube-apiserver has no `--advertise-address`.
@@ -759,6 +762,56 @@ fn check_wrong(
     }
 }
 
+/// The files a kubeconfig names by path (`certificate-authority`, `client-certificate`,
+/// `client-key`, `tokenFile`; relative ones against the kubeconfig's directory) and its
+/// servers. A kubeconfig that does not parse names nothing.
+pub fn kubeconfig_refs(path: &str, text: &str) -> (Vec<(String, String)>, Vec<String>) {
+    let Ok(doc) = serde_saphyr::from_str::<serde_json::Value>(text) else {
+        return (Vec::new(), Vec::new());
+    };
+    let dir = parent(path);
+    let mut files = Vec::new();
+    let mut servers = Vec::new();
+    let list = |key: &str| {
+        doc.get(key)
+            .and_then(|v| v.as_array())
+            .cloned()
+            .unwrap_or_default()
+    };
+    let mut take = |obj: Option<&serde_json::Value>, keys: &[&str]| {
+        for k in keys {
+            if let Some(p) = obj.and_then(|o| o.get(*k)).and_then(|v| v.as_str()) {
+                if p.is_empty() {
+                    continue;
+                }
+                let abs = if p.starts_with('/') {
+                    p.to_string()
+                } else {
+                    format!("{}/{p}", dir.trim_end_matches('/'))
+                };
+                files.push((k.to_string(), abs));
+            }
+        }
+    };
+    for c in list("clusters") {
+        let cluster = c.get("cluster");
+        take(cluster, &["certificate-authority"]);
+        if let Some(s) = cluster
+            .and_then(|x| x.get("server"))
+            .and_then(|v| v.as_str())
+        {
+            servers.push(s.to_string());
+        }
+    }
+    for u in list("users") {
+        take(
+            u.get("user"),
+            &["client-certificate", "client-key", "tokenFile"],
+        );
+    }
+    (files, servers)
+}
+
 /// The CA files a service-account key must not be.
 const CA_FLAGS: &[&str] = &[
     "client-ca-file",
@@ -1414,11 +1467,42 @@ pub fn import_units(input: &HardWayInput<'_>) -> Result<HardWayImport, HardWayEr
                 }),
             }
         };
+        // (what names it, path, written by the component)
+        let mut wanted: Vec<(String, String, bool)> = Vec::new();
         for (name, value) in &s.flags {
             let Some(info) = find(c, name) else { continue };
             let Some(value) = value else { continue };
             let written = WRITTEN_FLAGS.contains(&name.as_str());
             for path in paths_of(info, value) {
+                wanted.push((name.clone(), path.to_string(), written));
+                if !name.ends_with("kubeconfig") {
+                    continue;
+                }
+                let Some(text) = input.kubeconfigs.get(path) else {
+                    continue;
+                };
+                let (files, servers) = kubeconfig_refs(path, text);
+                for (key, file) in files {
+                    if !wanted.iter().any(|(_, p, _)| *p == file) {
+                        wanted.push((format!("{name} ({key} in {path})"), file, false));
+                    }
+                }
+                for server in servers.iter().filter(|s| s.starts_with("http://")) {
+                    findings.push(
+                        Finding::error(format!(
+                            "the kubeconfig {path} talks to {server}, plain HTTP: kube-apiserver's insecure port, which no supported version serves, so {c} cannot reach the API"
+                        ))
+                        .flag(c, name, Some(path))
+                        .fix(format!(
+                            "point the kubeconfig's server at https://ADDRESS:6443 with a client certificate (kubectl config set-cluster --kubeconfig={path} … --server=https://…)"
+                        )),
+                    );
+                }
+            }
+        }
+        for (name, path, written) in &wanted {
+            let (name, path, written) = (name.as_str(), path.as_str(), *written);
+            {
                 let want_dir = if written {
                     parent(path)
                 } else {

@@ -33,6 +33,7 @@ fn run(
     import_units(&HardWayInput {
         units: &units,
         env_files: env,
+        kubeconfigs: &BTreeMap::new(),
         node_name: node,
         advertise_address: None,
         kubernetes_version: "v1.36.2",
@@ -318,6 +319,7 @@ fn refused_units() {
     let e = import_units(&HardWayInput {
         units: &units,
         env_files: &EnvFiles::new(),
+        kubeconfigs: &BTreeMap::new(),
         node_name: None,
         advertise_address: None,
         kubernetes_version: "v1.20.0",
@@ -366,6 +368,7 @@ fn wrong_flags_and_values_are_errors_and_left_out() {
     let i = import_units(&HardWayInput {
         units: &units,
         env_files: &EnvFiles::new(),
+        kubeconfigs: &BTreeMap::new(),
         node_name: None,
         advertise_address: None,
         kubernetes_version: "v1.35.0",
@@ -458,4 +461,37 @@ fn a_relative_working_directory_flag_value_and_hostile_input_do_not_panic() {
     ] {
         let _ = one(text);
     }
+}
+
+#[test]
+fn files_a_kubeconfig_names_are_mounted_and_an_insecure_server_is_an_error() {
+    let units = [parse_unit(
+        "/u/s.service",
+        "[Service]\nExecStart=/usr/bin/kube-scheduler --kubeconfig=/etc/k/s.kubeconfig\n",
+        &[],
+    )];
+    let kubeconfig = "apiVersion: v1\nkind: Config\nclusters:\n- name: k\n  cluster:\n    certificate-authority: /etc/pki/k8s/ca.pem\n    server: http://127.0.0.1:8080\nusers:\n- name: s\n  user:\n    client-certificate: certs/s.pem\n    client-key: certs/s-key.pem\n";
+    let kubeconfigs = BTreeMap::from([("/etc/k/s.kubeconfig".to_string(), kubeconfig.to_string())]);
+    let i = import_units(&HardWayInput {
+        units: &units,
+        env_files: &EnvFiles::new(),
+        kubeconfigs: &kubeconfigs,
+        node_name: None,
+        advertise_address: None,
+        kubernetes_version: "v1.36.2",
+        config_name: None,
+    })
+    .unwrap();
+    let paths: Vec<(&str, bool)> = i
+        .mounts
+        .iter()
+        .map(|m| (m.path.as_str(), m.read_only))
+        .collect();
+    assert!(paths.contains(&("/etc/pki/k8s", true)), "{paths:?}");
+    assert!(paths.contains(&("/etc/k/certs", true)), "{paths:?}");
+    assert!(i.report.is_ok(), "{:?}", i.report);
+    let errs = errors(&i);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].contains("http://127.0.0.1:8080"), "{}", errs[0]);
+    assert_eq!(kubeconfig_refs("/x", "not: [yaml").0.len(), 0);
 }

@@ -6,13 +6,16 @@
 //! ones) and is valid; `1` the config was printed, but a finding is an error (a wrong value to
 //! fix) or the config does not validate; `2` nothing could be imported.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use super::adopt::{ImportArgs, hostname};
 use super::{CliError, print_report};
-use crate::adopt::hardway::{Fate, HardWayImport, HardWayInput, import_units as import};
+use crate::adopt::hardway::{
+    Fate, HardWayImport, HardWayInput, import_units as import, unit_component,
+};
 use crate::adopt::unit::{EnvFiles, Unit, parse_unit};
 use crate::api::Component;
 use crate::render;
@@ -243,9 +246,33 @@ pub(super) fn import_units(
     let (units, env_files) = load_units(&args.systemd_units, &args.environment_files)?;
     let units: Vec<Unit> = units.into_iter().map(|(u, _)| u).collect();
     let node = args.node.clone().or_else(hostname);
+    // Kubeconfigs the flags name, where readable: the files they name are mounted too.
+    let mut kubeconfigs = BTreeMap::new();
+    for u in &units {
+        let Ok((_, cmd, _)) = unit_component(u, &env_files) else {
+            continue;
+        };
+        let words: Vec<&str> = cmd.args.iter().map(|w| w.text.as_str()).collect();
+        for (i, w) in words.iter().enumerate() {
+            let Some(body) = w.strip_prefix("--") else {
+                continue;
+            };
+            let path = match body.split_once('=') {
+                Some((n, v)) if n.ends_with("kubeconfig") => v,
+                None if body.ends_with("kubeconfig") => words.get(i + 1).copied().unwrap_or(""),
+                _ => continue,
+            };
+            if path.starts_with('/')
+                && let Ok(Some(text)) = read_text(Path::new(path))
+            {
+                kubeconfigs.insert(path.to_string(), text);
+            }
+        }
+    }
     let imported = import(&HardWayInput {
         units: &units,
         env_files: &env_files,
+        kubeconfigs: &kubeconfigs,
         node_name: node.as_deref(),
         advertise_address: args.address.as_deref(),
         kubernetes_version: args
