@@ -673,6 +673,18 @@ fn owner(c: Component, name: &str) -> Option<String> {
     Some(f.to_string())
 }
 
+/// Whether a field path (`spec.networking.serviceSubnet`) is set in the spec's JSON.
+fn field_set(spec: &serde_json::Value, field: &str) -> bool {
+    let mut v = spec;
+    for seg in field.trim_start_matches("spec.").split('.') {
+        match v.get(seg) {
+            Some(next) if !next.is_null() => v = next,
+            _ => return false,
+        }
+    }
+    true
+}
+
 fn field_of(c: Component) -> &'static str {
     match c {
         Component::ApiServer => "spec.apiServer",
@@ -1568,6 +1580,7 @@ pub fn import_units(input: &HardWayInput<'_>) -> Result<HardWayImport, HardWayEr
         .certificates_dir
         .clone()
         .unwrap_or_else(|| defaults::CERTIFICATES_DIR.to_string());
+    let spec_json = serde_json::to_value(&spec).unwrap_or_default();
     let mut added = Vec::new();
     for p in &parsed {
         let c = p.component;
@@ -1588,7 +1601,13 @@ pub fn import_units(input: &HardWayInput<'_>) -> Result<HardWayImport, HardWayEr
                     protected: is_protected(c, name),
                 }
             } else if let Some(f) = owner(c, name) {
-                Fate::Field { field: f }
+                if field_set(&spec_json, &f) {
+                    Fate::Field { field: f }
+                } else {
+                    Fate::Default {
+                        via: Some(format!("{f}, left at its default")),
+                    }
+                }
             } else if value.starts_with(&format!("{}/", certs.trim_end_matches('/')))
                 && spec.certificates_dir.is_some()
             {

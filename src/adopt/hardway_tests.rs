@@ -495,3 +495,15 @@ fn files_a_kubeconfig_names_are_mounted_and_an_insecure_server_is_an_error() {
     assert!(errs[0].contains("http://127.0.0.1:8080"), "{}", errs[0]);
     assert_eq!(kubeconfig_refs("/x", "not: [yaml").0.len(), 0);
 }
+
+proptest::proptest! {
+    #[test]
+    fn no_command_line_makes_the_import_panic(
+        args in proptest::collection::vec("(--?[a-z-]{0,20}(=[ -~]{0,12})?|[ -~\u{a0}]{0,8})", 0..8),
+        exe in "(kube-apiserver|kube-controller-manager|kube-scheduler|hyperkube|etcd)",
+    ) {
+        let quoted: Vec<String> = args.iter().map(|a| format!("'{}'", a.replace('\'', ""))).collect();
+        let text = format!("[Service]\nExecStart=/usr/bin/{exe} --advertise-address=10.0.0.1 {}\n", quoted.join(" "));
+        let _ = one(&text);
+    }
+}

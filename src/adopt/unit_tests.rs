@@ -368,3 +368,23 @@ fn nothing_panics_on_odd_input() {
         let _ = parse_env_file("/e", text);
     }
 }
+
+proptest::proptest! {
+    #[test]
+    fn no_unit_or_env_file_makes_the_reader_panic(
+        unit_text in "(\\[Service\\]\n)?((ExecStart|Environment|EnvironmentFile)=)?[ -~\t\n\\\\\"'$%{}\u{a0}]{0,80}",
+        env_text in "[ -~\t\n\\\\\"'$\u{a0}]{0,60}",
+    ) {
+        let u = parse_unit("/u.service", &unit_text, &[]);
+        let files: EnvFiles = u
+            .environment_files()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|f| (f.path, Some(env_text.clone())))
+            .collect();
+        if let Ok(c) = command(&u, &files) {
+            let _ = c.args.len();
+        }
+        let _ = parse_env_file("/e", &env_text);
+    }
+}
