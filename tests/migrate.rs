@@ -507,3 +507,37 @@ async fn refusals_change_nothing() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_that_cannot_be_written_after_the_stop_brings_the_unit_back() {
+    let port = common::free_port();
+    let n = node();
+    let s = services(&[(Component::Scheduler, port)]);
+    wait_up(port).await;
+    // Once the unit is stopped, the staging directory becomes a file: the write fails.
+    let staging = n.state.join("staging");
+    s.after_stop(Box::new(move |_| {
+        let _ = std::fs::remove_dir_all(&staging);
+        let _ = std::fs::write(&staging, "not a directory");
+    }));
+    let plan = migrate::plan(
+        &config(common::free_port(), port, 30),
+        &facts(&n),
+        vec![unit(Component::Scheduler, port)],
+        None,
+    )
+    .unwrap();
+    let err = migrate::run(&plan, &s, &PlainCheck, timing(), &mut |_: &str| {})
+        .await
+        .unwrap_err();
+    let MigrateError::Failed { reason, after, .. } = &err else {
+        panic!("{err}")
+    };
+    assert!(reason.contains("could not write the manifest"), "{reason}");
+    assert!(
+        after.contains("started kube-scheduler.service again, and it is healthy"),
+        "{after}"
+    );
+    assert!(s.is_active("kube-scheduler.service").unwrap());
+    assert!(!n.manifests.join("kube-scheduler.yaml").exists());
+}

@@ -490,7 +490,20 @@ async fn switch(
         "{c}: write {}",
         plan.manifest_dir.join(&s.manifest_file).display()
     ));
-    dirs.write_manifest(&s.manifest_file, &managed, s.manifest.as_bytes())?;
+    if let Err(e) = dirs.write_manifest(&s.manifest_file, &managed, s.manifest.as_bytes()) {
+        // The unit may be stopped already: go back to it.
+        let reason = format!("could not write the manifest: {e}");
+        log(&format!("{c}: {reason}; going back to {unit}"));
+        let after = match way_back(plan, dirs, s, services, health, timing, was_active, log).await {
+            Ok(m) | Err(m) => m,
+        };
+        let _ = record(dirs, plan, s, "rolled back", &format!("{reason}; {after}"));
+        return Err(MigrateError::Failed {
+            component: c,
+            reason,
+            after,
+        });
+    }
     log(&format!(
         "{c}: wait up to {} s for {}",
         s.timeout.as_secs(),
@@ -544,10 +557,7 @@ async fn switch(
                 "{c}: not healthy ({reason}); going back to {unit}"
             ));
             let after = way_back(plan, dirs, s, services, health, timing, was_active, log).await;
-            let after = match after {
-                Ok(msg) => msg,
-                Err(msg) => msg,
-            };
+            let (Ok(after) | Err(after)) = after;
             let _ = record(dirs, plan, s, "rolled back", &format!("{reason}; {after}"));
             Err(MigrateError::Failed {
                 component: c,
@@ -585,11 +595,8 @@ async fn way_back(
         "{c}: removed {}; wait until kubelet stops the Pod",
         path.display()
     ));
-    let stopped = if s.order == Order::StopFirst {
-        evidence::stopped(&s.pod_endpoint, timing.stop_timeout, timing.poll, health).await
-    } else {
-        Ok(())
-    };
+    let stopped =
+        evidence::stopped(&s.pod_endpoint, timing.stop_timeout, timing.poll, health).await;
     if let Err(e) = &stopped {
         log(&format!("{c}: {e}; starting {unit} anyway"));
     }

@@ -111,7 +111,11 @@ struct FakeUnit {
 pub struct ProcessServices {
     units: Mutex<BTreeMap<String, FakeUnit>>,
     log: Mutex<Vec<(Instant, String)>>,
+    after_stop: Mutex<Option<StopHook>>,
 }
+
+/// Called after a unit was stopped (tests inject failures with it).
+pub type StopHook = Box<dyn Fn(&str) + Send + Sync>;
 
 impl ProcessServices {
     /// A manager with no units.
@@ -131,6 +135,11 @@ impl ProcessServices {
                 enabled: true,
             },
         );
+    }
+
+    /// Calls `hook` with the unit's name after each stop.
+    pub fn after_stop(&self, hook: StopHook) {
+        *self.after_stop.lock().unwrap_or_else(|e| e.into_inner()) = Some(hook);
     }
 
     /// Whether a unit is enabled.
@@ -232,7 +241,11 @@ impl ServiceManager for ProcessServices {
                 _ => Ok(()),
             },
             None => Ok(()),
-        })
+        })?;
+        if let Some(hook) = &*self.after_stop.lock().unwrap_or_else(|e| e.into_inner()) {
+            hook(unit);
+        }
+        Ok(())
     }
 
     fn disable(&self, unit: &str) -> Result<(), ServiceError> {
