@@ -384,6 +384,29 @@ fn migrate_dry_run_prints_the_steps_and_checks_kubelet() {
     let config = tmp.path().join("api.yaml");
     std::fs::write(&config, &o.stdout).unwrap();
     let cfg = config.to_str().unwrap();
+    // As imported, kube-apiserver refuses anonymous requests, so its probes would fail:
+    // migrate refuses the plan, as the import's error said.
+    let o = kubeplane(&[
+        "migrate",
+        "--dry-run",
+        "-f",
+        cfg,
+        "--node",
+        "node-22",
+        "--systemd-unit",
+        API_UNIT,
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o.stderr).contains("--anonymous-auth=false"),
+        "{}",
+        text(&o.stderr)
+    );
+    // The fix the import suggests: drop the flag.
+    let yaml = std::fs::read_to_string(&config).unwrap();
+    let fixed = yaml.replace("    - name: anonymous-auth\n      value: \"false\"\n", "");
+    assert_ne!(fixed, yaml);
+    std::fs::write(&config, fixed).unwrap();
     let manifests = tmp.path().join("manifests");
     std::fs::create_dir_all(&manifests).unwrap();
     let md = manifests.to_str().unwrap();

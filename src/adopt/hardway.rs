@@ -15,7 +15,9 @@ use std::fmt;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use super::import::{Source, bare_value, drop_empty_settings, infer_first_class, rendered_flags};
+use super::import::{
+    Source, bare_value, drop_empty_settings, hints, infer_first_class, rendered_flags,
+};
 use super::unit::{Command, EnvFiles, Origin, Unit, UnitError, command};
 use crate::api::{
     Arg, Component, ControlPlaneConfig, ControlPlaneConfigSpec, EnvVar, Etcd, ExternalEtcd,
@@ -1670,6 +1672,31 @@ pub fn import_units(input: &HardWayInput<'_>) -> Result<HardWayImport, HardWayEr
         }
     }
     findings.extend(notes_unmanaged);
+    for h in hints(&spec, &[]) {
+        findings.push(Finding::note(h));
+    }
+    // kubelet's probes (and migrate's checks) call /livez and /readyz without credentials.
+    if let Some(a) = api
+        && a.kept
+            .iter()
+            .any(|(n, v, _)| n == "anonymous-auth" && v == "false")
+        && !a.kept.iter().any(|(n, _, _)| n == "authentication-config")
+    {
+        let origin = a
+            .kept
+            .iter()
+            .find(|(n, _, _)| n == "anonymous-auth")
+            .map(|(_, _, i)| reports[*i].origin.clone());
+        let mut f = Finding::error(
+            "a static Pod is judged by kubelet's probes, which call /livez, /readyz and /livez again at start without credentials: with anonymous requests off they get 401, kubelet restarts kube-apiserver over and over, and migrate goes back to the unit",
+        )
+        .flag(Component::ApiServer, "anonymous-auth", Some("false"))
+        .fix("drop --anonymous-auth=false from spec.apiServer.extraArgs (RBAC gives anonymous requests only the health, version and discovery endpoints, through system:public-info-viewer), or replace it by --authentication-config with an AuthenticationConfiguration whose anonymous section is enabled only for /livez, /readyz and /healthz (v1.32+), mounted read-only");
+        if let Some(o) = origin {
+            f = f.at(&o);
+        }
+        findings.push(f);
+    }
 
     let name = input
         .config_name

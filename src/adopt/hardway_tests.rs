@@ -109,11 +109,23 @@ fn apiserver_fixture() {
     assert_eq!(insecure.origin.line, 14);
     // The service-account key is the CA certificate: an error with the fix.
     let errs = errors(&i);
-    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs.len(), 2, "{errs:?}");
     assert!(
         errs[0].contains("kube-apiserver.service:32") && errs[0].contains("fix:"),
         "{}",
         errs[0]
+    );
+    // Anonymous requests off: kubelet's probes would fail.
+    assert!(
+        errs[1].contains("kube-apiserver.service:18") && errs[1].contains("401"),
+        "{}",
+        errs[1]
+    );
+    // The audit policy stays a host file, with a hint on handing it to kubeplane.
+    assert!(
+        i.findings
+            .iter()
+            .any(|f| f.note && f.message.contains("audit policy"))
     );
     // The required signing key is added, the private half of ca.pem.
     let added: Vec<(&str, &str)> = i

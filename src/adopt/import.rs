@@ -950,7 +950,7 @@ pub(super) fn drop_empty_settings(spec: &mut ControlPlaneConfigSpec) {
 }
 
 /// Hints about what was kept as host files, and about file names.
-fn hints(spec: &ControlPlaneConfigSpec, sources: &[Source]) -> Vec<String> {
+pub(super) fn hints(spec: &ControlPlaneConfigSpec, sources: &[Source]) -> Vec<String> {
     let mut out = Vec::new();
     let api_args = spec
         .api_server

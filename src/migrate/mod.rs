@@ -53,6 +53,11 @@ pub enum MigrateError {
         "the config makes kubeplane write {0} (audit policy or encryption config managed by kubeplane); migrate writes manifests only: keep those host files as extraArgs and extraVolumes (as import does) for the migration"
     )]
     SideFiles(String),
+    /// kube-apiserver refuses unauthenticated requests, so its probes would fail.
+    #[error(
+        "the config runs kube-apiserver with --anonymous-auth=false: kubelet's probes and migrate's checks call /livez and /readyz without credentials, get 401, and the static Pod would be restarted over and over; drop the flag (RBAC lets anonymous requests reach only the health, version and discovery endpoints) or use --authentication-config with anonymous access limited to /livez, /readyz and /healthz"
+    )]
+    AnonymousOff,
     /// A manifest for the component is already there.
     #[error(
         "{0} already exists: kubelet already runs this component as a static Pod; move the file away if it is a leftover, or skip this unit"
@@ -208,6 +213,21 @@ pub fn plan(
         };
         let pod_endpoint =
             Endpoint::from_pod(&pod.pod, "127.0.0.1").ok_or(MigrateError::NoProbe(u.component))?;
+        let command = pod
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.containers.first())
+            .and_then(|c| c.command.clone())
+            .unwrap_or_default();
+        if u.component == Component::ApiServer
+            && command.iter().any(|w| w == "--anonymous-auth=false")
+            && !command
+                .iter()
+                .any(|w| w.starts_with("--authentication-config="))
+        {
+            return Err(MigrateError::AnonymousOff);
+        }
         let order = if pod_endpoint.port == u.endpoint.port {
             Order::StopFirst
         } else {
