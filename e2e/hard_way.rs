@@ -170,6 +170,7 @@ async fn h_hard_way_scheduler_moves_from_a_unit_to_a_static_pod_and_back() {
         path: unit_path.display().to_string(),
         text: unit_text.clone(),
         argv: argv.clone(),
+        env_files: Default::default(),
         endpoint: unit_endpoint(Component::Scheduler, &argv),
     };
     let facts = NodeFacts {

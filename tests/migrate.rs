@@ -211,6 +211,11 @@ fn unit(c: Component, port: u16) -> UnitInfo {
             args.join(" ")
         ),
         argv: args.clone(),
+        env_files: [(
+            "/etc/kubernetes/x.conf".to_string(),
+            Some("ARGS=\"--v=2\"\n".to_string()),
+        )]
+        .into(),
         endpoint: unit_endpoint(c, &args),
     }
 }
@@ -319,6 +324,10 @@ async fn shared_ports_stop_the_unit_first_then_the_pod_takes_over_one_component_
         let r = record(&n, c);
         assert_eq!(r["phase"], "migrated");
         assert!(r["unit"]["text"].as_str().unwrap().contains("ExecStart="));
+        assert_eq!(
+            r["unit"]["environmentFiles"]["/etc/kubernetes/x.conf"],
+            "ARGS=\"--v=2\"\n"
+        );
     }
     // The gap is measured: from the stop until the Pod answered.
     for o in &outcomes {

@@ -96,6 +96,15 @@ fn migrate_inner(
             path: unit.path.clone(),
             text: text.clone(),
             argv,
+            env_files: unit
+                .environment_files()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|r| {
+                    let content = env_files.get(&r.path).cloned().flatten();
+                    (r.path, content)
+                })
+                .collect(),
             endpoint: unit_endpoint(component, &flags),
         });
     }

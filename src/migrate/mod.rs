@@ -97,6 +97,8 @@ pub struct UnitInfo {
     pub text: String,
     /// The command line it runs, after substitution.
     pub argv: Vec<String>,
+    /// Its environment files and their content (`None`: missing), for the record.
+    pub env_files: std::collections::BTreeMap<String, Option<String>>,
     /// Where its process answers health checks.
     pub endpoint: Endpoint,
 }
@@ -440,6 +442,7 @@ fn record(
             "path": step.unit.path,
             "text": step.unit.text,
             "argv": step.unit.argv,
+            "environmentFiles": step.unit.env_files,
         },
         "manifest": {
             "path": plan.manifest_dir.join(&step.manifest_file).display().to_string(),
