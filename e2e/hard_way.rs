@@ -148,6 +148,7 @@ async fn h_hard_way_scheduler_moves_from_a_unit_to_a_static_pod_and_back() {
         units: std::slice::from_ref(&unit),
         env_files: &EnvFiles::new(),
         kubeconfigs: &Default::default(),
+        key_files: &Default::default(),
         node_name: Some(&node),
         advertise_address: None,
         kubernetes_version: &version,

@@ -43,6 +43,9 @@ pub struct HardWayInput<'a> {
     /// The content of the kubeconfig files the flags name, where readable: the files they
     /// reference by path (CA, client certificate and key) are mounted too.
     pub kubeconfigs: &'a BTreeMap<String, String>,
+    /// The content of the service-account key files kube-apiserver's flags name, where
+    /// readable: a CA certificate among them is an error even under another file name.
+    pub key_files: &'a BTreeMap<String, Vec<u8>>,
     /// The node the units run on.
     pub node_name: Option<&'a str>,
     /// The node's address, used when kube-apiserver has no `--advertise-address`.
@@ -826,6 +829,14 @@ pub fn kubeconfig_refs(path: &str, text: &str) -> (Vec<(String, String)>, Vec<St
     (files, servers)
 }
 
+/// Whether a PEM file's first certificate is a CA certificate.
+pub fn is_ca_certificate(pem: &[u8]) -> bool {
+    x509_parser::pem::parse_x509_pem(pem)
+        .ok()
+        .and_then(|(_, p)| p.parse_x509().ok().map(|c| c.is_ca()))
+        .unwrap_or(false)
+}
+
 /// The CA files a service-account key must not be.
 const CA_FLAGS: &[&str] = &[
     "client-ca-file",
@@ -1242,6 +1253,24 @@ pub fn import_units(input: &HardWayInput<'_>) -> Result<HardWayImport, HardWayEr
             let origin = &reports[*idx].origin;
             if c == Component::ApiServer && n == "service-account-key-file" {
                 for key in split_list(v) {
+                    let shared = CA_FLAGS
+                        .iter()
+                        .any(|flag| ca_files.iter().any(|(n, f, _)| n == flag && *f == key));
+                    if !shared
+                        && input
+                            .key_files
+                            .get(key)
+                            .is_some_and(|pem| is_ca_certificate(pem))
+                    {
+                        findings.push(
+                            Finding::error(format!(
+                                "the service-account verification key {key} is a CA certificate (basicConstraints CA:TRUE): whoever holds that CA's private key can mint service-account tokens"
+                            ))
+                            .at(origin)
+                            .flag(c, n, Some(v))
+                            .fix("create a key pair for service accounts only (openssl genrsa -out sa.key 2048; openssl rsa -in sa.key -pubout -out sa.pub) and rotate to it: list both public keys, sign with the new key, drop the CA once old tokens have expired"),
+                        );
+                    }
                     let hit = CA_FLAGS
                         .iter()
                         .find_map(|flag| ca_files.iter().find(|(n, f, _)| n == flag && *f == key));

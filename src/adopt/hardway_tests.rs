@@ -34,6 +34,7 @@ fn run(
         units: &units,
         env_files: env,
         kubeconfigs: &BTreeMap::new(),
+        key_files: &BTreeMap::new(),
         node_name: node,
         advertise_address: None,
         kubernetes_version: "v1.36.2",
@@ -332,6 +333,7 @@ fn refused_units() {
         units: &units,
         env_files: &EnvFiles::new(),
         kubeconfigs: &BTreeMap::new(),
+        key_files: &BTreeMap::new(),
         node_name: None,
         advertise_address: None,
         kubernetes_version: "v1.20.0",
@@ -381,6 +383,7 @@ fn wrong_flags_and_values_are_errors_and_left_out() {
         units: &units,
         env_files: &EnvFiles::new(),
         kubeconfigs: &BTreeMap::new(),
+        key_files: &BTreeMap::new(),
         node_name: None,
         advertise_address: None,
         kubernetes_version: "v1.35.0",
@@ -488,6 +491,7 @@ fn files_a_kubeconfig_names_are_mounted_and_an_insecure_server_is_an_error() {
         units: &units,
         env_files: &EnvFiles::new(),
         kubeconfigs: &kubeconfigs,
+        key_files: &BTreeMap::new(),
         node_name: None,
         advertise_address: None,
         kubernetes_version: "v1.36.2",
@@ -518,4 +522,44 @@ proptest::proptest! {
         let text = format!("[Service]\nExecStart=/usr/bin/{exe} --advertise-address=10.0.0.1 {}\n", quoted.join(" "));
         let _ = one(&text);
     }
+}
+
+#[test]
+fn a_service_account_key_that_is_a_ca_certificate_under_any_name_is_an_error() {
+    let mut params = rcgen::CertificateParams::new(vec![]).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let ca = params.self_signed(&key).unwrap().pem();
+    let leaf = rcgen::CertificateParams::new(vec!["x".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap()
+        .pem();
+    assert!(is_ca_certificate(ca.as_bytes()));
+    assert!(!is_ca_certificate(leaf.as_bytes()));
+    assert!(!is_ca_certificate(b"not pem"));
+    let text = "[Service]\nExecStart=/usr/bin/kube-apiserver --advertise-address=10.0.0.1 --service-account-key-file=/k/sa.pem,/k/other.pem --service-account-signing-key-file=/k/sa-key.pem\n";
+    let units = [parse_unit("/u/a.service", text, &[])];
+    let keys = BTreeMap::from([
+        ("/k/sa.pem".to_string(), ca.into_bytes()),
+        ("/k/other.pem".to_string(), leaf.into_bytes()),
+    ]);
+    let i = import_units(&HardWayInput {
+        units: &units,
+        env_files: &EnvFiles::new(),
+        kubeconfigs: &BTreeMap::new(),
+        key_files: &keys,
+        node_name: Some("n"),
+        advertise_address: None,
+        kubernetes_version: "v1.36.2",
+        config_name: None,
+    })
+    .unwrap();
+    let errs = errors(&i);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].contains("/k/sa.pem is a CA certificate") && errs[0].contains("/u/a.service:2"),
+        "{}",
+        errs[0]
+    );
 }

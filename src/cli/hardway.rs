@@ -269,10 +269,27 @@ pub(super) fn import_units(
             }
         }
     }
+    // Service-account verification keys, where readable: a CA certificate is an error.
+    let mut key_files = BTreeMap::new();
+    for u in &units {
+        let Ok((_, cmd, _)) = unit_component(u, &env_files) else {
+            continue;
+        };
+        for w in &cmd.args {
+            if let Some(v) = w.text.strip_prefix("--service-account-key-file=") {
+                for p in v.split(',').map(str::trim).filter(|p| p.starts_with('/')) {
+                    if let Ok(bytes) = std::fs::read(p) {
+                        key_files.insert(p.to_string(), bytes);
+                    }
+                }
+            }
+        }
+    }
     let imported = import(&HardWayInput {
         units: &units,
         env_files: &env_files,
         kubeconfigs: &kubeconfigs,
+        key_files: &key_files,
         node_name: node.as_deref(),
         advertise_address: args.address.as_deref(),
         kubernetes_version: args
