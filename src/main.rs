@@ -36,8 +36,10 @@ enum Command {
     Crd,
     /// List the flags a component accepts in a Kubernetes version, with type and status.
     Flags(cli::FlagsArgs),
-    /// Print the ControlPlaneConfig that reproduces a node's existing control-plane manifests.
-    /// Exit 0: exact; 1: the render would change a manifest, or the config is invalid; 2: error.
+    /// Print the ControlPlaneConfig that reproduces a node's existing control-plane manifests
+    /// (--manifest-dir), or runs its systemd units as static Pods (--systemd-unit). Exit 0:
+    /// exact; 1: the render would change a manifest, a unit holds a wrong value, or the config
+    /// is invalid; 2: error.
     Import(cli::ImportArgs),
     /// Show, per file, what writing the render for a node would change on disk.
     /// Exit 0: nothing would change; 1: something would; 2: error.
