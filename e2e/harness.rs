@@ -38,6 +38,12 @@ use crate::settings::{self, Settings};
 /// Only one scenario runs against the cluster at a time, whatever the test threads.
 static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// Takes the suite-wide lock, for scenarios that do not use [`Scenario`] (the hard-way
+/// migration).
+pub async fn lock() -> tokio::sync::MutexGuard<'static, ()> {
+    LOCK.lock().await
+}
+
 /// How often waits look again.
 pub const POLL: Duration = Duration::from_millis(250);
 

@@ -10,6 +10,7 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod hard_way;
 mod harness;
 mod settings;
 mod timing;

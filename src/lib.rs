@@ -6,6 +6,7 @@
 //!   [`validation`] (problems in a spec), [`adopt`] (import and diff of existing
 //!   manifests) — no I/O, no async;
 //! - I/O: the [`agent`] and operator roles;
+//! - [`migrate`]: moving systemd units to static Pods on a node (service manager, files);
 //! - [`cli`]: the subcommands `main.rs` wires up.
 
 pub mod adopt;
@@ -13,6 +14,7 @@ pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod flags;
+pub mod migrate;
 pub mod operator;
 pub mod render;
 pub mod telemetry;

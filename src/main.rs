@@ -36,12 +36,18 @@ enum Command {
     Crd,
     /// List the flags a component accepts in a Kubernetes version, with type and status.
     Flags(cli::FlagsArgs),
-    /// Print the ControlPlaneConfig that reproduces a node's existing control-plane manifests.
-    /// Exit 0: exact; 1: the render would change a manifest, or the config is invalid; 2: error.
+    /// Print the ControlPlaneConfig that reproduces a node's existing control-plane manifests
+    /// (--manifest-dir), or runs its systemd units as static Pods (--systemd-unit). Exit 0:
+    /// exact; 1: the render would change a manifest, a unit holds a wrong value, or the config
+    /// is invalid; 2: error.
     Import(cli::ImportArgs),
     /// Show, per file, what writing the render for a node would change on disk.
     /// Exit 0: nothing would change; 1: something would; 2: error.
     Diff(cli::DiffArgs),
+    /// Move the components this node runs as systemd units to the config's static Pods, one at
+    /// a time, kube-apiserver first, with a way back. Exit 0: done; 1: a component went back to
+    /// its unit (dry run: kubelet not ready); 2: error, nothing changed.
+    Migrate(cli::MigrateArgs),
     /// Run the operator: reconcile ControlPlaneConfigs into ControlPlaneNodes, one node at a time.
     Operator(operator::OperatorArgs),
     /// Follow the rollout of a ControlPlaneConfig.
@@ -87,6 +93,7 @@ fn main() -> ExitCode {
         Command::Flags(args) => cli::flags(&args, &mut out, &mut err),
         Command::Import(args) => cli::import(&args, &mut out, &mut err),
         Command::Diff(args) => cli::diff(&args, &mut out, &mut err),
+        Command::Migrate(args) => cli::migrate(&args, &mut out, &mut err),
         Command::Operator(args) => runtime().block_on(operator::operator_command(&args)),
         Command::Rollout(args) => {
             drop(out);

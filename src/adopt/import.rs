@@ -190,13 +190,13 @@ fn malformed_list(s: &[Skipped]) -> String {
 
 /// One component's manifest.
 #[derive(Clone, Debug)]
-struct Source {
-    component: Component,
-    file: String,
-    pod: Pod,
-    index: usize,
+pub(super) struct Source {
+    pub(super) component: Component,
+    pub(super) file: String,
+    pub(super) pod: Pod,
+    pub(super) index: usize,
     /// Flags in the order given, bare flags with `None`.
-    flags: Vec<(String, Option<String>)>,
+    pub(super) flags: Vec<(String, Option<String>)>,
 }
 
 impl Source {
@@ -412,7 +412,7 @@ macro_rules! with_settings {
 }
 
 /// The flags of a rendered component, by name, values in order.
-fn rendered_flags(r: &Rendered, component: Component) -> BTreeMap<String, Vec<String>> {
+pub(super) fn rendered_flags(r: &Rendered, component: Component) -> BTreeMap<String, Vec<String>> {
     let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
     if let Some(p) = r.pods.iter().find(|p| p.component == component) {
         let words = container(&p.pod, 0)
@@ -721,7 +721,7 @@ pub fn import(input: &ImportInput<'_>) -> Result<Imported, ImportError> {
 
 /// The value an `extraArgs` entry gets for a bare `--name`: `true` for a boolean flag (what
 /// the component reads), else empty.
-fn bare_value(component: Component, name: &str) -> String {
+pub(super) fn bare_value(component: Component, name: &str) -> String {
     match crate::flags::find(component, name) {
         Some(f) if f.type_ == FlagType::Bool => "true".into(),
         _ => String::new(),
@@ -731,7 +731,7 @@ fn bare_value(component: Component, name: &str) -> String {
 /// First-class fields, each set only when every flag it owns agrees with it in every
 /// manifest (otherwise the flags stay `extraArgs`, and validation never sees one value set
 /// in two places).
-fn infer_first_class(
+pub(super) fn infer_first_class(
     spec: &mut ControlPlaneConfigSpec,
     api: Option<&Source>,
     kcm: Option<&Source>,
@@ -925,7 +925,7 @@ fn timing(current: Option<&Probe>, rendered: Option<&Probe>) -> Option<ProbeTimi
 }
 
 /// Component settings equal to their defaults are left out of the config.
-fn drop_empty_settings(spec: &mut ControlPlaneConfigSpec) {
+pub(super) fn drop_empty_settings(spec: &mut ControlPlaneConfigSpec) {
     if spec
         .api_server
         .as_ref()
@@ -950,7 +950,7 @@ fn drop_empty_settings(spec: &mut ControlPlaneConfigSpec) {
 }
 
 /// Hints about what was kept as host files, and about file names.
-fn hints(spec: &ControlPlaneConfigSpec, sources: &[Source]) -> Vec<String> {
+pub(super) fn hints(spec: &ControlPlaneConfigSpec, sources: &[Source]) -> Vec<String> {
     let mut out = Vec::new();
     let api_args = spec
         .api_server

@@ -6,8 +6,10 @@
 //! ([`crate::render::equivalent`]) is left as it is.
 
 pub mod diff;
+pub mod hardway;
 pub mod import;
 pub mod manifest;
+pub mod unit;
 
 pub use diff::{Change, FileStatus, changes, compare_manifest, compare_side_file, unified_diff};
 pub use import::{ImportError, ImportInput, Imported, Lossy, ManifestFile, Skipped, import};

@@ -29,8 +29,27 @@ const EXIT_ERROR: u8 = 2;
 #[derive(Args, Debug, Clone)]
 pub struct ImportArgs {
     /// The node's static Pod manifest directory (kubeadm: /etc/kubernetes/manifests).
-    #[arg(long, value_name = "DIR")]
-    pub manifest_dir: PathBuf,
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present = "systemd_units",
+        conflicts_with = "systemd_units"
+    )]
+    pub manifest_dir: Option<PathBuf>,
+    /// A systemd unit that runs kube-apiserver, kube-controller-manager or kube-scheduler
+    /// (repeatable, one per component). Its drop-ins (FILE.d/*.conf) and EnvironmentFile=s are
+    /// read as systemd reads them.
+    #[arg(long = "systemd-unit", value_name = "FILE")]
+    pub systemd_units: Vec<PathBuf>,
+    /// With --systemd-unit: the Kubernetes version the static Pods will run (a unit does not
+    /// say which version its binary is); flags this version removed are dropped and listed.
+    /// Default: v1.36.2.
+    #[arg(long, value_name = "VERSION")]
+    pub kubernetes_version: Option<String>,
+    /// With --systemd-unit: read the EnvironmentFile= NODE_PATH from LOCAL_FILE instead
+    /// (repeatable; for units copied off the node).
+    #[arg(long = "environment-file", value_name = "NODE_PATH=LOCAL_FILE")]
+    pub environment_files: Vec<String>,
     /// The node's name, needed for its kube-apiserver advertise address. Default: this
     /// machine's hostname, lowercased, as kubelet names its Node.
     #[arg(long, value_name = "NAME")]
@@ -113,7 +132,7 @@ fn read_manifest_dir(dir: &Path) -> Result<(Vec<ManifestFile>, Vec<String>), Cli
 }
 
 /// This machine's hostname, lowercased (kubelet's default Node name).
-fn hostname() -> Option<String> {
+pub(super) fn hostname() -> Option<String> {
     ["/proc/sys/kernel/hostname", "/etc/hostname"]
         .iter()
         .find_map(|p| std::fs::read_to_string(p).ok())
@@ -147,7 +166,14 @@ fn import_inner(
     err: &mut dyn Write,
 ) -> Result<ExitCode, CliError> {
     check_address(args.address.as_deref())?;
-    let dir = &args.manifest_dir;
+    let Some(dir) = &args.manifest_dir else {
+        return super::hardway::import_units(args, out, err);
+    };
+    if args.kubernetes_version.is_some() || !args.environment_files.is_empty() {
+        return Err(CliError::Refused(
+            "--kubernetes-version and --environment-file go with --systemd-unit; a manifest names its version in its image".into(),
+        ));
+    }
     let (files, dirs) = read_manifest_dir(dir)?;
     let node = args.node.clone().or_else(hostname);
     let imported = adopt::import(&ImportInput {

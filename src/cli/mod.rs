@@ -1,8 +1,10 @@
 //! The subcommands that run without a cluster: `render`, `validate`, `crd`, `flags`,
-//! `import`, `diff`.
+//! `import`, `diff`, `migrate`.
 
 mod adopt;
 mod flags;
+mod hardway;
+mod migrate;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -16,6 +18,7 @@ use crate::validation::{self, Report};
 
 pub use self::adopt::{DiffArgs, ImportArgs, diff, import};
 pub use self::flags::{FlagsArgs, FlagsError, flags, flags_table};
+pub use self::migrate::{MigrateArgs, migrate};
 
 /// Arguments of `kubeplane render`.
 #[derive(Args, Debug, Clone)]

@@ -16,7 +16,7 @@ use crate::render::{defaults, is_managed, settings};
 const EXITING_FLAGS: [&str; 3] = ["help", "version", "write-config-to"];
 
 /// Flags whose file the component writes, so a covering volume must be writable.
-const WRITTEN_FLAGS: [&str; 3] = ["audit-log-path", "cert-dir", "debug-socket-path"];
+pub(crate) const WRITTEN_FLAGS: [&str; 3] = ["audit-log-path", "cert-dir", "debug-socket-path"];
 
 /// The flag name an `extraArgs` entry means: without leading dashes; `None` when the name is
 /// otherwise malformed (the structural checks report that).
@@ -391,7 +391,7 @@ fn check_api_server_merge(base: &str, s: CommonSettings<'_>, r: &mut Report) {
 }
 
 /// Paths a flag's value names (absolute paths only: relative ones are type errors).
-fn paths_of<'v>(flag: &FlagInfo, value: &'v str) -> Vec<&'v str> {
+pub(crate) fn paths_of<'v>(flag: &FlagInfo, value: &'v str) -> Vec<&'v str> {
     let paths: Vec<&str> = match (flag.name.as_str(), flag.type_) {
         (_, FlagType::Path) => vec![value],
         ("service-account-key-file", _) => split_list(value).collect(),

@@ -8,6 +8,9 @@ mod effective;
 mod spec;
 mod values;
 
+pub(crate) use args::{WRITTEN_FLAGS, paths_of};
+pub(crate) use values::check_value;
+
 use std::fmt;
 
 use crate::api::ControlPlaneConfigSpec;

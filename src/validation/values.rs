@@ -11,7 +11,7 @@ use crate::render::args::split_list;
 
 /// Why a value does not fit its flag: what is wrong and what to write instead.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) struct Invalid {
+pub(crate) struct Invalid {
     /// What is wrong, naming the flag and the value.
     pub message: String,
     /// What to write instead.
@@ -26,7 +26,7 @@ fn invalid(flag: &FlagInfo, value: &str, what: &str, fix: impl Into<String>) -> 
 }
 
 /// Checks a value against the flag's type (and its allowed values, if any).
-pub(super) fn check_value(flag: &FlagInfo, value: &str) -> Result<(), Invalid> {
+pub(crate) fn check_value(flag: &FlagInfo, value: &str) -> Result<(), Invalid> {
     match flag.type_ {
         FlagType::Bool => {
             if !is_go_bool(value) {
