@@ -373,8 +373,9 @@ pub mod evidence {
             timeout,
             min_ready,
             use_api: false,
+            written_at: std::time::SystemTime::now(),
         };
-        match kubelet_wait::wait(spec, None, health, |_| {}).await {
+        match kubelet_wait::wait(spec, None, None, health, |_| {}).await {
             Verdict::Updated { .. } => Ok(Instant::now()
                 .checked_sub(min_ready)
                 .unwrap_or_else(Instant::now)),
