@@ -1327,3 +1327,60 @@ async fn a_newer_spec_cuts_the_wait_for_a_failing_one_short_but_never_a_restore(
     let out = engine.apply(&bad2, Some(4), true).await;
     assert!(matches!(out, Outcome::RolledBack { .. }), "{out:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_interrupted_rollback_is_finished_before_a_new_spec_waits_on_a_secret() {
+    let env = env();
+    let (good, bad) = good_then_crashing_scheduler(&env, Duration::from_secs(60)).await;
+    let mut engine = env.engine();
+    let cut = tokio::time::timeout(Duration::from_secs(100), engine.apply(&bad, Some(2), true));
+    assert!(cut.await.is_err());
+    drop(engine);
+    assert!(matches!(
+        env.lifecycle(),
+        super::state::Lifecycle::RollingBack { .. }
+    ));
+    // The next spec needs a Secret nobody can read yet.
+    let mut cfg = config(&[], &[]);
+    cfg.api_server = Some(
+        serde_json::from_value(
+            serde_json::json!({"encryption": {"secretRef": {"name": "missing"}}}),
+        )
+        .unwrap(),
+    );
+    let facts = NodeFacts {
+        node_name: NODE.into(),
+        advertise_address: Some("10.0.0.11".into()),
+        state_dir: Some(env.dirs.state_dir().display().to_string()),
+        ..Default::default()
+    };
+    let digest = render::sha256_hex(b"kind: EncryptionConfiguration\n");
+    let r = render::render(&RenderInput {
+        spec: &cfg,
+        node: &facts,
+        encryption_config_sha256: Some(&digest),
+    })
+    .unwrap();
+    let waiting = render::node_spec("test", &cfg, &render::revision(&cfg, Some(&digest)), &r);
+    let mut engine = env.engine();
+    let out = engine.apply(&waiting, Some(3), true).await;
+    assert!(matches!(out, Outcome::Pending { .. }), "{out:?}");
+    // The rollback was finished first and is remembered; the failed revision is not on disk.
+    assert_eq!(
+        env.manifest(Component::Scheduler),
+        restored_of(&good, &bad, Component::Scheduler)
+    );
+    let st: super::state::AgentState =
+        serde_json::from_slice(&std::fs::read(env.dirs.state_file()).unwrap()).unwrap();
+    assert!(
+        st.failed_revisions
+            .iter()
+            .any(|f| f.revision == bad.revision),
+        "{:?}",
+        st.failed_revisions
+    );
+    assert!(!matches!(
+        st.lifecycle,
+        super::state::Lifecycle::RollingBack { .. }
+    ));
+}

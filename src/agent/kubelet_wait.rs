@@ -841,6 +841,64 @@ mod tests {
     }
 
     #[test]
+    fn a_swapped_pod_is_not_hash_never_changed_and_outages_add_up() {
+        let t0 = Instant::now();
+        let s = |n| t0 + Duration::from_secs(n);
+        let mut t = Tracker::new(spec(Expect::Hash("new".into()), true));
+        t.on_pod(s(0), seen("old", true));
+        // kubelet swapped the pod (the runtime runs the new uid) but the API kept showing the
+        // old hash.
+        t.on_runtime(
+            s(1),
+            Ok(RuntimeEvidence::Running {
+                since: std::time::SystemTime::now(),
+                id: "abc".into(),
+            }),
+        );
+        let d = t.diagnose();
+        assert_ne!(d.reason, FailureReason::HashNeverChanged, "{}", d.message);
+        assert!(
+            d.message.contains("kubelet started the new manifest"),
+            "{}",
+            d.message
+        );
+        // Two outages of 10 s and 20 s: 30 s, not the longest one; an ongoing one counts too.
+        t.on_pod(s(10), PodEvent::ApiError("refused".into()));
+        t.on_pod(s(20), seen("old", true));
+        t.on_pod(s(30), PodEvent::ApiError("refused".into()));
+        t.on_pod(s(50), seen("old", true));
+        assert_eq!(t.api_outage(s(50)), Duration::from_secs(30));
+        t.on_pod(s(60), PodEvent::ApiError("refused".into()));
+        assert_eq!(t.api_outage(s(65)), Duration::from_secs(35));
+    }
+
+    #[test]
+    fn without_the_api_the_runtime_decides_and_the_old_process_does_not_count() {
+        let t0 = Instant::now();
+        let s = |n| t0 + Duration::from_secs(n);
+        let mut t = Tracker::new(spec(Expect::Hash("new".into()), false));
+        // The old process answers the endpoint; no container of the new uid.
+        t.on_endpoint(s(0), Ok(()));
+        t.on_runtime(s(0), Ok(RuntimeEvidence::NotCreated));
+        assert_eq!(t.updated(s(30)), None);
+        assert_eq!(t.diagnose().reason, FailureReason::ContainerNotStarted);
+        t.on_runtime(
+            s(31),
+            Ok(RuntimeEvidence::Running {
+                since: std::time::SystemTime::now(),
+                id: "c1".into(),
+            }),
+        );
+        t.on_endpoint(s(31), Ok(()));
+        assert!(t.updated(s(41)).is_some());
+        // An unreachable runtime leaves the endpoint alone to judge (as before).
+        let mut t = Tracker::new(spec(Expect::Hash("new".into()), false));
+        t.on_runtime(s(0), Err("unix:///x.sock unreachable".into()));
+        t.on_endpoint(s(0), Ok(()));
+        assert!(t.updated(s(10)).is_some());
+    }
+
+    #[test]
     fn expect_any_and_not() {
         assert!(Expect::Any.matches(Some("x")));
         assert!(!Expect::Any.matches(None));
