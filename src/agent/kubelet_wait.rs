@@ -472,7 +472,10 @@ impl Tracker {
                     Expect::Not(h) => format!("expected any hash but {h}"),
                     _ => "expected kubelet to report one".to_string(),
                 });
-            if !self.expected_hash_seen && swapped {
+            if self.api_error.is_some() {
+                // The mirror pod cannot be seen: what the runtime and the endpoint show below
+                // is the diagnosis, not the last mirror pod seen before the outage.
+            } else if !self.expected_hash_seen && swapped {
                 // kubelet did swap the pod (the runtime runs the new uid); the API just never
                 // showed it, or showed it not Ready.
                 parts.insert(
@@ -567,6 +570,21 @@ impl Tracker {
                 }
                 Some(Ok(())) => {}
             }
+        }
+        // While the API is unavailable, local evidence says why, when there is any.
+        if self.api_error.is_some()
+            && let Some(v) = runtime_view
+        {
+            let endpoint_failing =
+                self.spec.endpoint.is_some() && !matches!(self.endpoint, Some(Ok(())));
+            reason = Some(match v {
+                RuntimeEvidence::NotCreated | RuntimeEvidence::OnlyBeforeWrite { .. } => {
+                    FailureReason::ContainerNotStarted
+                }
+                RuntimeEvidence::Exited { .. } => FailureReason::ContainerExited,
+                _ if endpoint_failing => FailureReason::EndpointFailing,
+                _ => FailureReason::NotStable,
+            });
         }
         if parts.is_empty() {
             parts.push(format!(
@@ -870,6 +888,38 @@ mod tests {
         assert_eq!(t.api_outage(s(50)), Duration::from_secs(30));
         t.on_pod(s(60), PodEvent::ApiError("refused".into()));
         assert_eq!(t.api_outage(s(65)), Duration::from_secs(35));
+    }
+
+    #[test]
+    fn with_the_api_down_the_diagnosis_comes_from_local_evidence() {
+        let t0 = Instant::now();
+        let mut t = Tracker::new(spec(Expect::Hash("new".into()), true));
+        t.on_pod(t0, seen("old", true));
+        t.on_pod(t0, PodEvent::ApiError("connection refused".into()));
+        t.on_runtime(
+            t0,
+            Ok(RuntimeEvidence::Running {
+                since: std::time::SystemTime::now(),
+                id: "c1".into(),
+            }),
+        );
+        t.on_endpoint(t0, Err("HTTP 500".into()));
+        let d = t.diagnose();
+        assert_eq!(d.reason, FailureReason::EndpointFailing, "{}", d.message);
+        assert!(!d.message.contains("never showed it Ready"), "{}", d.message);
+        assert!(
+            d.message.contains("the API server is unavailable"),
+            "{}",
+            d.message
+        );
+        t.on_runtime(
+            t0,
+            Ok(RuntimeEvidence::Exited {
+                code: Some(1),
+                restarts: 3,
+            }),
+        );
+        assert_eq!(t.diagnose().reason, FailureReason::ContainerExited);
     }
 
     #[test]
