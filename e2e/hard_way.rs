@@ -87,8 +87,8 @@ fn hostname() -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn h_hard_way_scheduler_moves_from_a_unit_to_a_static_pod_and_back() {
-    let Some(s) = settings_or_skip("h_hard_way") else {
+async fn l_hard_way_scheduler_moves_from_a_unit_to_a_static_pod_and_back() {
+    let Some(s) = settings_or_skip("l_hard_way") else {
         return;
     };
     let Some(binary) = std::env::var(SCHEDULER_BINARY)
@@ -96,7 +96,7 @@ async fn h_hard_way_scheduler_moves_from_a_unit_to_a_static_pod_and_back() {
         .filter(|b| !b.trim().is_empty())
     else {
         say(&format!(
-            "e2e h_hard_way: skipped: set {SCHEDULER_BINARY} to a kube-scheduler binary of the cluster's version on this host"
+            "e2e l_hard_way: skipped: set {SCHEDULER_BINARY} to a kube-scheduler binary of the cluster's version on this host"
         ));
         return;
     };

@@ -906,7 +906,11 @@ mod tests {
         t.on_endpoint(t0, Err("HTTP 500".into()));
         let d = t.diagnose();
         assert_eq!(d.reason, FailureReason::EndpointFailing, "{}", d.message);
-        assert!(!d.message.contains("never showed it Ready"), "{}", d.message);
+        assert!(
+            !d.message.contains("never showed it Ready"),
+            "{}",
+            d.message
+        );
         assert!(
             d.message.contains("the API server is unavailable"),
             "{}",
