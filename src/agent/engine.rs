@@ -546,6 +546,27 @@ impl Engine {
         );
     }
 
+    /// The status of a component the wait confirmed: replaces the wait's last snapshot (which,
+    /// after a wait judged without the API, still said "API unavailable").
+    fn confirmed_status(&self, c: Component, expected: Option<String>, observed: Option<String>) {
+        if observed.is_some() {
+            // Seen through the API: the wait's last snapshot is current.
+            return;
+        }
+        let by_api = false;
+        self.component_status(ComponentStatus {
+            name: c.name().to_string(),
+            observed_hash: observed.or_else(|| expected.clone()),
+            expected_hash: expected,
+            ready: true,
+            healthy: true,
+            message: (!by_api).then(|| {
+                "confirmed by local evidence (the container runtime ran the new uid and the endpoint answered); the mirror pod was not seen".to_string()
+            }),
+            ..Default::default()
+        });
+    }
+
     /// Reads the spec's certificates, reports their expiry, returns what was read.
     pub fn read_certificates(&self) -> Vec<CertInfo> {
         let Some(spec) = &self.spec else {
@@ -904,10 +925,11 @@ impl Engine {
                     if let Some(cs) = self.state.components.get_mut(&c) {
                         cs.confirmed = true;
                         if cs.config_hash.is_none() {
-                            cs.config_hash = observed_hash;
+                            cs.config_hash = observed_hash.clone();
                         }
                     }
                     self.save();
+                    self.confirmed_status(c, step.expect.expected(), observed_hash);
                     tracing::info!(component = %c, "updated and healthy");
                 }
                 Verdict::TimedOut(diag) => {
@@ -1458,14 +1480,22 @@ impl Engine {
                     .min(p.timeout)
             };
             match self
-                .wait_component(c, Expect::Hash(uid), &pod, timeout, p.min_ready, p.since)
+                .wait_component(
+                    c,
+                    Expect::Hash(uid.clone()),
+                    &pod,
+                    timeout,
+                    p.min_ready,
+                    p.since,
+                )
                 .await
             {
-                Verdict::Updated { .. } => {
+                Verdict::Updated { observed_hash } => {
                     if let Some(cs) = self.state.components.get_mut(&c) {
                         cs.confirmed = true;
                     }
                     self.save();
+                    self.confirmed_status(c, Some(uid.clone()), observed_hash);
                 }
                 Verdict::TimedOut(d2) => {
                     return self.fail(

@@ -209,7 +209,8 @@ impl Expect {
         }
     }
 
-    fn expected(&self) -> Option<String> {
+    /// The exact hash expected, if any.
+    pub fn expected(&self) -> Option<String> {
         match self {
             Expect::Hash(h) => Some(h.clone()),
             _ => None,

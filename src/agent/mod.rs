@@ -237,7 +237,6 @@ pub async fn run_with(
     board: StatusBoard,
 ) -> Result<(), AgentError> {
     let node = args.node_name.clone();
-    let reporter = status::spawn_api_reporter(board.clone(), client.clone(), node.clone());
     let dirs = NodeDirs::new(&args.manifest_dir, &args.state_dir);
     let desired = Arc::new(Desired::new());
     let mut engine = Engine::open(EngineParts {
@@ -274,12 +273,10 @@ pub async fn run_with(
                 tracing::info!(outcome = ?o, "resumed what was under way at start");
             }
         }
-        _ = &mut shutdown => {
-            board.flush(Duration::from_secs(5)).await;
-            reporter.abort();
-            return Ok(());
-        }
+        _ = &mut shutdown => return Ok(()),
     }
+    // Only now the API: status (with whatever the resume did) and Events.
+    let reporter = status::spawn_api_reporter(board.clone(), client.clone(), node.clone());
 
     let drift = Arc::new(DriftHandler::new(
         dirs.clone(),
