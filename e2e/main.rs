@@ -10,6 +10,7 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod apiserver;
 mod harness;
 mod settings;
 mod timing;
