@@ -365,8 +365,11 @@ impl FileWatch {
         *self.kill.lock().unwrap() = Some(pid);
     }
 
+    /// Everything seen, in time order.
     pub fn seen(&self) -> Vec<(Instant, Change)> {
-        self.seen.lock().unwrap().clone()
+        let mut v = self.seen.lock().unwrap().clone();
+        v.sort_by_key(|(t, _)| *t);
+        v
     }
 
     /// When the agent was killed.
@@ -929,7 +932,7 @@ async fn rolled_back_without_the_api(s: &mut Scenario, kill: bool) {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         let resumed = text.contains("resuming an interrupted rollback");
         say(&format!(
-            "e2e j: FIGURES: killed {:.0} ms after the restored manifest appeared; uids on disk from the kill on: {uids_after:?} (failed uid {bad_uid}: never); restarted agent logged \"resuming an interrupted rollback\": {resumed}; state.json settled {} ; the API came back {:.1}s after the restart",
+            "e2e j: FIGURES: killed {:.0} ms after the restored manifest appeared; uid on disk at the kill {restored_uid}, at the end {now_uid}; manifests written after the kill: {uids_after:?} (failed uid {bad_uid}: never); restarted agent logged \"resuming an interrupted rollback\": {resumed}; state.json settled {} ; the API came back {:.1}s after the restart",
             secs(t_restore, t_kill) * 1000.0,
             match &settled {
                 Some((t, l)) => format!(
