@@ -749,6 +749,17 @@ async fn h_apiserver_audit_logging_rolls_out_and_healthy_follows_the_api_back() 
         MIN_READY + 5,
         secs(t0, t_healthy),
     ));
+    // Local evidence: the agent's state.json settles the revision as healthy on its own,
+    // whether or not the API is back yet.
+    match watch.first_step("settled", t_written) {
+        Some((t, l)) => say(&format!(
+            "e2e h: FIGURES: state.json settled {:.1}s after the write, {:.1}s {} the API was back ({l})",
+            secs(t_written, t),
+            secs(t, back).abs(),
+            if t <= back { "before" } else { "after" }
+        )),
+        None => panic!("state.json never settled:\n{}", watch.timeline(t0)),
+    }
     // The rendered manifest is what kubelet runs, and the audit log it names is written.
     let disk = s.manifest("kube-apiserver.yaml").expect("manifest");
     assert_eq!(
