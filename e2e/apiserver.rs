@@ -925,6 +925,14 @@ async fn rolled_back_without_the_api(s: &mut Scenario, kill: bool) {
     let now_uid = now_uid.expect("uid");
     let pod = apiserver_pod(s, &now_uid).await;
     assert!(pod_ready(&pod));
+    // What the status says of kube-apiserver once the API has been back a while.
+    if let Some(c) = cpn_now(s).await {
+        say(&format!(
+            "e2e {id}: kube-apiserver's component status {:.1}s after the API was back: {:?}",
+            secs(back, Instant::now()),
+            component_status(&c, Component::ApiServer)
+        ));
+    }
 
     say(&format!(
         "e2e {id}: FIGURES: failed manifest written {:.1}s after kubectl apply; API unavailable {:.1}s without a break (from {:.1}s after the failed write to {:.1}s after it; restore written {:.1}s after the failed write, {:.1}s into the outage; API back {:.1}s after the restore); RolledBack seen {:.1}s after the API was back; reason {reason}: {message}",

@@ -47,7 +47,8 @@ const CONFIG_LABEL: &str = "kubeplane.io/config";
 /// Prefix of every config the suite creates.
 pub const PREFIX: &str = "kubeplane-e2e-";
 
-/// The components the suite works with (kube-apiserver is never touched).
+/// The components scenarios a–g work with (kube-apiserver is touched only by h–k,
+/// `apiserver.rs`).
 pub const COMPONENTS: [Component; 2] = [Component::ControllerManager, Component::Scheduler];
 
 /// Prints straight to the test's stderr, past libtest's output capture, so that a skip is
@@ -331,8 +332,18 @@ pub struct Cleanup {
     /// Agent last, so it is stopped first.
     procs: Vec<Proc>,
     timeout: Duration,
+    /// The longest wait for the baseline mirror pods (longer when kube-apiserver restarts,
+    /// see [`KUBELET_MAX_BACKOFF`]).
+    pods_timeout: Duration,
     done: bool,
 }
+
+/// kubelet's longest crash-loop back-off (`MaxContainerBackOff`, 5 min). Every kube-apiserver
+/// outage longer than the leader-election renew deadline (10 s) makes kube-scheduler and
+/// kube-controller-manager exit ("leaderelection lost"); after a few outages kubelet waits up
+/// to 5 min before starting them again, and a manifest put back with the same uid keeps that
+/// back-off. Scenarios that restart kube-apiserver wait that much longer for them.
+pub const KUBELET_MAX_BACKOFF: Duration = Duration::from_secs(300);
 
 /// Waits until the API answers `/readyz` through the suite's kubeconfig; `Err` with what was
 /// last seen after `timeout`.
@@ -414,7 +425,7 @@ impl Cleanup {
             problems.push(format!("remove {}: {e}", self.state_dir.display()));
         }
         // The control plane as found: every baseline mirror pod back with its hash, Ready.
-        let deadline = Instant::now() + self.timeout;
+        let deadline = Instant::now() + self.pods_timeout;
         for (pod, hash) in &self.baseline {
             loop {
                 let seen = self.kubectl.run(
@@ -805,7 +816,12 @@ impl Scenario {
         // The control plane as found: both mirror pods Ready.
         let pods: Api<Pod> = Api::namespaced(client.clone(), "kube-system");
         let mut baseline = BTreeMap::new();
-        let deadline = Instant::now() + settings.timeout;
+        let pods_timeout = if opts.api_server {
+            settings.timeout + KUBELET_MAX_BACKOFF
+        } else {
+            settings.timeout
+        };
+        let deadline = Instant::now() + pods_timeout;
         for c in components.iter().copied() {
             let pod = c.mirror_pod_name(&node);
             loop {
@@ -841,6 +857,7 @@ impl Scenario {
                 baseline,
                 procs: Vec::new(),
                 timeout: settings.timeout,
+                pods_timeout,
                 done: false,
             },
             _lock: lock,
