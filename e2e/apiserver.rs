@@ -344,7 +344,9 @@ impl FileWatch {
                 {
                     let (step, l) = step_of(&b);
                     if step != last_step {
-                        se.lock().unwrap().push((now, Change::Step(step.clone(), l)));
+                        se.lock()
+                            .unwrap()
+                            .push((now, Change::Step(step.clone(), l)));
                         last_step = step;
                     }
                     last_s = Some(b);
@@ -607,11 +609,7 @@ pub async fn apiserver_pod(s: &mut Scenario, uid: &str) -> Pod {
         t,
         async || match api.get_opt(&name).await {
             Ok(Some(p)) if pod_hash(&p) == Some(uid.as_str()) && pod_ready(&p) => Ok(p),
-            Ok(Some(p)) => Err(format!(
-                "hash {:?}, Ready {}",
-                pod_hash(&p),
-                pod_ready(&p)
-            )),
+            Ok(Some(p)) => Err(format!("hash {:?}, Ready {}", pod_hash(&p), pod_ready(&p))),
             Ok(None) => Err("no mirror pod".into()),
             Err(e) => Err(e.to_string()),
         },
@@ -661,7 +659,6 @@ pub fn check_rolled_back_status(c: &ControlPlaneNode, bad_rev: &str) -> (String,
     }
     (reason, message)
 }
-
 
 /// Path of the node's kube-apiserver manifest and of the agent's `state.json`.
 fn paths(s: &Scenario) -> (PathBuf, PathBuf) {
@@ -779,19 +776,23 @@ async fn h_apiserver_audit_logging_rolls_out_and_healthy_follows_the_api_back() 
     let log = audit_log_path(&disk).expect("--audit-log-path in the rendered manifest");
     let t = s.settings.timeout;
     let lines = s
-        .eventually(&format!("audit events in {}", log.display()), t, async || {
-            let text = std::fs::read_to_string(&log).map_err(|e| e.to_string())?;
-            let events: Vec<serde_json::Value> = text
-                .lines()
-                .filter_map(|l| serde_json::from_str(l).ok())
-                .filter(|v: &serde_json::Value| v["auditID"].is_string())
-                .collect();
-            if events.is_empty() {
-                Err(format!("{} bytes, no audit event", text.len()))
-            } else {
-                Ok(events.len())
-            }
-        })
+        .eventually(
+            &format!("audit events in {}", log.display()),
+            t,
+            async || {
+                let text = std::fs::read_to_string(&log).map_err(|e| e.to_string())?;
+                let events: Vec<serde_json::Value> = text
+                    .lines()
+                    .filter_map(|l| serde_json::from_str(l).ok())
+                    .filter(|v: &serde_json::Value| v["auditID"].is_string())
+                    .collect();
+                if events.is_empty() {
+                    Err(format!("{} bytes, no audit event", text.len()))
+                } else {
+                    Ok(events.len())
+                }
+            },
+        )
         .await;
     say(&format!(
         "e2e h: FIGURES: {lines} audit events in {} (the pod's hostPath mount of {})",
@@ -1039,7 +1040,10 @@ async fn kubeplane_apply(s: &Scenario, file: &Path) -> ApplyRun {
     let name = file.file_stem().unwrap().to_string_lossy();
     let _ = std::fs::write(
         s.dir.join(format!("apply-{name}.log")),
-        format!("exit {:?}\n--- stdout\n{}--- stderr\n{}", run.code, run.stdout, run.stderr),
+        format!(
+            "exit {:?}\n--- stdout\n{}--- stderr\n{}",
+            run.code, run.stdout, run.stderr
+        ),
     );
     run
 }
@@ -1078,14 +1082,15 @@ async fn k_kubeplane_apply_rolls_back_a_broken_apiserver_and_waits_for_the_new_u
     // The node's own manifests: adopted, nothing restarts.
     let r = kubeplane_apply(&s, &base_f).await;
     assert_eq!(r.code, Some(0), "apply base: {}{}", r.stdout, r.stderr);
-    say(&format!("e2e k: apply of the imported config: exit 0 after {:.1}s", r.seconds));
+    say(&format!(
+        "e2e k: apply of the imported config: exit 0 after {:.1}s",
+        r.seconds
+    ));
 
     // Broken: rolled back, exit 1.
     let t0 = Instant::now();
     let r = kubeplane_apply(&s, &bad_f).await;
-    let back = avail
-        .wait_up_after(r.end, s.settings.timeout)
-        .await;
+    let back = avail.wait_up_after(r.end, s.settings.timeout).await;
     say(&format!(
         "e2e k: broken revision: timeline (s from the start of kubeplane apply):\n{}\n{}\n  {:>8.3}s kubeplane apply exited {:?}",
         watch.timeline(t0),
@@ -1093,7 +1098,13 @@ async fn k_kubeplane_apply_rolls_back_a_broken_apiserver_and_waits_for_the_new_u
         secs(t0, r.end),
         r.code
     ));
-    assert_eq!(r.code, Some(1), "apply of the broken revision: {}{}", r.stdout, r.stderr);
+    assert_eq!(
+        r.code,
+        Some(1),
+        "apply of the broken revision: {}{}",
+        r.stdout,
+        r.stderr
+    );
     assert!(
         r.stderr.contains("rolled back") && r.stderr.contains("kube-apiserver"),
         "says it rolled back kube-apiserver: {}",
@@ -1126,14 +1137,18 @@ async fn k_kubeplane_apply_rolls_back_a_broken_apiserver_and_waits_for_the_new_u
         o.seconds(),
         secs(r.end, back),
     ));
-    let restored_uid = uid_of(&s.manifest("kube-apiserver.yaml").unwrap()).0.unwrap();
+    let restored_uid = uid_of(&s.manifest("kube-apiserver.yaml").unwrap())
+        .0
+        .unwrap();
     apiserver_pod(&mut s, &restored_uid).await;
 
     // Good: exit 0 "healthy" only once a kube-apiserver of the new uid runs and serves.
     let t1 = Instant::now();
     let r = kubeplane_apply(&s, &good_f).await;
     // Right when it returns: the evidence, before anything else.
-    let disk_uid = uid_of(&s.manifest("kube-apiserver.yaml").unwrap()).0.unwrap();
+    let disk_uid = uid_of(&s.manifest("kube-apiserver.yaml").unwrap())
+        .0
+        .unwrap();
     let procs_new = processes_of_pod("kube-apiserver", &disk_uid);
     let procs_old = processes_of_pod("kube-apiserver", &restored_uid);
     let livez = local_https(6443, "/livez");
@@ -1153,14 +1168,23 @@ async fn k_kubeplane_apply_rolls_back_a_broken_apiserver_and_waits_for_the_new_u
         secs(t1, r.end),
         r.code
     ));
-    assert_eq!(r.code, Some(0), "apply of the good revision: {}{}", r.stdout, r.stderr);
+    assert_eq!(
+        r.code,
+        Some(0),
+        "apply of the good revision: {}{}",
+        r.stdout,
+        r.stderr
+    );
     assert!(r.stdout.contains("healthy"), "{}", r.stdout);
     assert_ne!(disk_uid, restored_uid, "a new uid on disk");
     assert!(
         !procs_new.is_empty(),
         "when kubeplane apply said healthy, no kube-apiserver ran in the cgroup of pod {disk_uid} (old pod's processes: {procs_old:?})"
     );
-    assert_eq!(livez, 200, "the local /livez when kubeplane apply said healthy");
+    assert_eq!(
+        livez, 200,
+        "the local /livez when kubeplane apply said healthy"
+    );
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let ran_for = procs_new

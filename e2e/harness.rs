@@ -781,8 +781,16 @@ impl Scenario {
                     "e2e {id}: skipped: kube-apiserver is not a static Pod of {} on node {node} ({} {}, mirror pod kube-system/{pod} {}); this scenario manages kube-apiserver",
                     manifest_dir.display(),
                     f.display(),
-                    if f.is_file() { "exists" } else { "does not exist" },
-                    if mirror.is_some() { "exists" } else { "does not exist" },
+                    if f.is_file() {
+                        "exists"
+                    } else {
+                        "does not exist"
+                    },
+                    if mirror.is_some() {
+                        "exists"
+                    } else {
+                        "does not exist"
+                    },
                 ));
                 return None;
             }
@@ -896,22 +904,22 @@ impl Scenario {
         scenario.cleanup.procs.push(operator);
         let agent_port = free_port();
         let mut agent_args: Vec<String> = vec![
-                "agent".into(),
-                "--node-name".into(),
-                scenario.node.clone(),
-                "--manifest-dir".into(),
-                scenario.manifest_dir.display().to_string(),
-                "--state-dir".into(),
-                scenario.state_dir.display().to_string(),
-                "--metrics-addr".into(),
-                format!("127.0.0.1:{agent_port}"),
-                "--drift-mode".into(),
-                match drift {
-                    DriftMode::Enforce => "enforce",
-                    DriftMode::Observe => "observe",
-                }
-                .into(),
-            ];
+            "agent".into(),
+            "--node-name".into(),
+            scenario.node.clone(),
+            "--manifest-dir".into(),
+            scenario.manifest_dir.display().to_string(),
+            "--state-dir".into(),
+            scenario.state_dir.display().to_string(),
+            "--metrics-addr".into(),
+            format!("127.0.0.1:{agent_port}"),
+            "--drift-mode".into(),
+            match drift {
+                DriftMode::Enforce => "enforce",
+                DriftMode::Observe => "observe",
+            }
+            .into(),
+        ];
         if let Some(e) = &scenario.settings.container_runtime_endpoint {
             agent_args.push("--container-runtime-endpoint".into());
             agent_args.push(e.clone());
