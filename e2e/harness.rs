@@ -53,7 +53,8 @@ const CONFIG_LABEL: &str = "kubeplane.io/config";
 /// Prefix of every config the suite creates.
 pub const PREFIX: &str = "kubeplane-e2e-";
 
-/// The components the suite works with (kube-apiserver is never touched).
+/// The components scenarios a–g work with (kube-apiserver is touched only by h–k,
+/// `apiserver.rs`).
 pub const COMPONENTS: [Component; 2] = [Component::ControllerManager, Component::Scheduler];
 
 /// Prints straight to the test's stderr, past libtest's output capture, so that a skip is
@@ -337,7 +338,36 @@ pub struct Cleanup {
     /// Agent last, so it is stopped first.
     procs: Vec<Proc>,
     timeout: Duration,
+    /// The longest wait for the baseline mirror pods (longer when kube-apiserver restarts,
+    /// see [`KUBELET_MAX_BACKOFF`]).
+    pods_timeout: Duration,
     done: bool,
+}
+
+/// kubelet's longest crash-loop back-off (`MaxContainerBackOff`, 5 min). Every kube-apiserver
+/// outage longer than the leader-election renew deadline (10 s) makes kube-scheduler and
+/// kube-controller-manager exit ("leaderelection lost"); after a few outages kubelet waits up
+/// to 5 min before starting them again, and a manifest put back with the same uid keeps that
+/// back-off. Scenarios that restart kube-apiserver wait that much longer for them.
+pub const KUBELET_MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// Waits until the API answers `/readyz` through the suite's kubeconfig; `Err` with what was
+/// last seen after `timeout`.
+pub fn wait_api(kubectl: &Kubectl, timeout: Duration) -> Result<Duration, String> {
+    let start = Instant::now();
+    loop {
+        let seen = kubectl.run(&["get", "--raw=/readyz", "--request-timeout=3s"], None);
+        match seen {
+            Ok(_) => return Ok(start.elapsed()),
+            Err(e) if start.elapsed() > timeout => {
+                return Err(format!(
+                    "the API did not answer /readyz within {}s: {e}",
+                    timeout.as_secs()
+                ));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(500)),
+        }
+    }
 }
 
 impl Cleanup {
@@ -351,6 +381,19 @@ impl Cleanup {
         // The agent first: it would heal the files about to be restored.
         for p in self.procs.iter_mut().rev() {
             p.stop();
+        }
+        // The manifests first: a broken kube-apiserver left on disk takes the API (and every
+        // deletion below) with it.
+        match self.backup.restore(&self.manifest_dir) {
+            Ok(lines) => {
+                for l in lines {
+                    eprintln!("cleanup: {l}");
+                }
+            }
+            Err(e) => problems.push(format!("restoring {}: {e}", self.manifest_dir.display())),
+        }
+        if let Err(e) = wait_api(&self.kubectl, self.timeout) {
+            problems.push(e);
         }
         let deletions: [&[&str]; 3] = [
             &[
@@ -382,21 +425,13 @@ impl Cleanup {
                 problems.push(e);
             }
         }
-        match self.backup.restore(&self.manifest_dir) {
-            Ok(lines) => {
-                for l in lines {
-                    eprintln!("cleanup: {l}");
-                }
-            }
-            Err(e) => problems.push(format!("restoring {}: {e}", self.manifest_dir.display())),
-        }
         if let Err(e) = fs::remove_dir_all(&self.state_dir)
             && e.kind() != std::io::ErrorKind::NotFound
         {
             problems.push(format!("remove {}: {e}", self.state_dir.display()));
         }
         // The control plane as found: every baseline mirror pod back with its hash, Ready.
-        let deadline = Instant::now() + self.timeout;
+        let deadline = Instant::now() + self.pods_timeout;
         for (pod, hash) in &self.baseline {
             loop {
                 let seen = self.kubectl.run(
@@ -473,6 +508,22 @@ pub struct Scenario {
     pub dir: PathBuf,
     /// The manifest directory.
     pub manifest_dir: PathBuf,
+    /// The agent's command line (to start it again).
+    agent_args: Vec<String>,
+    /// How many agent processes were started.
+    agent_runs: usize,
+}
+
+/// How a scenario starts.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// The agent's drift mode.
+    pub drift: DriftMode,
+    /// kube-apiserver is part of the baseline (its mirror pod is waited for at the end);
+    /// the scenario is skipped when it is not a static Pod of the manifest directory.
+    pub api_server: bool,
+    /// Start `kubeplane operator` and `kubeplane agent` (`false`: `kubeplane apply` only).
+    pub processes: bool,
 }
 
 /// How the agent runs.
@@ -650,7 +701,18 @@ fn same_filesystem(a: &Path, b: &Path) -> bool {
 }
 
 fn spawn(name: &'static str, args: &[String], s: &Settings, dir: &Path, port: u16) -> Proc {
-    let log = dir.join(format!("{name}.log"));
+    spawn_logged(name, &format!("{name}.log"), args, s, dir, port)
+}
+
+fn spawn_logged(
+    name: &'static str,
+    log_name: &str,
+    args: &[String],
+    s: &Settings,
+    dir: &Path,
+    port: u16,
+) -> Proc {
+    let log = dir.join(log_name);
     let child = Command::new(&s.kubeplane)
         .args(args)
         .env("KUBECONFIG", &s.kubeconfig)
@@ -673,6 +735,22 @@ impl Scenario {
     /// Starts scenario `id` (config `kubeplane-e2e-<id>`), or returns `None` when the suite
     /// is skipped.
     pub async fn start(id: &str, drift: DriftMode) -> Option<Scenario> {
+        Self::start_with(
+            id,
+            Options {
+                drift,
+                api_server: false,
+                processes: true,
+            },
+        )
+        .await
+    }
+
+    /// [`Scenario::start`] with options: kube-apiserver in the baseline (skipped, with a
+    /// message, when it is not a static Pod of the manifest directory), and whether the
+    /// operator and agent are started.
+    pub async fn start_with(id: &str, opts: Options) -> Option<Scenario> {
+        let drift = opts.drift;
         let settings = settings_or_skip(id)?;
         let lock = LOCK.lock().await;
         say(&format!("e2e {id}: starting"));
@@ -696,6 +774,34 @@ impl Scenario {
         refuse_foreign_kubeplane(&client, &kubectl, &node).await;
 
         let manifest_dir = settings.manifest_dir.clone();
+        let mut components: Vec<Component> = COMPONENTS.to_vec();
+        if opts.api_server {
+            let f = manifest_dir.join(Component::ApiServer.manifest_file());
+            let pod = Component::ApiServer.mirror_pod_name(&node);
+            let mirror = Api::<Pod>::namespaced(client.clone(), "kube-system")
+                .get_opt(&pod)
+                .await
+                .expect("get mirror pod");
+            if !f.is_file() || mirror.is_none() {
+                say(&format!(
+                    "e2e {id}: skipped: kube-apiserver is not a static Pod of {} on node {node} ({} {}, mirror pod kube-system/{pod} {}); this scenario manages kube-apiserver",
+                    manifest_dir.display(),
+                    f.display(),
+                    if f.is_file() {
+                        "exists"
+                    } else {
+                        "does not exist"
+                    },
+                    if mirror.is_some() {
+                        "exists"
+                    } else {
+                        "does not exist"
+                    },
+                ));
+                return None;
+            }
+            components.insert(0, Component::ApiServer);
+        }
         for c in COMPONENTS {
             let f = manifest_dir.join(c.manifest_file());
             assert!(
@@ -724,8 +830,13 @@ impl Scenario {
         // The control plane as found: both mirror pods Ready.
         let pods: Api<Pod> = Api::namespaced(client.clone(), "kube-system");
         let mut baseline = BTreeMap::new();
-        let deadline = Instant::now() + settings.timeout;
-        for c in COMPONENTS {
+        let pods_timeout = if opts.api_server {
+            settings.timeout + KUBELET_MAX_BACKOFF
+        } else {
+            settings.timeout
+        };
+        let deadline = Instant::now() + pods_timeout;
+        for c in components.iter().copied() {
             let pod = c.mirror_pod_name(&node);
             loop {
                 let p = pods.get_opt(&pod).await.expect("get mirror pod");
@@ -760,6 +871,7 @@ impl Scenario {
                 baseline,
                 procs: Vec::new(),
                 timeout: settings.timeout,
+                pods_timeout,
                 done: false,
             },
             _lock: lock,
@@ -773,7 +885,12 @@ impl Scenario {
             state_dir,
             dir,
             manifest_dir,
+            agent_args: Vec::new(),
+            agent_runs: 0,
         };
+        if !opts.processes {
+            return Some(scenario);
+        }
         let op_port = free_port();
         let operator = spawn(
             "operator",
@@ -792,29 +909,36 @@ impl Scenario {
         );
         scenario.cleanup.procs.push(operator);
         let agent_port = free_port();
+        let mut agent_args: Vec<String> = vec![
+            "agent".into(),
+            "--node-name".into(),
+            scenario.node.clone(),
+            "--manifest-dir".into(),
+            scenario.manifest_dir.display().to_string(),
+            "--state-dir".into(),
+            scenario.state_dir.display().to_string(),
+            "--metrics-addr".into(),
+            format!("127.0.0.1:{agent_port}"),
+            "--drift-mode".into(),
+            match drift {
+                DriftMode::Enforce => "enforce",
+                DriftMode::Observe => "observe",
+            }
+            .into(),
+        ];
+        if let Some(e) = &scenario.settings.container_runtime_endpoint {
+            agent_args.push("--container-runtime-endpoint".into());
+            agent_args.push(e.clone());
+        }
         let agent = spawn(
             "agent",
-            &[
-                "agent".into(),
-                "--node-name".into(),
-                scenario.node.clone(),
-                "--manifest-dir".into(),
-                scenario.manifest_dir.display().to_string(),
-                "--state-dir".into(),
-                scenario.state_dir.display().to_string(),
-                "--metrics-addr".into(),
-                format!("127.0.0.1:{agent_port}"),
-                "--drift-mode".into(),
-                match drift {
-                    DriftMode::Enforce => "enforce",
-                    DriftMode::Observe => "observe",
-                }
-                .into(),
-            ],
+            &agent_args,
             &scenario.settings,
             &scenario.dir,
             agent_port,
         );
+        scenario.agent_args = agent_args;
+        scenario.agent_runs = 1;
         scenario.cleanup.procs.push(agent);
         let ports: Vec<(&'static str, u16)> = scenario
             .cleanup
@@ -844,6 +968,42 @@ impl Scenario {
             .find(|p| p.name == "agent")
             .map(|p| p.port)
             .expect("the agent process")
+    }
+
+    /// The agent's pid (the process is not reaped until [`Scenario::restart_agent`]).
+    pub fn agent_pid(&self) -> i32 {
+        self.cleanup
+            .procs
+            .iter()
+            .find(|p| p.name == "agent")
+            .map(|p| p.child.id() as i32)
+            .expect("the agent process")
+    }
+
+    /// Reaps the agent (SIGKILLed by the caller, or killed here) and starts it again with
+    /// the same command line; its log goes to `agent-<n>.log`. Returns the new log's path.
+    pub fn restart_agent(&mut self) -> PathBuf {
+        let i = self
+            .cleanup
+            .procs
+            .iter()
+            .position(|p| p.name == "agent")
+            .expect("the agent process");
+        let mut old = self.cleanup.procs.remove(i);
+        let _ = old.child.kill();
+        let _ = old.child.wait();
+        self.agent_runs += 1;
+        let p = spawn_logged(
+            "agent",
+            &format!("agent-{}.log", self.agent_runs),
+            &self.agent_args,
+            &self.settings,
+            &self.dir,
+            old.port,
+        );
+        let log = p.log.clone();
+        self.cleanup.procs.push(p);
+        log
     }
 
     pub fn finish(mut self) {

@@ -6,8 +6,9 @@
 //!
 //! Scenarios never overlap (a suite-wide lock in [`harness`]); each has its own config name
 //! (`kubeplane-e2e-<letter>`), and its cleanup restores the manifests it found, on failure
-//! too.
+//! too. Scenarios h–k (`apiserver.rs`) manage the node's kube-apiserver itself.
 
+mod apiserver;
 #[path = "../tests/common/mod.rs"]
 mod common;
 mod hard_way;

@@ -38,9 +38,12 @@ pub const TIMEOUT: &str = "KUBEPLANE_E2E_TIMEOUT_SECONDS";
 pub const TIMING_RUNS: &str = "KUBEPLANE_E2E_TIMING_RUNS";
 /// The `kubeplane` binary to run (default: the one cargo built with the suite).
 pub const BIN: &str = "KUBEPLANE_E2E_BIN";
+/// The node's CRI socket, passed to the agent and `kubeplane apply` as
+/// `--container-runtime-endpoint` (default: unset, the agent's own default).
+pub const CONTAINER_RUNTIME_ENDPOINT: &str = "CONTAINER_RUNTIME_ENDPOINT";
 
 /// Every variable the suite reads, for messages and the README.
-pub const ALL: [&str; 14] = [
+pub const ALL: [&str; 15] = [
     KUBECONFIG,
     NODE,
     MANIFEST_DIR,
@@ -55,6 +58,7 @@ pub const ALL: [&str; 14] = [
     TIMEOUT,
     TIMING_RUNS,
     BIN,
+    CONTAINER_RUNTIME_ENDPOINT,
 ];
 
 /// The suite's settings.
@@ -88,6 +92,8 @@ pub struct Settings {
     pub timing_runs: usize,
     /// The `kubeplane` binary.
     pub kubeplane: PathBuf,
+    /// The node's CRI socket for the agent and `kubeplane apply`, when given.
+    pub container_runtime_endpoint: Option<String>,
 }
 
 /// Reads the settings through `get` (the process environment in the suite). `Ok(None)`: no
@@ -173,6 +179,7 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Option<Settin
         timeout: Duration::from_secs(seconds(TIMEOUT, 300)?),
         timing_runs: seconds(TIMING_RUNS, 5)? as usize,
         kubeplane: absolute(BIN, env!("CARGO_BIN_EXE_kubeplane"))?,
+        container_runtime_endpoint: get(CONTAINER_RUNTIME_ENDPOINT),
     }))
 }
 
