@@ -40,11 +40,11 @@ impl Drop for Restore {
         match self.backup.restore(&self.manifest_dir) {
             Ok(done) => {
                 for d in done {
-                    say(&format!("e2e h: cleanup: {d}"));
+                    say(&format!("e2e l: cleanup: {d}"));
                 }
             }
             Err(e) => say(&format!(
-                "e2e h: cleanup FAILED: {e}; restore {} from the backup by hand",
+                "e2e l: cleanup FAILED: {e}; restore {} from the backup by hand",
                 self.manifest_dir.display()
             )),
         }
@@ -135,7 +135,7 @@ async fn l_hard_way_scheduler_moves_from_a_unit_to_a_static_pod_and_back() {
     let services = restore.services.as_ref().unwrap();
     let up = answers(&pod_ep, s.timeout).await.unwrap();
     say(&format!(
-        "e2e h: kube-scheduler runs from the unit, answering after {:.1} s",
+        "e2e l: kube-scheduler runs from the unit, answering after {:.1} s",
         up.as_secs_f64()
     ));
 
@@ -183,7 +183,7 @@ async fn l_hard_way_scheduler_moves_from_a_unit_to_a_static_pod_and_back() {
 
     // 3. Migrate.
     let plan = migrate::plan(&config, &facts, vec![info()], Some(s.timeout)).unwrap();
-    let mut log = |l: &str| say(&format!("e2e h: {l}"));
+    let mut log = |l: &str| say(&format!("e2e l: {l}"));
     let outcomes = migrate::run(
         &plan,
         services,
@@ -194,7 +194,7 @@ async fn l_hard_way_scheduler_moves_from_a_unit_to_a_static_pod_and_back() {
     .await
     .unwrap_or_else(|e| panic!("{e}"));
     say(&format!(
-        "e2e h: FIGURE kube-scheduler migrated in {:.1} s, unavailable on the node for {:.1} s",
+        "e2e l: FIGURE kube-scheduler migrated in {:.1} s, unavailable on the node for {:.1} s",
         outcomes[0].took.as_secs_f64(),
         outcomes[0].unavailable.as_secs_f64()
     ));
@@ -238,7 +238,7 @@ async fn l_hard_way_scheduler_moves_from_a_unit_to_a_static_pod_and_back() {
     assert!(!manifest.exists());
     answers(&pod_ep, Duration::from_secs(5)).await.unwrap();
     say(&format!(
-        "e2e h: FIGURE broken revision rolled back to the unit in {:.1} s: {err}",
+        "e2e l: FIGURE broken revision rolled back to the unit in {:.1} s: {err}",
         started.elapsed().as_secs_f64()
     ));
     // 6. The static Pod as the suite found it.
