@@ -31,6 +31,7 @@ use kubeplane::api::{
     ApiServer, Arg, Component, ControlPlaneConfig, ControlPlaneConfigSpec, ControlPlaneNode,
     ControllerManager, NodePhase, Rollout, Scheduler,
 };
+use kubeplane::operator::selection::CONFIG_LABEL;
 
 use crate::common::{free_port, http_get};
 use crate::settings::{self, Settings};
@@ -46,9 +47,6 @@ pub async fn lock() -> tokio::sync::MutexGuard<'static, ()> {
 
 /// How often waits look again.
 pub const POLL: Duration = Duration::from_millis(250);
-
-/// The label the operator puts on the `ControlPlaneNode`s of a config.
-const CONFIG_LABEL: &str = "kubeplane.io/config";
 
 /// Prefix of every config the suite creates.
 pub const PREFIX: &str = "kubeplane-e2e-";
@@ -526,14 +524,7 @@ pub struct Options {
     pub processes: bool,
 }
 
-/// How the agent runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DriftMode {
-    /// Heal hand edits (the default).
-    Enforce,
-    /// Only report them (the timing harness writes manifests by hand).
-    Observe,
-}
+pub use kubeplane::agent::drift::DriftMode;
 
 fn http_status(port: u16, path: &str) -> u16 {
     http_get(port, path).0
@@ -547,22 +538,7 @@ pub fn metrics_text(port: u16) -> String {
     }
 }
 
-/// `kubernetes.io/config.hash` of a mirror pod.
-pub fn pod_hash(p: &Pod) -> Option<&str> {
-    p.metadata
-        .annotations
-        .as_ref()?
-        .get("kubernetes.io/config.hash")
-        .map(String::as_str)
-}
-
-/// Whether a Pod's Ready condition is True.
-pub fn pod_ready(p: &Pod) -> bool {
-    p.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
+pub use kubeplane::agent::kubelet_wait::{mirror_hash as pod_hash, pod_ready};
 
 /// The value as pretty JSON, cut to a readable length.
 pub fn dump<T: Serialize>(v: &T) -> String {

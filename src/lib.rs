@@ -7,7 +7,8 @@
 //!   manifests) — no I/O, no async;
 //! - I/O: the [`agent`] and operator roles;
 //! - [`migrate`]: moving systemd units to static Pods on a node (service manager, files);
-//! - [`cli`]: the subcommands `main.rs` wires up.
+//! - [`cli`]: the subcommands `main.rs` wires up;
+//! - `testkit` (tests, benches and the e2e suite only; feature `testkit`): fakes and builders.
 
 pub mod adopt;
 pub mod agent;
@@ -18,4 +19,6 @@ pub mod migrate;
 pub mod operator;
 pub mod render;
 pub mod telemetry;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 pub mod validation;

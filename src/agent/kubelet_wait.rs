@@ -45,6 +45,23 @@ fn poll_interval() -> Duration {
         })
 }
 
+/// A mirror pod's `kubernetes.io/config.hash`: the `metadata.uid` of the manifest kubelet runs.
+pub fn mirror_hash(pod: &Pod) -> Option<&str> {
+    pod.metadata
+        .annotations
+        .as_ref()?
+        .get(CONFIG_HASH_ANNOTATION)
+        .map(String::as_str)
+}
+
+/// Whether a Pod's Ready condition is True.
+pub fn pod_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
 /// What the API shows of a mirror pod.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MirrorPodState {
@@ -61,16 +78,9 @@ pub struct MirrorPodState {
 impl MirrorPodState {
     /// Reads the state of a mirror pod.
     pub fn from_pod(pod: &Pod) -> Self {
-        let hash = pod
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(CONFIG_HASH_ANNOTATION))
-            .cloned();
+        let hash = mirror_hash(pod).map(str::to_string);
         let status = pod.status.as_ref();
-        let ready = status
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        let ready = pod_ready(pod);
         let container = status
             .and_then(|s| s.container_statuses.as_ref())
             .and_then(|cs| cs.first());
