@@ -195,7 +195,7 @@ fn main() {
     });
     let bin_size = std::fs::metadata(&bin).map(|m| m.len()).unwrap_or(0);
     let mut child = std::process::Command::new(&bin)
-        .args(["agent", "--node-name", NODE])
+        .args(["agent", "--node", NODE])
         .arg("--manifest-dir")
         .arg(&manifests)
         .arg("--state-dir")

@@ -887,7 +887,7 @@ impl Scenario {
         let agent_port = free_port();
         let mut agent_args: Vec<String> = vec![
             "agent".into(),
-            "--node-name".into(),
+            "--node".into(),
             scenario.node.clone(),
             "--manifest-dir".into(),
             scenario.manifest_dir.display().to_string(),

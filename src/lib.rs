@@ -5,7 +5,7 @@
 //! - pure: [`api`] (types), [`flags`] (flag knowledge), [`render`] (Pods from a spec),
 //!   [`validation`] (problems in a spec), [`adopt`] (import and diff of existing
 //!   manifests) — no I/O, no async;
-//! - I/O: the [`agent`] and operator roles;
+//! - I/O: the [`agent`] and operator roles, and [`facts`] (what the host tells the renderer);
 //! - [`migrate`]: moving systemd units to static Pods on a node (service manager, files);
 //! - [`cli`]: the subcommands `main.rs` wires up;
 //! - `testkit` (tests, benches and the e2e suite only; feature `testkit`): fakes and builders.
@@ -14,6 +14,7 @@ pub mod adopt;
 pub mod agent;
 pub mod api;
 pub mod cli;
+pub mod facts;
 pub mod flags;
 pub mod migrate;
 pub mod operator;

@@ -891,7 +891,7 @@ async fn the_agent_reports_facts_and_pending_then_applies_its_control_plane_node
     std::fs::create_dir_all(root.join("etc/pki/ca-trust")).unwrap();
     let empty = serde_json::json!({"configName": "test", "revision": ""});
     env.cluster.set_cpn(NODE, 1, empty);
-    let args = super::AgentArgs {
+    let args = super::AgentConfig {
         node_name: NODE.into(),
         manifest_dir: env.dirs.manifest_dir().to_path_buf(),
         state_dir: env.dirs.state_dir().to_path_buf(),

@@ -315,7 +315,7 @@ fn diff_inner(args: &DiffArgs, out: &mut dyn Write, err: &mut dyn Write) -> Resu
     check_address(args.address.as_deref())?;
     let cfg = load_valid_config(&args.file, "compared", err)?;
     let host_ca_dirs = if args.host_ca_dirs.is_empty() {
-        let found = crate::agent::facts::host_ca_directories(Path::new("/"));
+        let found = crate::facts::host_ca_directories(Path::new("/"));
         let _ = writeln!(
             err,
             "host CA directories found on this machine: {}",

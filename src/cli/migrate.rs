@@ -65,8 +65,8 @@ fn io(source: std::io::Error) -> CliError {
 }
 
 /// `kubeplane migrate`.
-pub fn migrate(args: &MigrateArgs, out: &mut dyn Write, err: &mut dyn Write) -> ExitCode {
-    match migrate_inner(args, out, err) {
+pub async fn migrate(args: &MigrateArgs, out: &mut dyn Write, err: &mut dyn Write) -> ExitCode {
+    match migrate_inner(args, out, err).await {
         Ok(code) => code,
         Err(e) => {
             let _ = writeln!(err, "error: {e}");
@@ -75,7 +75,7 @@ pub fn migrate(args: &MigrateArgs, out: &mut dyn Write, err: &mut dyn Write) -> 
     }
 }
 
-fn migrate_inner(
+async fn migrate_inner(
     args: &MigrateArgs,
     out: &mut dyn Write,
     err: &mut dyn Write,
@@ -141,21 +141,11 @@ fn migrate_inner(
     let msg = kubelet_ok.map_err(CliError::Refused)?;
     writeln!(out, "{msg}").map_err(io)?;
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::Refused(format!("cannot start the async runtime: {e}")))?;
     let services = Systemctl::default();
     let health = HttpsCheck::new();
     let result = {
         let mut log = |l: &str| eprintln!("{l}");
-        runtime.block_on(migrate::run(
-            &plan,
-            &services,
-            &health,
-            Timing::default(),
-            &mut log,
-        ))
+        migrate::run(&plan, &services, &health, Timing::default(), &mut log).await
     };
     match result {
         Ok(outcomes) => {

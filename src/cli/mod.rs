@@ -1,10 +1,14 @@
-//! The subcommands that run without a cluster: `render`, `validate`, `crd`, `flags`,
-//! `import`, `diff`, `migrate`.
+//! Every command line: the subcommands that run without a cluster (`render`, `validate`,
+//! `crd`, `flags`, `import`, `diff`, `migrate`), and the argument structs of the roles
+//! (`operator`, `rollout`, `agent`, `apply`), which this module turns into the plain config
+//! structs of [`crate::operator`] and [`crate::agent`]. No clap below this layer.
 
 mod adopt;
 mod flags;
 mod hardway;
 mod migrate;
+mod node;
+mod operator;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -19,6 +23,12 @@ use crate::validation::{self, Report};
 pub use self::adopt::{DiffArgs, ImportArgs, diff, import};
 pub use self::flags::{FlagsArgs, FlagsError, flags, flags_table};
 pub use self::migrate::{MigrateArgs, migrate};
+pub use self::node::{
+    AgentArgs, ApplyArgs, DEFAULT_MANIFEST_DIR, DriftModeArg, NodeDirs, agent, apply,
+};
+pub use self::operator::{
+    OperatorArgs, RolloutArgs, RolloutCommand, RolloutStatusArgs, operator, rollout,
+};
 
 /// Arguments of `kubeplane render`.
 #[derive(Args, Debug, Clone)]
