@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -281,30 +281,12 @@ impl Backup {
     }
 }
 
-/// Writes a file the way kubeplane does: a dot-file sibling (kubelet ignores dot files),
-/// fsync, rename over the target, fsync the directory.
+/// Writes a file the way kubeplane does ([`kubeplane::fsio::atomic_write`]): a dot-file
+/// sibling (kubelet ignores dot files), fsync, rename over the target, fsync the directory.
 pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
     let dir = path.parent().ok_or("no parent directory")?;
-    let name = path.file_name().ok_or("no file name")?.to_string_lossy();
-    let tmp = dir.join(format!(".kubeplane-e2e-{name}.tmp"));
-    let write = || -> std::io::Result<()> {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.set_permissions(fs::Permissions::from_mode(mode))?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, path)?;
-        fs::File::open(dir)?.sync_all()
-    };
-    write().map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        format!("write {}: {e}", path.display())
-    })
+    kubeplane::fsio::atomic_write(dir, path, bytes, mode)
+        .map_err(|e| format!("write {}: {e}", path.display()))
 }
 
 /// Content, mode, inode and mtime (ns) of every file of a directory.

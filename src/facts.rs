@@ -73,7 +73,7 @@ fn usable(addrs: Vec<IpAddr>) -> Vec<IpAddr> {
 
 /// The `--advertise-address` of the kube-apiserver manifest in `manifest_dir`, if any.
 pub fn advertise_from_manifest(manifest_dir: &Path) -> Option<String> {
-    let bytes = files::read_nofollow(&manifest_dir.join("kube-apiserver.yaml")).ok()??;
+    let bytes = crate::fsio::read_nofollow(&manifest_dir.join("kube-apiserver.yaml")).ok()??;
     let pod: Pod = files::parse_pod(&bytes).ok()?;
     let container = pod.spec?.containers.into_iter().next()?;
     container

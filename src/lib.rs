@@ -5,7 +5,8 @@
 //! - pure: [`api`] (types), [`flags`] (flag knowledge), [`render`] (Pods from a spec),
 //!   [`validation`] (problems in a spec), [`adopt`] (import and diff of existing
 //!   manifests) — no I/O, no async;
-//! - I/O: the [`agent`] and operator roles, and [`facts`] (what the host tells the renderer);
+//! - I/O: the [`agent`] and operator roles, [`facts`] (what the host tells the renderer) and
+//!   [`fsio`] (crash-safe file writes);
 //! - [`migrate`]: moving systemd units to static Pods on a node (service manager, files);
 //! - [`cli`]: the subcommands `main.rs` wires up;
 //! - `testkit` (tests, benches and the e2e suite only; feature `testkit`): fakes and builders.
@@ -16,6 +17,7 @@ pub mod api;
 pub mod cli;
 pub mod facts;
 pub mod flags;
+pub mod fsio;
 pub mod migrate;
 pub mod operator;
 pub mod render;

@@ -326,26 +326,12 @@ fn print_files(files: &[OutFile], out: &mut dyn Write) -> std::io::Result<()> {
 }
 
 /// Writes a file whole: into a temporary sibling, then renamed into place.
+/// Writes one rendered file under `--out`: parent directories created, then
+/// [`crate::fsio::atomic_write`] through a dot-file beside it.
 fn write_file(target: &Path, content: &[u8], mode: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
     let dir = target.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.kubeplane-tmp"));
-    {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(content)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, target)
+    crate::fsio::atomic_write(dir, target, content, mode).map_err(std::io::Error::other)
 }
 
 /// `kubeplane crd`: both CustomResourceDefinitions as a YAML stream.
