@@ -184,10 +184,27 @@ async fn l_hard_way_scheduler_moves_from_a_unit_to_a_static_pod_and_back() {
     // 3. Migrate.
     let plan = migrate::plan(&config, &facts, vec![info()], Some(s.timeout)).unwrap();
     let mut log = |l: &str| say(&format!("e2e l: {l}"));
+    // The agent's own evidence: the node's container runtime (CONTAINER_RUNTIME_ENDPOINT, as
+    // the agent is given it), else containerd's default socket.
+    let cri = kubeplane::agent::runtime_from_arg(
+        s.container_runtime_endpoint
+            .as_deref()
+            .unwrap_or(kubeplane::agent::runtime::DEFAULT_ENDPOINT),
+    );
+    let cri = cri.as_deref();
+    say(&format!(
+        "e2e l: evidence: container runtime {}",
+        if cri.is_some() {
+            "and endpoint"
+        } else {
+            "unusable: endpoint only"
+        }
+    ));
     let outcomes = migrate::run(
         &plan,
         services,
         &HttpsCheck::new(),
+        cri,
         Timing::default(),
         &mut log,
     )
@@ -225,6 +242,7 @@ async fn l_hard_way_scheduler_moves_from_a_unit_to_a_static_pod_and_back() {
         &plan,
         services,
         &HttpsCheck::new(),
+        cri,
         Timing::default(),
         &mut log,
     )
