@@ -7,6 +7,7 @@
 //!
 //! - [`files`]: atomic, symlink-refusing writes of managed files;
 //! - [`history`], [`state`]: the last N revisions and `state.json`, surviving restarts;
+//! - [`plan`]: what to do with each component (keep, wait, adopt, write);
 //! - [`engine`]: apply → wait → rollback, one component at a time, kube-apiserver first;
 //! - [`kubelet_wait`]: mirror pod hash + Ready + local endpoint for `minReadySeconds`;
 //! - [`health`]: the local HTTPS endpoint check;
@@ -25,6 +26,7 @@ pub mod history;
 pub mod kubelet_wait;
 pub mod local;
 pub mod metrics;
+pub mod plan;
 pub mod quarantine;
 pub mod runtime;
 pub mod state;
