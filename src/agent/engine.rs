@@ -259,6 +259,28 @@ fn restore_timeout(failed_revision_timeout: Duration) -> Duration {
     failed_revision_timeout.max(DEFAULT_TIMEOUT)
 }
 
+/// How long the agent waits for one image pull before it fails the revision.
+pub const IMAGE_PULL_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The images of a manifest that may be pulled ahead: every container's and init container's,
+/// except those with `imagePullPolicy: Never` (the node is meant to have them already).
+pub fn images_to_pull(manifest: &[u8]) -> Vec<String> {
+    let Some(pod) = parse_pod(manifest) else {
+        return Vec::new();
+    };
+    let Some(spec) = pod.spec else {
+        return Vec::new();
+    };
+    spec.init_containers
+        .unwrap_or_default()
+        .into_iter()
+        .chain(spec.containers)
+        .filter(|c| c.image_pull_policy.as_deref() != Some("Never"))
+        .filter_map(|c| c.image)
+        .filter(|i| !i.is_empty())
+        .collect()
+}
+
 fn parse_pod(bytes: &[u8]) -> Option<Pod> {
     super::files::parse_pod(bytes).ok()
 }
@@ -743,6 +765,12 @@ impl Engine {
             return self.healthy(&rev, "every component already runs this revision");
         }
 
+        // Images before restarts: kubelet runs no second instance of a static pod, so a pull
+        // it starts after the write is downtime. Nothing is written until they are present.
+        if let Err(outcome) = self.pull_images(&rev, &steps).await {
+            return outcome;
+        }
+
         if files_changed || steps.iter().any(|s| matches!(s.action, Action::Write)) {
             if let Some(first) = steps.first() {
                 self.state.lifecycle = Lifecycle::Applying {
@@ -953,6 +981,58 @@ impl Engine {
             &rev,
             format!("revision {rev}: every component updated and healthy"),
         )
+    }
+
+    /// Pulls, through the container runtime, every image a manifest about to be written
+    /// names and the runtime does not have (one at a time, each within
+    /// [`IMAGE_PULL_TIMEOUT`], the phase saying which). A failed pull fails the revision
+    /// (`ImagePullFailed`) before any file is written. Without a runtime, or one that cannot
+    /// say whether it has an image, nothing is pulled ahead (kubelet pulls, as before). An
+    /// `imagePullPolicy: Never` image that is missing is left to kubelet, which reports it.
+    async fn pull_images(&mut self, rev: &str, steps: &[Step]) -> Result<(), Outcome> {
+        let Some(runtime) = self.runtime.clone() else {
+            return Ok(());
+        };
+        let mut wanted: Vec<(Component, String)> = Vec::new();
+        for s in steps.iter().filter(|s| matches!(s.action, Action::Write)) {
+            for image in images_to_pull(&s.bytes) {
+                if !wanted.iter().any(|(_, i)| *i == image) {
+                    wanted.push((s.component, image));
+                }
+            }
+        }
+        let mut missing = Vec::new();
+        for (c, image) in wanted {
+            match runtime.image_present(&image).await {
+                Ok(true) => {}
+                Ok(false) => missing.push((c, image)),
+                Err(e) => {
+                    tracing::info!(%image, error = %e, "cannot ask the container runtime for images; kubelet pulls them");
+                    return Ok(());
+                }
+            }
+        }
+        let total = missing.len();
+        for (i, (c, image)) in missing.into_iter().enumerate() {
+            let message = format!(
+                "pulling {image} for {c} ({} of {total}) before writing revision {rev}",
+                i + 1
+            );
+            tracing::info!(%image, component = %c, "pulling the image before the write");
+            self.set_phase(NodePhase::Pending, "PullingImage", message);
+            let started = std::time::Instant::now();
+            if let Err(e) = runtime.pull_image(&image, IMAGE_PULL_TIMEOUT).await {
+                return Err(self.fail(
+                    FailureReason::ImagePullFailed,
+                    Some(c),
+                    format!(
+                        "{e}; nothing was written, the node runs what it ran: make the image pullable by the container runtime (registry, name, credentials in its configuration) or load it on the node, then change the ControlPlaneConfig for a new revision"
+                    ),
+                ));
+            }
+            tracing::info!(%image, seconds = started.elapsed().as_secs_f64(), "image pulled");
+        }
+        Ok(())
     }
 
     fn healthy(&mut self, rev: &str, message: impl Into<String>) -> Outcome {
