@@ -1,7 +1,8 @@
 //! The node agent (`kubeplane agent`) and its local twin (`kubeplane apply`).
 //!
-//! The agent runs on every control-plane node (DaemonSet, hostNetwork, hostPath
-//! `/etc/kubernetes`). It watches its own `ControlPlaneNode` (field selector
+//! The agent runs on every control-plane node (DaemonSet, hostNetwork, hostPaths of the
+//! manifest directory and its state directory only: never the kubeconfigs beside them). It
+//! watches its own `ControlPlaneNode` (field selector
 //! `metadata.name=<node>`), reports node facts, and makes the manifest directory match the
 //! spec following the protocol of `docs/architecture.md`:
 //!
@@ -81,8 +82,9 @@ pub struct AgentArgs {
         env = "KUBEPLANE_MANIFEST_DIR"
     )]
     pub manifest_dir: PathBuf,
-    /// The agent's state directory (history, state.json, side files, quarantine). Must be on
-    /// the manifest directory's filesystem.
+    /// The agent's state directory (history, state.json, side files, quarantine). May be on
+    /// another filesystem or mount than the manifest directory (manifests are staged as
+    /// dot-files beside their target).
     #[arg(long, value_name = "DIR", default_value = defaults::STATE_DIR, env = "KUBEPLANE_STATE_DIR")]
     pub state_dir: PathBuf,
     /// What to do with a managed manifest changed by hand: restore it, or only report it.
