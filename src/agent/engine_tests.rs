@@ -222,6 +222,133 @@ async fn hash_moves_ready_and_endpoint_ok_is_healthy() {
     assert_eq!(env.inode(Component::Scheduler), inode);
 }
 
+/// When the first mirror pod request for `pod` was made (virtual time).
+fn first_pod_request(env: &Env, pod: &str, after: Duration) -> Duration {
+    env.cluster
+        .requests()
+        .into_iter()
+        .find(|r| {
+            r.at >= after
+                && r.path.starts_with("/api/v1/namespaces/kube-system/pods")
+                && r.path.contains(pod)
+        })
+        .unwrap_or_else(|| panic!("no request for {pod}"))
+        .at
+}
+
+fn apart(a: Duration, b: Duration) -> Duration {
+    a.abs_diff(b)
+}
+
+#[tokio::test(start_paused = true)]
+async fn controller_manager_and_scheduler_restart_together_after_the_apiserver() {
+    // Issue 11 item 4: they depend on the API, not on each other. Before, the scheduler was
+    // written only once the controller-manager was confirmed (pickup 3 s + minReady 5 s).
+    let env = env();
+    let mut engine = env.engine();
+    let spec = node_spec(&[], &[], &env);
+    assert_eq!(engine.apply(&spec, Some(1), true).await, Outcome::Healthy);
+    let zero = Duration::ZERO;
+    let api = first_pod_request(&env, "kube-apiserver-cp-1", zero);
+    let kcm = first_pod_request(&env, "kube-controller-manager-cp-1", zero);
+    let sched = first_pod_request(&env, "kube-scheduler-cp-1", zero);
+    assert!(
+        kcm >= api + Duration::from_secs(8),
+        "kube-apiserver confirmed first: {api:?} {kcm:?}"
+    );
+    assert!(
+        apart(kcm, sched) < Duration::from_secs(2),
+        "waited for together: {kcm:?} {sched:?}"
+    );
+    let status = env.last_status().await;
+    assert_eq!(status["phase"], "Healthy");
+    assert!(engine.state().components.values().all(|c| c.confirmed));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_controller_manager_rolls_back_the_scheduler_written_with_it() {
+    let env = env();
+    let mut engine = env.engine();
+    let good = node_spec(&[], &[], &env);
+    assert_eq!(engine.apply(&good, Some(1), true).await, Outcome::Healthy);
+    let api_inode = env.inode(Component::ApiServer);
+    let facts = NodeFacts {
+        node_name: NODE.into(),
+        advertise_address: Some("10.0.0.11".into()),
+        state_dir: Some(env.dirs.state_dir().display().to_string()),
+        ..Default::default()
+    };
+    let mut cfg = config(&[], &[("v", "4")]);
+    cfg.controller_manager = Some(
+        serde_json::from_value(serde_json::json!({"extraArgs": [{"name": "v", "value": "4"}]}))
+            .unwrap(),
+    );
+    let bad = node_spec_for(&cfg, &facts);
+    env.kubelet.fail(
+        hash_of(&bad, Component::ControllerManager),
+        Behaviour::ignored(),
+    );
+    let out = engine.apply(&bad, Some(2), true).await;
+    let Outcome::RolledBack { reason, message } = &out else {
+        panic!("{out:?}")
+    };
+    assert_eq!(reason, "HashNeverChanged");
+    assert!(
+        message.starts_with("kube-controller-manager not updated within 60s"),
+        "{message}"
+    );
+    // Both components of the step are back at last-known-good; kube-apiserver untouched.
+    for c in [Component::ControllerManager, Component::Scheduler] {
+        assert_eq!(
+            env.manifest(c),
+            super::engine::restored_manifest(&content_of(&good, c), &bad.revision, NODE).0,
+            "{c}"
+        );
+    }
+    assert_eq!(env.inode(Component::ApiServer), api_inode);
+    assert_eq!(
+        engine.state().last_known_good_revision.as_deref(),
+        Some(good.revision.as_str())
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_during_the_two_component_step_resumes_both_waits() {
+    let env = env();
+    let spec = node_spec(&[], &[], &env);
+    {
+        let mut engine = env.engine();
+        assert_eq!(engine.apply(&spec, None, false).await, Outcome::Written);
+        // The write-ahead record names the step's last file; both are on disk, unconfirmed.
+        assert!(matches!(
+            &engine.state().lifecycle,
+            super::state::Lifecycle::Waiting {
+                component: Component::Scheduler,
+                ..
+            }
+        ));
+        assert!(engine.state().components.values().all(|c| !c.confirmed));
+    }
+    let inodes: Vec<u64> = Component::ALL.iter().map(|c| env.inode(*c)).collect();
+    let restart = env
+        .cluster
+        .requests()
+        .last()
+        .map(|r| r.at)
+        .unwrap_or_default();
+    let mut engine = env.engine();
+    assert_eq!(engine.resume().await, Some(Outcome::Healthy));
+    assert!(engine.state().components.values().all(|c| c.confirmed));
+    let after: Vec<u64> = Component::ALL.iter().map(|c| env.inode(*c)).collect();
+    assert_eq!(inodes, after, "nothing rewritten");
+    let kcm = first_pod_request(&env, "kube-controller-manager-cp-1", restart);
+    let sched = first_pod_request(&env, "kube-scheduler-cp-1", restart);
+    assert!(
+        apart(kcm, sched) < Duration::from_secs(2),
+        "{kcm:?} {sched:?}"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn hash_never_changes_rolls_back_with_hash_never_changed() {
     let env = env();

@@ -8,7 +8,8 @@
 //!
 //! - [`files`]: atomic, symlink-refusing writes of managed files;
 //! - [`history`], [`state`]: the last N revisions and `state.json`, surviving restarts;
-//! - [`engine`]: apply → wait → rollback, one component at a time, kube-apiserver first;
+//! - [`engine`]: apply → wait → rollback, kube-apiserver first, then the controller-manager
+//!   and the scheduler together;
 //! - [`kubelet_wait`]: mirror pod hash + Ready + local endpoint for `minReadySeconds`;
 //! - [`health`]: the local HTTPS endpoint check;
 //! - [`drift`], [`quarantine`], [`desired`]: hand edits healed, strays moved out;
