@@ -27,7 +27,7 @@ pub struct LocalNode {
     pub node_name: String,
     /// The directory kubelet reads static Pod manifests from.
     pub manifest_dir: PathBuf,
-    /// The state directory (history, state.json, side files).
+    /// The state directory (history, state.json, side files); any filesystem.
     pub state_dir: PathBuf,
     /// How many revisions of every managed file to keep.
     pub history: usize,
