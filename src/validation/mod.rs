@@ -6,6 +6,7 @@ mod args;
 mod cross;
 mod effective;
 mod spec;
+pub mod upgrade;
 mod values;
 
 pub(crate) use args::{WRITTEN_FLAGS, paths_of};
