@@ -267,6 +267,30 @@ async fn reconcile_inner(name: &str, ctx: &Context) -> Result<Action> {
         block(ctx, &cpc, "NodeConflict", &message, warnings).await?;
         return Ok(Action::requeue(ctx.resync));
     }
+    // The version-skew policy (kubernetes.io/releases/version-skew-policy) against the version
+    // each node was last given: more than one minor forward, or a minor downgrade the spec does
+    // not allow, is refused before any node is touched. The agent's own rollback of a failed
+    // node never changes its ControlPlaneNode's spec, so it is not judged as a downgrade.
+    let running: Vec<(String, String)> = selected
+        .iter()
+        .filter_map(|n| ours.get(n))
+        .filter(|c| !c.spec.kubernetes_version.is_empty())
+        .map(|c| (c.name_any(), c.spec.kubernetes_version.clone()))
+        .collect();
+    let skew = validation::upgrade::check_fleet(
+        &running,
+        &cpc.spec.kubernetes_version,
+        validation::upgrade::allow_minor_downgrade(&cpc.spec),
+    );
+    if !skew.is_empty() {
+        let message = skew
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        block(ctx, &cpc, "UnsupportedVersionSkew", &message, warnings).await?;
+        return Ok(Action::requeue(ctx.resync));
+    }
 
     // 4. Render every selected node whose agent reported facts: the revision names exactly
     // these bytes (render::revision_of).

@@ -880,3 +880,52 @@ async fn a_fix_replaces_the_revision_a_node_is_waiting_on() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn version_skip_degrades_naming_both_versions_and_touches_no_node() {
+    let mut spec = valid_spec();
+    spec.kubernetes_version = "v1.36.2".into();
+    let mut old = cpn("cp-1", "r-old", Healthy);
+    old.spec.kubernetes_version = "v1.34.3".into();
+    let world = World::new(config(7, spec), &["cp-1"]).with_cpns(vec![old]);
+    let check: Box<dyn FnOnce(&Value) + Send> = Box::new(|s: &Value| {
+        let d = condition(s, "Degraded");
+        assert_eq!(
+            (d["status"].as_str(), d["reason"].as_str()),
+            (Some("True"), Some("UnsupportedVersionSkew"))
+        );
+        let m = d["message"].as_str().unwrap();
+        assert!(
+            m.contains("cp-1 run v1.34.3") && m.contains("v1.34.3 → v1.36.2 skips 1.35"),
+            "{m}"
+        );
+        assert!(m.contains("go to v1.35.x first"), "{m}");
+    });
+    play(
+        world.clone(),
+        Scenario::Conflict(world, vec![Write::Status(check)]),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn one_minor_forward_from_what_the_nodes_run_is_not_blocked() {
+    let spec = valid_spec();
+    let mut old = cpn("cp-1", "r-old", Healthy);
+    old.spec.kubernetes_version = "v1.35.9".into();
+    let world = World::new(config(7, spec), &["cp-1"]).with_cpns(vec![old]);
+    play(
+        world.clone(),
+        Scenario::Reconcile(
+            world,
+            vec![
+                Write::Status(Box::new(|s: &Value| {
+                    assert_eq!(condition(s, "Degraded")["status"], "False", "{s}");
+                })),
+                Write::Start("cp-1"),
+                Write::Event(reason::NODE_UPDATE_STARTED),
+            ],
+        ),
+    )
+    .await;
+}
