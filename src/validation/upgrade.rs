@@ -13,7 +13,7 @@
 //! (admission), [`check_change`] here (the operator, before it rolls a version change out, and
 //! `kubeplane upgrade plan`).
 
-use crate::api::{Component, ControlPlaneConfigSpec};
+use crate::api::{Component, ControlPlaneConfigSpec, ControlPlaneNodeSpec};
 use crate::flags::upgrade::{self as data, GateStage, GateState};
 use crate::flags::{FlagStatus, KubeVersion, Minor, lookup};
 use crate::render;
@@ -153,6 +153,33 @@ pub fn check_fleet(
             out.push(p);
         }
     }
+    out
+}
+
+/// The Kubernetes versions a node was last given: the image tag of every manifest in its
+/// `ControlPlaneNode` spec (during a wave-1 upgrade kube-apiserver is newer than the other
+/// components), else the spec's `kubernetesVersion`. Tags that are not versions (a custom
+/// image) are skipped.
+pub fn node_versions(spec: &ControlPlaneNodeSpec) -> Vec<String> {
+    let mut out: Vec<String> = spec
+        .manifests
+        .iter()
+        .filter_map(|m| {
+            let image = m
+                .content
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("image: "))?;
+            let image = image.trim().trim_matches('"');
+            let image = image.split('@').next().unwrap_or(image);
+            let (_, tag) = image.rsplit_once(':')?;
+            KubeVersion::parse_any(tag).ok().map(|v| v.to_string())
+        })
+        .collect();
+    if out.is_empty() && !spec.kubernetes_version.is_empty() {
+        out.push(spec.kubernetes_version.clone());
+    }
+    out.sort();
+    out.dedup();
     out
 }
 

@@ -341,3 +341,41 @@ fn the_default_render_passes_every_check() {
     }
     assert!(check_target(&spec("v1.99.0"), &v("v1.36.0")).is_empty());
 }
+
+#[test]
+fn node_versions_come_from_the_manifests_images() {
+    use crate::api::NodeFacts;
+    let facts = NodeFacts {
+        node_name: "cp-1".into(),
+        advertise_address: Some("192.0.2.5".into()),
+        ..Default::default()
+    };
+    let old = spec("v1.35.4");
+    let r = render::render(&render::RenderInput {
+        spec: &old,
+        node: &facts,
+        encryption_config_sha256: None,
+    })
+    .unwrap();
+    let mut node = render::node_spec("prod", &old, "r1", &r);
+    assert_eq!(node_versions(&node), ["v1.35.4"]);
+    // Wave 1 of an upgrade: kube-apiserver newer than the rest.
+    node.kubernetes_version = "v1.36.2".into();
+    node.manifests[0].content = node.manifests[0]
+        .content
+        .replace("kube-apiserver:v1.35.4", "kube-apiserver:v1.36.2");
+    assert_eq!(node_versions(&node), ["v1.35.4", "v1.36.2"]);
+    // Going to 1.37 now would leave 1.35 controllers two minors behind.
+    let nodes: Vec<(String, String)> = node_versions(&node)
+        .into_iter()
+        .map(|v| ("cp-1".to_string(), v))
+        .collect();
+    assert_eq!(check_fleet(&nodes, "v1.37.0", false).len(), 1);
+    // Custom images without a version tag, and no manifests: the spec's version.
+    node.manifests.truncate(1);
+    node.manifests[0].content = "    image: example.com/apiserver:latest".into();
+    assert_eq!(node_versions(&node), ["v1.36.2"]);
+    node.manifests.clear();
+    node.kubernetes_version.clear();
+    assert!(node_versions(&node).is_empty());
+}
