@@ -111,14 +111,14 @@ impl Gate {
     /// The gate's state in a release.
     pub fn state_in(&self, minor: u32) -> GateState<'_> {
         let last = self.stages.last();
-        if let Some(r) = self.removed {
-            if r.0 <= minor {
-                return GateState::Removed {
-                    in_: r,
-                    exact: true,
-                    last,
-                };
-            }
+        if let Some(r) = self.removed
+            && r.0 <= minor
+        {
+            return GateState::Removed {
+                in_: r,
+                exact: true,
+                last,
+            };
         }
         if let Some(by) = self.removed_by {
             if by.0 <= minor {
@@ -194,6 +194,9 @@ struct GateFile {
     gates: Vec<Gate>,
 }
 
+/// The admission plugins each release lists, and the removed ones.
+type PluginData = (BTreeMap<String, Vec<String>>, Vec<RemovedPlugin>);
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PluginFile {
@@ -246,9 +249,7 @@ fn parse_gates(text: &str) -> Result<Vec<Gate>, String> {
     Ok(f.gates)
 }
 
-fn parse_plugins(
-    text: &str,
-) -> Result<(BTreeMap<String, Vec<String>>, Vec<RemovedPlugin>), String> {
+fn parse_plugins(text: &str) -> Result<PluginData, String> {
     let f: PluginFile =
         serde_saphyr::from_str(text).map_err(|e| format!("admission-plugins.yaml: {e}"))?;
     for p in &f.removed {
@@ -269,7 +270,6 @@ fn parse_apis(text: &str) -> Result<Vec<RemovedApi>, String> {
 // defect, not bad user input.
 static GATE_DATA: LazyLock<Vec<Gate>> =
     LazyLock::new(|| parse_gates(GATES).unwrap_or_else(|e| panic!("{e}")));
-type PluginData = (BTreeMap<String, Vec<String>>, Vec<RemovedPlugin>);
 static PLUGIN_DATA: LazyLock<PluginData> =
     LazyLock::new(|| parse_plugins(PLUGINS).unwrap_or_else(|e| panic!("{e}")));
 static API_DATA: LazyLock<Vec<RemovedApi>> =

@@ -375,14 +375,15 @@ fn plugins(
         let field = flag_field(spec, Component::ApiServer, flag);
         for value in api.values(flag) {
             for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-                if let Some(p) = data::removed_plugin(name) {
-                    if let Some((minor, exact)) = p.gone_in(to.minor) {
-                        let when = if exact {
-                            format!("was removed in {minor}")
-                        } else {
-                            format!("is gone by {minor}")
-                        };
-                        out.push(
+                if let Some(p) = data::removed_plugin(name)
+                    && let Some((minor, exact)) = p.gone_in(to.minor)
+                {
+                    let when = if exact {
+                        format!("was removed in {minor}")
+                    } else {
+                        format!("is gone by {minor}")
+                    };
+                    out.push(
                             Problem::error(
                                 field.clone(),
                                 format!(
@@ -392,12 +393,12 @@ fn plugins(
                             .value(name)
                             .fix(format!("remove {name} from --{flag}; {}", p.note)),
                         );
-                        continue;
-                    }
+                    continue;
                 }
-                if let Some(known) = known {
-                    if !known.iter().any(|k| k == name) {
-                        out.push(
+                if let Some(known) = known
+                    && !known.iter().any(|k| k == name)
+                {
+                    out.push(
                             Problem::error(
                                 field.clone(),
                                 format!(
@@ -408,7 +409,6 @@ fn plugins(
                             .value(name)
                             .fix(format!("remove {name} from --{flag}, or check its spelling against kube-apiserver --help")),
                         );
-                    }
                 }
             }
         }
@@ -430,9 +430,10 @@ fn runtime_config(
                 continue;
             };
             let gv = format!("{group}/{version}");
-            if let Some(api) = data::removed_api(&gv) {
-                if api.removed.0 <= to.minor {
-                    out.push(
+            if let Some(api) = data::removed_api(&gv)
+                && api.removed.0 <= to.minor
+            {
+                out.push(
                         Problem::error(
                             field.clone(),
                             format!(
@@ -443,7 +444,6 @@ fn runtime_config(
                         .value(item)
                         .fix(format!("remove {key} from --runtime-config; use {}", api.use_)),
                     );
-                }
             }
         }
     }
