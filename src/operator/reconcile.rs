@@ -296,6 +296,29 @@ async fn reconcile_inner(name: &str, ctx: &Context) -> Result<Action> {
         block(ctx, &cpc, "UnsupportedVersionSkew", &message, warnings).await?;
         return Ok(Action::requeue(ctx.resync));
     }
+    // A minor change also gets the target version's checks (feature gates removed or locked,
+    // admission plugins, --runtime-config, flags between the versions) against the lowest
+    // version a node runs: what would stop a component from starting is refused here.
+    if let Some(from) =
+        validation::upgrade::minor_change_from(&running, &cpc.spec.kubernetes_version)
+    {
+        let errors: Vec<String> = validation::upgrade::check_target(&cpc.spec, &from)
+            .iter()
+            .filter(|p| p.is_error())
+            .map(ToString::to_string)
+            .collect();
+        if !errors.is_empty() {
+            block(
+                ctx,
+                &cpc,
+                "UpgradeCheckFailed",
+                &errors.join("; "),
+                warnings,
+            )
+            .await?;
+            return Ok(Action::requeue(ctx.resync));
+        }
+    }
 
     // 4. Render every selected node whose agent reported facts: the revision names exactly
     // these bytes (render::revision_of).

@@ -183,6 +183,21 @@ pub fn node_versions(spec: &ControlPlaneNodeSpec) -> Vec<String> {
     out
 }
 
+/// The lowest version the nodes run (`(node, version)`), when some node runs another minor
+/// than `target`: the "from" of a minor change. `None` for a patch or flag change, or when
+/// nothing runs yet.
+pub fn minor_change_from(nodes: &[(String, String)], target: &str) -> Option<KubeVersion> {
+    let to = KubeVersion::parse_any(target).ok()?;
+    let running: Vec<KubeVersion> = nodes
+        .iter()
+        .filter_map(|(_, v)| KubeVersion::parse_any(v).ok())
+        .collect();
+    if running.iter().all(|v| v.minor == to.minor) {
+        return None;
+    }
+    running.into_iter().min_by_key(|v| (v.minor, v.patch))
+}
+
 /// Where a flag value comes from: the `extraArgs` entry that sets it, else the rendered default.
 fn flag_field(spec: &ControlPlaneConfigSpec, component: Component, flag: &str) -> String {
     let settings = render::settings(spec, component);
@@ -334,13 +349,17 @@ fn gate_problem(name: &str, val: bool, to: &KubeVersion, c: Component) -> Option
                 format!("is gone by {in_}")
             };
             let kept = last.map(|s| s.default);
+            // Asking for what the release does anyway is harmless (v1.36.2 only logs the
+            // unknown gate); asking for anything else asks for behaviour that is gone.
+            let message = format!(
+                "the feature gate {name} {when}: {comp} {to} does not know it (v1.36.2 logs \"unrecognized feature gate\" and ignores it), so {name}={val} no longer has any effect"
+            );
             Some(
-                Problem::error(
-                    "",
-                    format!(
-                        "the feature gate {name} {when}: {comp} {to} does not know it (v1.36.2 logs \"unrecognized feature gate\" and ignores it), so {name}={val} no longer has any effect"
-                    ),
-                )
+                if kept == Some(val) {
+                    Problem::warning("", message)
+                } else {
+                    Problem::error("", message)
+                }
                 .fix(match kept {
                     Some(true) => format!("remove {name} from --feature-gates; its feature is always on in {t}"),
                     Some(false) => format!("remove {name} from --feature-gates; the behaviour it turned on is gone in {t}"),

@@ -168,7 +168,7 @@ fn removed_and_maybe_removed_gates() {
         "v1.35.0",
         &[(
             "feature-gates",
-            "LoadBalancerIPMode=true,MemoryManager=true",
+            "LoadBalancerIPMode=false,MemoryManager=true",
         )],
     );
     let ps = check_target(&s, &v("v1.34.1"));
@@ -179,6 +179,10 @@ fn removed_and_maybe_removed_gates() {
     assert!(lb.is_error());
     assert!(lb.message.contains("was removed in 1.35"));
     assert!(lb.fix.as_ref().unwrap().contains("always on"));
+    // Asking for the value the release has anyway (GA, locked to true) is only a warning.
+    let same = with_api_args("v1.35.0", &[("feature-gates", "LoadBalancerIPMode=true")]);
+    let w = check_target(&same, &v("v1.34.1"));
+    assert_eq!((w.len(), w[0].severity), (1, Severity::Warning), "{w:?}");
     let mm = ps
         .iter()
         .find(|p| p.message.contains("MemoryManager"))
@@ -378,4 +382,21 @@ fn node_versions_come_from_the_manifests_images() {
     node.manifests.clear();
     node.kubernetes_version.clear();
     assert!(node_versions(&node).is_empty());
+}
+
+#[test]
+fn minor_change_from_is_the_lowest_running_version_of_a_minor_change() {
+    let n = |v: &[&str]| -> Vec<(String, String)> {
+        v.iter().map(|x| ("n".to_string(), x.to_string())).collect()
+    };
+    assert_eq!(
+        minor_change_from(&n(&["v1.35.4", "v1.36.0", "v1.35.2"]), "v1.36.2"),
+        Some(v("v1.35.2"))
+    );
+    assert_eq!(
+        minor_change_from(&n(&["v1.36.0", "v1.36.1"]), "v1.36.2"),
+        None
+    );
+    assert_eq!(minor_change_from(&[], "v1.36.2"), None);
+    assert_eq!(minor_change_from(&n(&["v1.35.0"]), "nonsense"), None);
 }
