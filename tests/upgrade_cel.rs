@@ -39,7 +39,7 @@ fn skipping_a_minor_is_refused_with_both_versions_and_the_fix() {
     let e = update("v1.34.2", "v1.36.0", None).unwrap_err();
     assert!(
         e.contains(
-            "kubernetesVersion v1.34.2 -> v1.36.0 skips a minor version: go to 1.35.x first"
+            "kubernetesVersion v1.34.2 -> v1.36.0 skips a minor version: go to the next minor version"
         ),
         "{e}"
     );

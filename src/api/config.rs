@@ -42,7 +42,9 @@ use super::common::{Condition, date_time_schema};
     )
 )]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("int(self.kubernetesVersion.split('.')[1]) <= int(oldSelf.kubernetesVersion.split('.')[1]) + 1").message(kube::core::Message::Expression("'kubernetesVersion ' + oldSelf.kubernetesVersion + ' -> ' + self.kubernetesVersion + ' skips a minor version: go to 1.' + string(int(oldSelf.kubernetesVersion.split('.')[1]) + 1) + '.x first (kubernetes.io/releases/version-skew-policy)'".into())))]
+// Transition rules (on update only). Their messageExpressions only concatenate: anything more
+// (computing the next minor) exceeds the API server's CEL cost budget for messages.
+#[x_kube(validation = Rule::new("int(self.kubernetesVersion.split('.')[1]) <= int(oldSelf.kubernetesVersion.split('.')[1]) + 1").message(kube::core::Message::Expression("'kubernetesVersion ' + oldSelf.kubernetesVersion + ' -> ' + self.kubernetesVersion + ' skips a minor version: go to the next minor version (a 1.MINOR+1 release) first (kubernetes.io/releases/version-skew-policy)'".into())))]
 #[x_kube(validation = Rule::new("int(self.kubernetesVersion.split('.')[1]) >= int(oldSelf.kubernetesVersion.split('.')[1]) || (has(self.upgrade) && has(self.upgrade.allowMinorDowngrade) && self.upgrade.allowMinorDowngrade && int(self.kubernetesVersion.split('.')[1]) + 1 >= int(oldSelf.kubernetesVersion.split('.')[1]))").message(kube::core::Message::Expression("'kubernetesVersion ' + oldSelf.kubernetesVersion + ' -> ' + self.kubernetesVersion + ' is a minor downgrade: refused unless spec.upgrade.allowMinorDowngrade is true, and then one minor at a time'".into())))]
 pub struct ControlPlaneConfigSpec {
     /// Kubernetes version of the control-plane images, for example `v1.36.2`. It also selects
