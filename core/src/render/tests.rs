@@ -91,7 +91,7 @@ fn kubeadm_node() -> NodeFacts {
 /// The kubeadm v1.36.2 reference manifests, as JSON values.
 fn reference(component: Component) -> serde_json::Value {
     let path = format!(
-        "{}/tests/fixtures/kubeadm-v1.36.2/{}",
+        "{}/../tests/fixtures/kubeadm-v1.36.2/{}",
         env!("CARGO_MANIFEST_DIR"),
         component.manifest_file()
     );
@@ -132,7 +132,7 @@ fn kubeadm_defaults_are_byte_identical_but_for_uid_and_ip_quoting() {
             })
             .collect();
         let path = format!(
-            "{}/tests/fixtures/kubeadm-v1.36.2/{}",
+            "{}/../tests/fixtures/kubeadm-v1.36.2/{}",
             env!("CARGO_MANIFEST_DIR"),
             p.component.manifest_file()
         );
@@ -608,7 +608,7 @@ fn uid_is_a_content_hash_that_includes_the_node_name() {
 #[test]
 fn every_pod_round_trips_through_k8s_openapi() {
     let text = std::fs::read_to_string(format!(
-        "{}/examples/controlplane.yaml",
+        "{}/../examples/controlplane.yaml",
         env!("CARGO_MANIFEST_DIR")
     ))
     .unwrap();

@@ -210,7 +210,7 @@ fn the_examples_shape_is_clean() {
 // Legacy, unknown, not-yet and deprecated flags
 
 /// The flags the issue names, on the components guides put them on, with the release that
-/// removed them and the replacement (facts: src/flags/data/SOURCES.md).
+/// removed them and the replacement (facts: core/src/flags/data/SOURCES.md).
 const LEGACY: &[(Component, &str, &str, Option<&str>)] = &[
     (
         Component::ApiServer,

@@ -1,7 +1,7 @@
 //! The flag table: every flag kube-apiserver, kube-controller-manager and kube-scheduler accept
 //! in the supported versions, plus legacy flags removed earlier that old guides still carry.
 //!
-//! The facts live in `src/flags/data/*.yaml` (sources in `data/SOURCES.md`), compiled into the
+//! The facts live in `core/src/flags/data/*.yaml` (sources in `data/SOURCES.md`), compiled into the
 //! binary and parsed once on first use.
 
 use std::fmt;

@@ -1,10 +1,10 @@
 use super::*;
 use crate::adopt::diff::Change;
 
-const API: &str = include_str!("../../../tests/fixtures/kubeadm-v1.36.2/kube-apiserver.yaml");
+const API: &str = include_str!("../../../../tests/fixtures/kubeadm-v1.36.2/kube-apiserver.yaml");
 const KCM: &str =
-    include_str!("../../../tests/fixtures/kubeadm-v1.36.2/kube-controller-manager.yaml");
-const SCHED: &str = include_str!("../../../tests/fixtures/kubeadm-v1.36.2/kube-scheduler.yaml");
+    include_str!("../../../../tests/fixtures/kubeadm-v1.36.2/kube-controller-manager.yaml");
+const SCHED: &str = include_str!("../../../../tests/fixtures/kubeadm-v1.36.2/kube-scheduler.yaml");
 
 fn file(name: &str, text: &str) -> ManifestFile {
     ManifestFile {

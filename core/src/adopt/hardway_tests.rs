@@ -4,12 +4,12 @@ use super::*;
 use crate::adopt::unit::parse_unit;
 
 const API_UNIT: &str =
-    include_str!("../../tests/fixtures/hard-way/seed-001-apiserver/kube-apiserver.service");
+    include_str!("../../../tests/fixtures/hard-way/seed-001-apiserver/kube-apiserver.service");
 const KCM_UNIT: &str = include_str!(
-    "../../tests/fixtures/hard-way/seed-000-controller-manager/kube-controller-manager.service"
+    "../../../tests/fixtures/hard-way/seed-000-controller-manager/kube-controller-manager.service"
 );
 const KCM_CONF: &str = include_str!(
-    "../../tests/fixtures/hard-way/seed-000-controller-manager/kube-controller-manager.conf"
+    "../../../tests/fixtures/hard-way/seed-000-controller-manager/kube-controller-manager.conf"
 );
 const API_PATH: &str = "/etc/systemd/system/kube-apiserver.service";
 const KCM_PATH: &str = "/etc/systemd/system/kube-controller-manager.service";
