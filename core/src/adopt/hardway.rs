@@ -1760,22 +1760,12 @@ pub fn import_units(input: &HardWayInput<'_>) -> Result<HardWayImport, HardWayEr
     })
 }
 
+/// Why kubeplane writes a flag the unit lacked: the note of its kubeadm default
+/// ([`defaults::default_flag`]), else the generic reason.
 fn added_reason(c: Component, name: &str) -> String {
-    match (c, name) {
-        (Component::ApiServer, "service-account-issuer") => {
-            "required since v1.20; kubeplane's default issuer (tokens issued before keep working)".into()
-        }
-        (Component::ApiServer, "kubelet-preferred-address-types") => {
-            "kubeadm's default, which kubeplane always writes: kube-apiserver reaches kubelets (logs, exec, port-forward) by InternalIP first, where its own default tries the Hostname first".into()
-        }
-        (_, "authentication-kubeconfig" | "authorization-kubeconfig") => {
-            "kubeplane always writes it, the same file as --kubeconfig: the component checks who calls its /metrics and other endpoints with the API server".into()
-        }
-        (_, "leader-elect") => "kubeplane always writes it (several control-plane nodes)".into(),
-        (_, "bind-address") => {
-            "kubeadm's default: the secure port listens on 127.0.0.1 only (kubelet's probes use it)".into()
-        }
-        _ => format!(
+    match defaults::default_flag(c, name).and_then(|f| f.note) {
+        Some(note) => note.to_string(),
+        None => format!(
             "one of kubeadm's default flags, which kubeplane always writes (check that the file or value exists on this node, or override it in {}.extraArgs)",
             field_of(c)
         ),

@@ -50,12 +50,82 @@ pub fn parse_pod(text: &str) -> Result<Parsed, String> {
             format!("kind {kind}")
         }));
     }
-    serde_path_to_error::deserialize::<_, Pod>(doc)
+    pod_from_value(doc)
         .map(|p| Parsed::Pod(Box::new(p)))
-        .map_err(|e| {
-            let path = e.path().to_string();
-            format!("a Pod, but {path}: {}", e.into_inner())
-        })
+        .map_err(|e| format!("a Pod, but {e}"))
+}
+
+/// Reads the Pod of a static Pod manifest (YAML or JSON bytes), as kubelet does: the YAML is
+/// read into a JSON value first and the Pod taken from that (YAML → JSON → object). The agent
+/// reads every manifest through this; `Err` names the field of a type error.
+pub fn read_pod(bytes: &[u8]) -> Result<Pod, String> {
+    let value: serde_json::Value = serde_saphyr::from_slice(bytes).map_err(|e| e.to_string())?;
+    pod_from_value(value)
+}
+
+/// The Pod in a JSON value; `Err` is `<field path>: <why>`.
+fn pod_from_value(doc: serde_json::Value) -> Result<Pod, String> {
+    serde_path_to_error::deserialize::<_, Pod>(doc).map_err(|e| {
+        let path = e.path().to_string();
+        format!("{path}: {}", e.into_inner())
+    })
+}
+
+/// What a file in the manifest directory is to kubeplane.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FileKind {
+    /// A managed manifest.
+    Managed(Component),
+    /// A stray copy of a managed component's manifest, and why it counts as one.
+    Stray(Component, String),
+    /// A static Pod (or anything) kubeplane does not manage.
+    Unmanaged,
+    /// A dot file or a directory: kubelet ignores it, and so does kubeplane.
+    Ignored,
+}
+
+/// The one rule for "which file runs this component": a file of the manifest directory
+/// classified by its name and (when given) its content. The managed file is
+/// `<component>.yaml`; a stray is a backup-like copy of it (`kube-apiserver.yaml.bak`,
+/// `kube-apiserver.yml`) or any other file holding a Pod that runs a managed component: named
+/// after it, or running its binary or a container of its name ([`component_of`]). kubelet
+/// would run a stray beside the managed file. The agent's drift handling quarantines strays,
+/// `kubeplane diff` reports them, `kubeplane import` skips them beside the managed file.
+pub fn classify_file(name: &str, content: Option<&[u8]>, managed: &[Component]) -> FileKind {
+    if name.starts_with('.') || name.is_empty() {
+        return FileKind::Ignored;
+    }
+    for &c in managed {
+        let file = c.manifest_file();
+        if name == file {
+            return FileKind::Managed(c);
+        }
+        let stem = file.trim_end_matches(".yaml");
+        if let Some(rest) = name.strip_prefix(file) {
+            return FileKind::Stray(c, format!("backup-like copy of {file} (suffix {rest:?})"));
+        }
+        if let Some(rest) = name.strip_prefix(stem)
+            && [".yml", ".json", ".manifest"]
+                .iter()
+                .any(|s| rest.starts_with(s))
+        {
+            return FileKind::Stray(c, format!("copy of {file} named {name}"));
+        }
+    }
+    let Some(pod) = content.and_then(|bytes| read_pod(bytes).ok()) else {
+        return FileKind::Unmanaged;
+    };
+    let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
+    if let Some(&c) = managed.iter().find(|c| c.name() == pod_name) {
+        return FileKind::Stray(c, format!("declares Pod {pod_name}, a managed component"));
+    }
+    match component_of(&pod) {
+        Some((c, _)) if managed.contains(&c) => FileKind::Stray(
+            c,
+            format!("its Pod {pod_name:?} runs {c}, a managed component"),
+        ),
+        _ => FileKind::Unmanaged,
+    }
 }
 
 /// The component a Pod runs and the index of its container: by the binary a container
@@ -138,6 +208,86 @@ pub fn volume_uses(pod: &Pod, container_index: usize) -> Vec<VolumeUse> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn files_are_classified_by_name_then_by_the_pod_they_hold() {
+        const ALL: &[Component] = &Component::ALL;
+        let api = Component::ApiServer;
+        assert_eq!(
+            classify_file("kube-apiserver.yaml", None, ALL),
+            FileKind::Managed(api)
+        );
+        for stray in [
+            "kube-apiserver.yaml.bak",
+            "kube-apiserver.yaml~",
+            "kube-apiserver.yml",
+        ] {
+            assert!(
+                matches!(classify_file(stray, None, ALL), FileKind::Stray(c, _) if c == api),
+                "{stray}"
+            );
+        }
+        assert_eq!(
+            classify_file(".kube-apiserver.yaml.swp", None, ALL),
+            FileKind::Ignored
+        );
+        assert_eq!(classify_file("", None, ALL), FileKind::Ignored);
+        assert_eq!(
+            classify_file("kube-vip.yaml", None, ALL),
+            FileKind::Unmanaged
+        );
+        // By Pod name.
+        let named = b"apiVersion: v1\nkind: Pod\nmetadata:\n  name: kube-scheduler\n";
+        assert!(matches!(
+            classify_file("old-sched", Some(named), ALL),
+            FileKind::Stray(Component::Scheduler, _)
+        ));
+        // By the binary a container runs, whatever the Pod's name (a hard-way file name).
+        let runs = b"kind: Pod\nmetadata: {name: apiserver}\nspec:\n  containers:\n  - name: main\n    command: [/usr/local/bin/kube-apiserver, --v=2]\n";
+        match classify_file("apiserver.yaml", Some(runs), ALL) {
+            FileKind::Stray(c, why) => {
+                assert_eq!(c, api);
+                assert!(why.contains("runs kube-apiserver"), "{why}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let etcd = b"apiVersion: v1\nkind: Pod\nmetadata:\n  name: etcd\n";
+        assert_eq!(
+            classify_file("etcd.yaml", Some(etcd), ALL),
+            FileKind::Unmanaged
+        );
+        assert_eq!(
+            classify_file("junk", Some(b"{{{"), ALL),
+            FileKind::Unmanaged
+        );
+        // An unmanaged component's files are not strays.
+        let only_api = &[api];
+        assert_eq!(
+            classify_file("kube-scheduler.yaml.bak", Some(named), only_api),
+            FileKind::Unmanaged
+        );
+        assert_eq!(
+            classify_file("kube-scheduler.yaml", None, only_api),
+            FileKind::Unmanaged
+        );
+        assert_eq!(
+            classify_file("apiserver.yaml", Some(runs), &[Component::Scheduler]),
+            FileKind::Unmanaged
+        );
+    }
+
+    #[test]
+    fn read_pod_reads_yaml_and_json_and_names_the_field_of_a_type_error() {
+        let yaml = read_pod(b"apiVersion: v1\nkind: Pod\nmetadata: {name: x, uid: u1}\n").unwrap();
+        assert_eq!(yaml.metadata.uid.as_deref(), Some("u1"));
+        let json =
+            read_pod(br#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "y"}}"#).unwrap();
+        assert_eq!(json.metadata.name.as_deref(), Some("y"));
+        let err = read_pod(b"kind: Pod\nspec:\n  containers: 3\n").unwrap_err();
+        assert!(err.starts_with("spec.containers: "), "{err}");
+        assert!(read_pod(b"kind: Pod\nmetadata: [unclosed\n").is_err());
+        assert!(read_pod(b"apiVersion: v2\nkind: Pod\n").is_err());
+    }
 
     #[test]
     fn parses_a_pod_and_names_the_field_of_a_type_error() {

@@ -13,4 +13,4 @@ pub mod unit;
 
 pub use diff::{Change, FileStatus, changes, compare_manifest, compare_side_file, unified_diff};
 pub use import::{ImportError, ImportInput, Imported, Lossy, ManifestFile, Skipped, import};
-pub use manifest::{Parsed, component_of, parse_pod};
+pub use manifest::{FileKind, Parsed, classify_file, component_of, parse_pod, read_pod};

@@ -1,6 +1,7 @@
 //! The kubeplane API: `ControlPlaneConfig` and `ControlPlaneNode` (group `kubeplane.io`,
 //! version `v1alpha1`, cluster-scoped). Pure types: no I/O.
 
+pub mod bounds;
 mod common;
 mod component;
 mod config;

@@ -10,6 +10,12 @@
 //! - ports, paths, CPU requests: `cmd/kubeadm/app/constants/constants.go` and
 //!   `cmd/kubeadm/app/apis/kubeadm/v1beta4/defaults.go`.
 
+mod flags;
+pub use flags::{
+    API_SERVER_FLAGS, CONTROLLER_MANAGER_FLAGS, DefaultFlag, DefaultValue, SCHEDULER_FLAGS, When,
+    default_flag, default_flags, markdown_table,
+};
+
 /// Default image repository (`DefaultImageRepository`).
 pub const IMAGE_REPOSITORY: &str = "registry.k8s.io";
 /// Default cluster name (`DefaultClusterName`).
@@ -54,8 +60,11 @@ pub const STATE_DIR: &str = "/etc/kubernetes/kubeplane";
 pub const AUDIT_LOG_PATH: &str = "/var/log/kubernetes/audit/audit.log";
 /// Default key of the encryption configuration in its Secret.
 pub const ENCRYPTION_SECRET_KEY: &str = "config.yaml";
+/// The namespace of the control-plane static Pods' mirror Pods and of the components' leader
+/// Leases (kubelet's `metav1.NamespaceSystem`).
+pub const NAMESPACE: &str = "kube-system";
 /// Default namespace of the encryption configuration Secret.
-pub const ENCRYPTION_SECRET_NAMESPACE: &str = "kube-system";
+pub const ENCRYPTION_SECRET_NAMESPACE: &str = NAMESPACE;
 /// Default seconds a component must stay healthy.
 pub const MIN_READY_SECONDS: i32 = 10;
 /// Default health timeout of a component, seconds.

@@ -2,11 +2,14 @@
 //! the static Pods and side files that node should hold. No I/O, no async; the same input
 //! gives byte-identical output.
 
+mod apiserver;
 pub mod args;
+mod controller_manager;
 pub mod defaults;
 pub mod equivalence;
 mod hash;
 pub mod pod;
+mod scheduler;
 mod yaml;
 
 use std::collections::BTreeMap;
@@ -17,11 +20,12 @@ pub use equivalence::{equivalent, normalize};
 pub use hash::{RENDERER_VERSION, pod_uid, revision, revision_of, sha256_hex, stamp_uid};
 pub use yaml::{pod_to_yaml, to_yaml};
 
-use self::args::{Flag, combine, last_value};
+use self::args::{Flag, last_value};
+use self::defaults::{DefaultValue, When};
 use self::pod::{Mount, PodParts, ProbeTarget, merge_mounts};
 use crate::api::{
     CertificateRef, CommonSettings, Component, ControlPlaneConfigSpec, ControlPlaneNodeSpec,
-    FileSource, HostPathType, NodeFacts, RenderedFile, RenderedManifest, SecretKeyRef,
+    HostPathType, NodeFacts, RenderedFile, RenderedManifest, SecretKeyRef,
 };
 use crate::flags::policy::{CertFile, certificate_flags};
 use crate::flags::{KubeVersion, VersionError};
@@ -326,6 +330,80 @@ impl<'a> Context<'a> {
         format!("{}/{file}", self.certs)
     }
 
+    /// kube-apiserver's secure port (`spec.apiServer.securePort`).
+    fn secure_port(&self) -> i32 {
+        self.spec
+            .api_server
+            .as_ref()
+            .and_then(|a| a.secure_port)
+            .unwrap_or(defaults::API_SERVER_PORT)
+    }
+
+    /// The kubeconfig of kube-controller-manager or kube-scheduler (kube-apiserver has none).
+    fn kubeconfig(&self, component: Component) -> String {
+        let (set, default) = match component {
+            Component::ApiServer => (None, ""),
+            Component::ControllerManager => (
+                self.spec
+                    .controller_manager
+                    .as_ref()
+                    .and_then(|c| c.kubeconfig.as_ref()),
+                defaults::CONTROLLER_MANAGER_KUBECONFIG,
+            ),
+            Component::Scheduler => (
+                self.spec
+                    .scheduler
+                    .as_ref()
+                    .and_then(|c| c.kubeconfig.as_ref()),
+                defaults::SCHEDULER_KUBECONFIG,
+            ),
+        };
+        set.cloned().unwrap_or_else(|| default.to_string())
+    }
+
+    /// kubeadm's default flags of a component ([`defaults::default_flags`]) with this spec's
+    /// values, in table order; `advertise` is kube-apiserver's advertise address.
+    fn default_flags(&self, component: Component, advertise: Option<&str>) -> Vec<Flag> {
+        let networking = self.spec.networking.as_ref();
+        let external_etcd = self
+            .spec
+            .etcd
+            .as_ref()
+            .is_some_and(|e| e.external.is_some());
+        let pod_subnet = networking.and_then(|n| n.pod_subnet.clone());
+        defaults::default_flags(component)
+            .iter()
+            .filter(|f| match f.when {
+                When::Always => true,
+                When::LocalEtcd => !external_etcd,
+                When::PodSubnet => pod_subnet.is_some(),
+            })
+            .map(|f| {
+                let value = match f.value {
+                    DefaultValue::Literal(v) => v.to_string(),
+                    DefaultValue::Cert(file) => self.cert(file),
+                    DefaultValue::Kubeconfig => self.kubeconfig(component),
+                    DefaultValue::AdvertiseAddress => advertise.unwrap_or_default().to_string(),
+                    DefaultValue::SecurePort => self.secure_port().to_string(),
+                    DefaultValue::ServiceAccountIssuer => format!(
+                        "https://kubernetes.default.svc.{}",
+                        networking
+                            .and_then(|n| n.dns_domain.as_deref())
+                            .unwrap_or(defaults::DNS_DOMAIN)
+                    ),
+                    DefaultValue::ServiceSubnet => self.service_subnet(),
+                    DefaultValue::PodSubnet => pod_subnet.clone().unwrap_or_default(),
+                    DefaultValue::ClusterName => self
+                        .spec
+                        .cluster_name
+                        .clone()
+                        .unwrap_or_else(|| defaults::CLUSTER_NAME.to_string()),
+                };
+                (f.name.to_string(), value)
+            })
+            .collect()
+    }
+
     fn service_subnet(&self) -> String {
         self.spec
             .networking
@@ -370,352 +448,6 @@ impl<'a> Context<'a> {
                 path_type: v.path_type.unwrap_or(HostPathType::DirectoryOrCreate),
             })
             .collect()
-    }
-
-    fn api_server(&self, out: &mut Rendered) -> Result<Plan, RenderError> {
-        let spec = self.spec;
-        let api = spec.api_server.clone().unwrap_or_default();
-        let advertise = advertise_address(spec, self.input.node).ok_or_else(|| {
-            RenderError::NoAdvertiseAddress {
-                node: self.input.node.node_name.clone(),
-            }
-        })?;
-        let port = api.secure_port.unwrap_or(defaults::API_SERVER_PORT);
-        let dns_domain = spec
-            .networking
-            .as_ref()
-            .and_then(|n| n.dns_domain.clone())
-            .unwrap_or_else(|| defaults::DNS_DOMAIN.to_string());
-        let s = |v: &str| v.to_string();
-        let mut flags: Vec<Flag> = vec![
-            (s("advertise-address"), advertise.clone()),
-            (s("allow-privileged"), s("true")),
-            (s("authorization-mode"), s("Node,RBAC")),
-            (s("client-ca-file"), self.cert("ca.crt")),
-            (s("enable-admission-plugins"), s("NodeRestriction")),
-            (s("enable-bootstrap-token-auth"), s("true")),
-            (
-                s("kubelet-client-certificate"),
-                self.cert("apiserver-kubelet-client.crt"),
-            ),
-            (
-                s("kubelet-client-key"),
-                self.cert("apiserver-kubelet-client.key"),
-            ),
-            (
-                s("kubelet-preferred-address-types"),
-                s("InternalIP,ExternalIP,Hostname"),
-            ),
-            (
-                s("proxy-client-cert-file"),
-                self.cert("front-proxy-client.crt"),
-            ),
-            (
-                s("proxy-client-key-file"),
-                self.cert("front-proxy-client.key"),
-            ),
-            (s("requestheader-allowed-names"), s("front-proxy-client")),
-            (
-                s("requestheader-client-ca-file"),
-                self.cert("front-proxy-ca.crt"),
-            ),
-            (
-                s("requestheader-extra-headers-prefix"),
-                s("X-Remote-Extra-"),
-            ),
-            (s("requestheader-group-headers"), s("X-Remote-Group")),
-            (s("requestheader-username-headers"), s("X-Remote-User")),
-            (s("secure-port"), port.to_string()),
-            (
-                s("service-account-issuer"),
-                format!("https://kubernetes.default.svc.{dns_domain}"),
-            ),
-            (s("service-account-key-file"), self.cert("sa.pub")),
-            (s("service-account-signing-key-file"), self.cert("sa.key")),
-            (s("service-cluster-ip-range"), self.service_subnet()),
-            (s("tls-cert-file"), self.cert("apiserver.crt")),
-            (s("tls-private-key-file"), self.cert("apiserver.key")),
-        ];
-        let mut mounts = self.ca_mounts();
-
-        // etcd: kubeadm's local member, or the external cluster.
-        match spec.etcd.as_ref().and_then(|e| e.external.as_ref()) {
-            None => {
-                flags.push((s("etcd-servers"), s(defaults::LOCAL_ETCD_SERVER)));
-                flags.push((s("etcd-cafile"), self.cert("etcd/ca.crt")));
-                flags.push((s("etcd-certfile"), self.cert("apiserver-etcd-client.crt")));
-                flags.push((s("etcd-keyfile"), self.cert("apiserver-etcd-client.key")));
-            }
-            Some(ext) => {
-                let servers: Vec<&str> = ext.endpoints.iter().map(|e| &**e).collect();
-                flags.push((s("etcd-servers"), servers.join(",")));
-                let files = [
-                    ("etcd-cafile", &ext.ca_file),
-                    ("etcd-certfile", &ext.cert_file),
-                    ("etcd-keyfile", &ext.key_file),
-                ];
-                for (flag, file) in files {
-                    if let Some(f) = file {
-                        flags.push((s(flag), f.clone()));
-                    }
-                }
-                mounts.extend(
-                    self.etcd_cert_mounts(files.iter().filter_map(|(_, f)| f.as_deref()), &mounts),
-                );
-            }
-        }
-
-        if let Some(range) = spec
-            .networking
-            .as_ref()
-            .and_then(|n| n.service_node_port_range.clone())
-        {
-            flags.push((s("service-node-port-range"), range));
-        }
-
-        let mut annotations = BTreeMap::from([(
-            "kubeadm.kubernetes.io/kube-apiserver.advertise-address.endpoint".to_string(),
-            host_port(&advertise, port),
-        )]);
-        let files_dir = files_dir(&self.state_dir, Component::ApiServer);
-        let mut uses_files_dir = false;
-
-        if let Some(audit) = &api.audit {
-            let path = format!("{files_dir}/audit-policy.yaml");
-            let content = to_yaml(&audit.policy).map_err(|reason| RenderError::Yaml {
-                field: "spec.apiServer.audit.policy".into(),
-                reason,
-            })?;
-            let digest = sha256_hex(content.as_bytes());
-            annotations.insert("kubeplane.io/audit-policy-sha256".into(), digest.clone());
-            out.files.push(RenderedFile {
-                component: Component::ApiServer,
-                path: path.clone(),
-                source: FileSource::Inline(content),
-                sha256: digest,
-            });
-            uses_files_dir = true;
-            flags.push((s("audit-policy-file"), path));
-            let log_path = audit
-                .log_path
-                .clone()
-                .unwrap_or_else(|| defaults::AUDIT_LOG_PATH.to_string());
-            if log_path != "-" {
-                let dir = parent_dir(&log_path);
-                mounts.push(Mount::same_path(
-                    "audit-log",
-                    &dir,
-                    false,
-                    HostPathType::DirectoryOrCreate,
-                ));
-            }
-            flags.push((s("audit-log-path"), log_path));
-            let limits = [
-                ("audit-log-maxage", audit.max_age),
-                ("audit-log-maxbackup", audit.max_backup),
-                ("audit-log-maxsize", audit.max_size),
-            ];
-            for (flag, value) in limits {
-                if let Some(v) = value {
-                    flags.push((s(flag), v.to_string()));
-                }
-            }
-        }
-
-        if let Some(secret) = encryption_secret(spec) {
-            let path = format!("{files_dir}/encryption-config.yaml");
-            let digest = match self.input.encryption_config_sha256 {
-                Some(d) => d.to_string(),
-                None => {
-                    out.warnings.push(format!(
-                        "the content of Secret {}/{} (key {}) is unknown here, so the kube-apiserver config hash is provisional; the agent reads the Secret on the node",
-                        secret.namespace.as_deref().unwrap_or_default(),
-                        secret.name,
-                        secret.key.as_deref().unwrap_or_default()
-                    ));
-                    "unresolved".to_string()
-                }
-            };
-            annotations.insert(
-                "kubeplane.io/encryption-config-sha256".into(),
-                digest.clone(),
-            );
-            out.files.push(RenderedFile {
-                component: Component::ApiServer,
-                path: path.clone(),
-                source: FileSource::Secret(secret),
-                sha256: digest,
-            });
-            uses_files_dir = true;
-            flags.push((s("encryption-provider-config"), path));
-        }
-
-        if uses_files_dir {
-            mounts.push(Mount::same_path(
-                "kubeplane-files",
-                &files_dir,
-                true,
-                HostPathType::DirectoryOrCreate,
-            ));
-        }
-
-        let settings = self.settings(Component::ApiServer);
-        let flags = combine(Component::ApiServer, flags, settings.extra_args);
-        let host = last_value(&flags, "advertise-address")
-            .map(probe_host)
-            .unwrap_or_else(|| Some(advertise.clone()));
-        let port = last_value(&flags, "secure-port")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(port);
-        Ok(Plan {
-            mounts: merge_mounts(mounts, self.extra_mounts(Component::ApiServer)),
-            flags,
-            annotations,
-            probe: ProbeTarget {
-                host,
-                port,
-                live_path: "/livez",
-                ready_path: Some("/readyz"),
-            },
-        })
-    }
-
-    /// kubeadm's `getEtcdCertVolumes`: one read-only mount per directory holding an etcd
-    /// TLS file that no other mount covers, named `etcd-certs-N` in path order.
-    fn etcd_cert_mounts<'f>(
-        &self,
-        files: impl Iterator<Item = &'f str>,
-        existing: &[Mount],
-    ) -> Vec<Mount> {
-        let mut dirs: Vec<String> = Vec::new();
-        for file in files {
-            let dir = parent_dir(file);
-            if existing
-                .iter()
-                .any(|m| pod::strip_dir_prefix(&dir, &m.mount_path).is_some())
-            {
-                continue;
-            }
-            if dirs
-                .iter()
-                .any(|d| pod::strip_dir_prefix(&dir, d).is_some())
-            {
-                continue;
-            }
-            dirs.retain(|d| pod::strip_dir_prefix(d, &dir).is_none());
-            dirs.push(dir);
-        }
-        dirs.sort();
-        dirs.iter()
-            .enumerate()
-            .map(|(i, d)| {
-                Mount::same_path(
-                    &format!("etcd-certs-{i}"),
-                    d,
-                    true,
-                    HostPathType::DirectoryOrCreate,
-                )
-            })
-            .collect()
-    }
-
-    fn controller_manager(&self) -> Plan {
-        let spec = self.spec;
-        let kubeconfig = spec
-            .controller_manager
-            .as_ref()
-            .and_then(|c| c.kubeconfig.clone())
-            .unwrap_or_else(|| defaults::CONTROLLER_MANAGER_KUBECONFIG.to_string());
-        let s = |v: &str| v.to_string();
-        let mut flags: Vec<Flag> = vec![
-            (s("authentication-kubeconfig"), kubeconfig.clone()),
-            (s("authorization-kubeconfig"), kubeconfig.clone()),
-            (s("bind-address"), s("127.0.0.1")),
-            (s("client-ca-file"), self.cert("ca.crt")),
-            (
-                s("cluster-name"),
-                spec.cluster_name
-                    .clone()
-                    .unwrap_or_else(|| defaults::CLUSTER_NAME.to_string()),
-            ),
-            (s("cluster-signing-cert-file"), self.cert("ca.crt")),
-            (s("cluster-signing-key-file"), self.cert("ca.key")),
-            (s("controllers"), s("*,bootstrapsigner,tokencleaner")),
-            (s("kubeconfig"), kubeconfig.clone()),
-            (s("leader-elect"), s("true")),
-            (
-                s("requestheader-client-ca-file"),
-                self.cert("front-proxy-ca.crt"),
-            ),
-            (s("root-ca-file"), self.cert("ca.crt")),
-            (s("service-account-private-key-file"), self.cert("sa.key")),
-            (s("use-service-account-credentials"), s("true")),
-        ];
-        // kubeadm: with a Pod network CIDR, the controller manager allocates node CIDRs.
-        if let Some(pods) = spec.networking.as_ref().and_then(|n| n.pod_subnet.clone()) {
-            flags.push((s("allocate-node-cidrs"), s("true")));
-            flags.push((s("cluster-cidr"), pods));
-            flags.push((s("service-cluster-ip-range"), self.service_subnet()));
-        }
-        let mut mounts = self.ca_mounts();
-        mounts.push(Mount::same_path(
-            "kubeconfig",
-            &kubeconfig,
-            true,
-            HostPathType::FileOrCreate,
-        ));
-        let settings = self.settings(Component::ControllerManager);
-        let flags = combine(Component::ControllerManager, flags, settings.extra_args);
-        // A FlexVolume plugin directory given by flag is mounted read-write, as kubeadm does.
-        if let Some(dir) = last_value(&flags, "flex-volume-plugin-dir") {
-            mounts.push(Mount::same_path(
-                "flexvolume-dir",
-                dir,
-                false,
-                HostPathType::DirectoryOrCreate,
-            ));
-        }
-        self.local_plan(
-            Component::ControllerManager,
-            flags,
-            mounts,
-            defaults::CONTROLLER_MANAGER_PORT,
-            "/healthz",
-            None,
-        )
-    }
-
-    fn scheduler(&self) -> Plan {
-        let kubeconfig = self
-            .spec
-            .scheduler
-            .as_ref()
-            .and_then(|c| c.kubeconfig.clone())
-            .unwrap_or_else(|| defaults::SCHEDULER_KUBECONFIG.to_string());
-        let s = |v: &str| v.to_string();
-        let flags: Vec<Flag> = vec![
-            (s("authentication-kubeconfig"), kubeconfig.clone()),
-            (s("authorization-kubeconfig"), kubeconfig.clone()),
-            (s("bind-address"), s("127.0.0.1")),
-            (s("kubeconfig"), kubeconfig.clone()),
-            (s("leader-elect"), s("true")),
-        ];
-        let mounts = vec![Mount::same_path(
-            "kubeconfig",
-            &kubeconfig,
-            true,
-            HostPathType::FileOrCreate,
-        )];
-        let settings = self.settings(Component::Scheduler);
-        let flags = combine(Component::Scheduler, flags, settings.extra_args);
-        self.local_plan(
-            Component::Scheduler,
-            flags,
-            mounts,
-            defaults::SCHEDULER_PORT,
-            "/livez",
-            Some("/readyz"),
-        )
     }
 
     /// Plan of a component probed on its bind address (kube-controller-manager,

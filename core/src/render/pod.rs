@@ -167,7 +167,7 @@ pub fn build(parts: PodParts<'_>) -> Pod {
     Pod {
         metadata: ObjectMeta {
             name: Some(name.to_string()),
-            namespace: Some("kube-system".to_string()),
+            namespace: Some(defaults::NAMESPACE.to_string()),
             labels: Some(BTreeMap::from([
                 ("component".to_string(), name.to_string()),
                 ("tier".to_string(), "control-plane".to_string()),

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use super::{Problem, Report};
-use crate::api::{Audit, CommonSettings, Component, ControlPlaneConfigSpec, ExternalEtcd};
+use crate::api::{Audit, CommonSettings, Component, ControlPlaneConfigSpec, ExternalEtcd, bounds};
 use crate::flags::KubeVersion;
 use crate::render::{is_managed, settings};
 
@@ -112,12 +112,12 @@ pub(super) fn check(spec: &ControlPlaneConfigSpec, r: &mut Report) {
     }
     if let Some(ro) = &spec.rollout {
         if let Some(s) = ro.min_ready_seconds
-            && !(0..=3600).contains(&s)
+            && !bounds::MIN_READY_SECONDS.contains(s.into())
         {
             r.push(
-                Problem::error("spec.rollout.minReadySeconds", "out of range")
+                Problem::error(bounds::MIN_READY_SECONDS.path, "out of range")
                     .value(s.to_string())
-                    .fix("use 0 to 3600 seconds"),
+                    .fix(bounds::MIN_READY_SECONDS.fix()),
             );
         }
         if let Some(t) = &ro.health_timeout_seconds {
@@ -127,7 +127,7 @@ pub(super) fn check(spec: &ControlPlaneConfigSpec, r: &mut Report) {
                 ("scheduler", t.scheduler),
             ] {
                 if let Some(v) = v
-                    && !(10..=3600).contains(&v)
+                    && !bounds::HEALTH_TIMEOUT_SECONDS.contains(v.into())
                 {
                     r.push(
                         Problem::error(
@@ -135,19 +135,19 @@ pub(super) fn check(spec: &ControlPlaneConfigSpec, r: &mut Report) {
                             "out of range",
                         )
                         .value(v.to_string())
-                        .fix("use 10 to 3600 seconds"),
+                        .fix(bounds::HEALTH_TIMEOUT_SECONDS.fix()),
                     );
                 }
             }
         }
         if let Some(d) = ro.progress_deadline_seconds {
-            let f = "spec.rollout.progressDeadlineSeconds";
+            let f = bounds::PROGRESS_DEADLINE_SECONDS.path;
             let longest = crate::render::longest_wait_seconds(spec);
-            if !(60..=86400).contains(&d) {
+            if !bounds::PROGRESS_DEADLINE_SECONDS.contains(d.into()) {
                 r.push(
                     Problem::error(f, "out of range")
                         .value(d.to_string())
-                        .fix("use 60 to 86400 seconds"),
+                        .fix(bounds::PROGRESS_DEADLINE_SECONDS.fix()),
                 );
             } else if d < longest {
                 r.push(
