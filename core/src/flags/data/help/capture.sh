@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Regenerates src/flags/data/help/<minor>/ from the three binaries of one release:
-#   src/flags/data/help/capture.sh DIR-WITH-BINARIES "where they came from"
+# Regenerates core/src/flags/data/help/<minor>/ from the three binaries of one release:
+#   core/src/flags/data/help/capture.sh DIR-WITH-BINARIES "where they came from"
 # then `cargo test --test flag_help` compares them with the flag table.
 set -euo pipefail
 bin=$1
 origin=$2
 here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/../../../.." && pwd)
+root=$(cd "$here/../../../../.." && pwd)
 version=$("$bin/kube-apiserver" --version | awk '{print $2}')
 minor=$(echo "$version" | sed -E 's/^v([0-9]+)\.([0-9]+)\..*/\1.\2/')
 mkdir -p "$here/$minor"
