@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::import::{
-    Source, bare_value, drop_empty_settings, hints, infer_first_class, rendered_flags,
+    Source, bare_value, drop_empty_settings, extra_args, hints, infer_first_class, rendered_flags,
 };
 use super::unit::{Command, EnvFiles, Origin, Unit, UnitError, command};
 use crate::api::{
@@ -1404,49 +1404,7 @@ pub fn import_units(input: &HardWayInput<'_>) -> Result<HardWayImport, HardWayEr
     let base = render_spec(&spec)?;
     for s in &sources {
         let c = s.component;
-        let defaults = rendered_flags(&base, c);
-        let mut by_name: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-        for (n, v) in &s.flags {
-            by_name
-                .entry(n)
-                .or_default()
-                .push(v.as_deref().unwrap_or_default());
-        }
-        let differs = |name: &str| {
-            let want: Vec<&str> = defaults
-                .get(name)
-                .into_iter()
-                .flatten()
-                .map(|s| &**s)
-                .collect();
-            let have = by_name.get(name).cloned().unwrap_or_default();
-            match merge_of(c, name) {
-                Merge::List => {
-                    let set = |v: &[&str]| {
-                        let mut s: Vec<String> = v
-                            .iter()
-                            .flat_map(|x| split_list(x).map(str::to_string).collect::<Vec<_>>())
-                            .collect();
-                        s.sort();
-                        s.dedup();
-                        s
-                    };
-                    set(&have) != set(&want)
-                }
-                _ => have != want,
-            }
-        };
-        let mut args = Vec::new();
-        let mut protected: Vec<FlagName> = Vec::new();
-        for (name, value) in &s.flags {
-            if !differs(name) {
-                continue;
-            }
-            args.push(Arg::new(name.clone(), value.clone().unwrap_or_default()));
-            if is_protected(c, name) && !protected.iter().any(|p| p.0 == *name) {
-                protected.push(FlagName(name.clone()));
-            }
-        }
+        let (args, protected) = extra_args(&base, s, true, |_| String::new());
         // Variables the process sees that ExecStart does not consume.
         let p = parsed.iter().find(|p| p.component == c).map(|p| &p.command);
         let env: Vec<EnvVar> = p

@@ -1,5 +1,7 @@
 use super::*;
 use crate::adopt::diff::Change;
+use crate::adopt::manifest::{Parsed, parse_pod};
+use crate::api::FlagName;
 
 const API: &str = include_str!("../../../../tests/fixtures/kubeadm-v1.36.2/kube-apiserver.yaml");
 const KCM: &str =
