@@ -222,7 +222,9 @@ macro_rules! with_settings {
 mod infer;
 mod sources;
 
-pub(super) use infer::{bare_value, drop_empty_settings, extra_args, hints, infer_first_class};
+pub(super) use infer::{
+    bare_value, drop_empty_settings, external_etcd, extra_args, hints, infer_first_class,
+};
 use infer::{host_ca_dirs, infer_etcd, infer_pod_settings};
 pub(super) use sources::{Source, rendered_flags};
 use sources::{read_sources, rendered_pod};

@@ -71,7 +71,23 @@ pub(in crate::adopt) fn infer_etcd(a: &Source, base: &Rendered) -> Option<Etcd> 
         return None;
     }
     let servers = a.single("etcd-servers")?;
-    Some(Etcd {
+    let file = |n: &str| a.single(n).map(str::to_string);
+    Some(external_etcd(
+        servers,
+        file("etcd-cafile"),
+        file("etcd-certfile"),
+        file("etcd-keyfile"),
+    ))
+}
+
+/// `spec.etcd.external` from `--etcd-servers` (comma-separated) and the three TLS files.
+pub(in crate::adopt) fn external_etcd(
+    servers: &str,
+    ca_file: Option<String>,
+    cert_file: Option<String>,
+    key_file: Option<String>,
+) -> Etcd {
+    Etcd {
         external: Some(ExternalEtcd {
             endpoints: servers
                 .split(',')
@@ -79,11 +95,11 @@ pub(in crate::adopt) fn infer_etcd(a: &Source, base: &Rendered) -> Option<Etcd> 
                 .filter(|e| !e.is_empty())
                 .map(Into::into)
                 .collect(),
-            ca_file: a.single("etcd-cafile").map(str::to_string),
-            cert_file: a.single("etcd-certfile").map(str::to_string),
-            key_file: a.single("etcd-keyfile").map(str::to_string),
+            ca_file,
+            cert_file,
+            key_file,
         }),
-    })
+    }
 }
 
 /// The flags of `s` the render `base` does not produce as given, in the order given: its
