@@ -13,11 +13,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::import::{
     Source, bare_value, drop_empty_settings, external_etcd, extra_args, hints, infer_first_class,
-    rendered_flags,
+    named_config, rendered_flags,
 };
 use super::unit::{Command, EnvFiles, Origin, Unit, UnitError, command};
 use crate::api::{

@@ -303,14 +303,7 @@ pub fn import(input: &ImportInput<'_>) -> Result<Imported, ImportError> {
         .unwrap_or_else(|| defaults::CLUSTER_NAME.to_string());
     let report = validation::validate(&spec);
     Ok(Imported {
-        config: ControlPlaneConfig {
-            metadata: ObjectMeta {
-                name: Some(name),
-                ..Default::default()
-            },
-            spec,
-            status: None,
-        },
+        config: named_config(name, spec),
         node,
         sources: sources
             .iter()
@@ -321,6 +314,18 @@ pub fn import(input: &ImportInput<'_>) -> Result<Imported, ImportError> {
         lossy,
         report,
     })
+}
+
+/// The imported config: `spec` under `name`.
+pub(super) fn named_config(name: String, spec: ControlPlaneConfigSpec) -> ControlPlaneConfig {
+    ControlPlaneConfig {
+        metadata: ObjectMeta {
+            name: Some(name),
+            ..Default::default()
+        },
+        spec,
+        status: None,
+    }
 }
 
 /// The node name, and the address kube-apiserver advertises (its last `--advertise-address`,

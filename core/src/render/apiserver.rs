@@ -110,14 +110,18 @@ impl Context<'_> {
             reason,
         })?;
         let digest = sha256_hex(content.as_bytes());
-        annotations.insert("kubeplane.io/audit-policy-sha256".into(), digest.clone());
-        out.files.push(RenderedFile {
-            component: Component::ApiServer,
-            path: path.clone(),
-            source: FileSource::Inline(content),
-            sha256: digest,
-        });
-        flags.push(("audit-policy-file".into(), path));
+        let file = SideFile {
+            flag: "audit-policy-file",
+            annotation: "kubeplane.io/audit-policy-sha256",
+        };
+        file.add(
+            path,
+            FileSource::Inline(content),
+            digest,
+            out,
+            flags,
+            annotations,
+        );
         let log_path = audit
             .log_path
             .clone()
@@ -170,17 +174,18 @@ impl Context<'_> {
                 "unresolved".to_string()
             }
         };
-        annotations.insert(
-            "kubeplane.io/encryption-config-sha256".into(),
-            digest.clone(),
+        let file = SideFile {
+            flag: "encryption-provider-config",
+            annotation: "kubeplane.io/encryption-config-sha256",
+        };
+        file.add(
+            path,
+            FileSource::Secret(secret),
+            digest,
+            out,
+            flags,
+            annotations,
         );
-        out.files.push(RenderedFile {
-            component: Component::ApiServer,
-            path: path.clone(),
-            source: FileSource::Secret(secret),
-            sha256: digest,
-        });
-        flags.push(("encryption-provider-config".into(), path));
         true
     }
 
@@ -221,5 +226,33 @@ impl Context<'_> {
                 )
             })
             .collect()
+    }
+}
+
+/// A side file of kube-apiserver: the flag that names it and the annotation that carries its
+/// digest (so a change of content changes the Pod's hash).
+struct SideFile {
+    flag: &'static str,
+    annotation: &'static str,
+}
+
+impl SideFile {
+    fn add(
+        &self,
+        path: String,
+        source: FileSource,
+        sha256: String,
+        out: &mut Rendered,
+        flags: &mut Vec<Flag>,
+        annotations: &mut BTreeMap<String, String>,
+    ) {
+        annotations.insert(self.annotation.into(), sha256.clone());
+        out.files.push(RenderedFile {
+            component: Component::ApiServer,
+            path: path.clone(),
+            source,
+            sha256,
+        });
+        flags.push((self.flag.into(), path));
     }
 }

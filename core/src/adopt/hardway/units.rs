@@ -580,14 +580,7 @@ pub fn import_units(input: &HardWayInput<'_>) -> Result<HardWayImport, HardWayEr
         .unwrap_or_else(|| defaults::CLUSTER_NAME.to_string());
     let report = validation::validate(&spec);
     Ok(HardWayImport {
-        config: ControlPlaneConfig {
-            metadata: ObjectMeta {
-                name: Some(name),
-                ..Default::default()
-            },
-            spec,
-            status: None,
-        },
+        config: named_config(name, spec),
         node,
         sources: parsed
             .iter()
