@@ -3,7 +3,8 @@
 //! Everything here is a function of its arguments: no I/O, no async, no API client. The
 //! compiler keeps it so: this crate's dependencies have no tokio, no kube client, no HTTP and
 //! no file-watching crate (`tests/core_layer.rs` in the root package checks its dependency
-//! tree). The I/O roles (agent, operator, CLI) live in the root package `kubeplane`, which
+//! tree, and `.ci/run` builds this crate alone, where `kube` has only its `derive` feature).
+//! The I/O roles (agent, operator, CLI) live in the root package `kubeplane`, which
 //! re-exports these modules under the same names (`kubeplane::render`, ...).
 //!
 //! - [`api`]: `ControlPlaneConfig`, `ControlPlaneNode` and YAML document parsing;

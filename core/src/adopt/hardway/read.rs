@@ -43,7 +43,7 @@ pub(super) fn read_unit(
             origin: f.origin.clone(),
             fate: Fate::Refused,
         };
-        let status = lookup(component, &f.name, &version);
+        let status = lookup(component, &f.name, version);
         match status {
             FlagStatus::Unknown {
                 suggestion,
