@@ -577,11 +577,15 @@ async fn a_manifest_that_cannot_be_written_after_the_stop_brings_the_unit_back()
     let n = node();
     let s = services(&[(Component::Scheduler, port)]);
     wait_up(port).await;
-    // Once the unit is stopped, the staging directory becomes a file: the write fails.
-    let staging = n.state.join("staging");
+    // Once the unit is stopped, a symlink takes the manifest's place: the agent never writes
+    // through one, so the write fails. (Manifests are staged beside their target, so the
+    // state directory's staging cannot be the thing that fails.)
+    let target = n.manifests.join("kube-scheduler.yaml");
+    let elsewhere = n.manifests.parent().unwrap().join("elsewhere.yaml");
+    std::fs::write(&elsewhere, "someone else's file").unwrap();
+    let link_to = elsewhere.clone();
     s.after_stop(Box::new(move |_| {
-        let _ = std::fs::remove_dir_all(&staging);
-        let _ = std::fs::write(&staging, "not a directory");
+        let _ = std::os::unix::fs::symlink(&link_to, &target);
     }));
     let plan = migrate::plan(
         &config(common::free_port(), port, 30),
@@ -602,7 +606,15 @@ async fn a_manifest_that_cannot_be_written_after_the_stop_brings_the_unit_back()
         "{after}"
     );
     assert!(s.is_active("kube-scheduler.service").unwrap());
-    assert!(!n.manifests.join("kube-scheduler.yaml").exists());
+    assert!(
+        std::fs::symlink_metadata(n.manifests.join("kube-scheduler.yaml")).is_err(),
+        "the way back removed what was in the manifest's place"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&elsewhere).unwrap(),
+        "someone else's file",
+        "nothing written through the symlink"
+    );
 }
 
 /// With the container runtime as evidence (the agent's), the switch is confirmed by a

@@ -8,7 +8,9 @@
 //!    already on disk: recorded, not rewritten, so nothing restarts), or *write*;
 //! 3. records the revision in history (and, on first contact, the files found on disk as
 //!    the `pre-kubeplane` baseline);
-//! 4. writes and waits one component at a time ([`kubelet_wait`](super::kubelet_wait));
+//! 4. writes and waits in two steps ([`kubelet_wait`](super::kubelet_wait)): kube-apiserver,
+//!    then kube-controller-manager and kube-scheduler together (both written, write-ahead one
+//!    file at a time, then waited for at once: they depend on the API, not on each other);
 //! 5. on a timeout restores the last-known-good revision (or the baseline), waits for it the
 //!    same way, and ends `RolledBack` — or `Failed` when that does not come back either.
 //!
@@ -259,6 +261,28 @@ fn restore_timeout(failed_revision_timeout: Duration) -> Duration {
     failed_revision_timeout.max(DEFAULT_TIMEOUT)
 }
 
+/// How long the agent waits for one image pull before it fails the revision.
+pub const IMAGE_PULL_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The images of a manifest that may be pulled ahead: every container's and init container's,
+/// except those with `imagePullPolicy: Never` (the node is meant to have them already).
+pub fn images_to_pull(manifest: &[u8]) -> Vec<String> {
+    let Some(pod) = parse_pod(manifest) else {
+        return Vec::new();
+    };
+    let Some(spec) = pod.spec else {
+        return Vec::new();
+    };
+    spec.init_containers
+        .unwrap_or_default()
+        .into_iter()
+        .chain(spec.containers)
+        .filter(|c| c.image_pull_policy.as_deref() != Some("Never"))
+        .filter_map(|c| c.image)
+        .filter(|i| !i.is_empty())
+        .collect()
+}
+
 fn parse_pod(bytes: &[u8]) -> Option<Pod> {
     super::files::parse_pod(bytes).ok()
 }
@@ -409,6 +433,28 @@ impl Engine {
     /// The spec last acted on.
     pub fn spec(&self) -> Option<&ControlPlaneNodeSpec> {
         self.spec.as_ref()
+    }
+
+    /// The node is no longer managed: its `ControlPlaneNode` is gone (the config was deleted,
+    /// no longer selects the node, or kubeplane was uninstalled). The manifests stay exactly
+    /// as they are, so the control plane keeps running; from now on hand edits are not
+    /// reverted and renewed certificates restart nothing, until a ControlPlaneNode appears
+    /// again ([`Engine::reclaim`]). State and history are kept (the `pre-kubeplane` entry
+    /// hands the node back). Returns the revision on disk, if kubeplane wrote one.
+    pub fn release(&mut self) -> Option<String> {
+        let mut g = self.desired.lock();
+        for c in g.managed() {
+            g.remove(c);
+        }
+        drop(g);
+        self.spec = None;
+        self.state.applied_revision.clone()
+    }
+
+    /// Managed again after [`Engine::release`]: drift is enforced from state and history as
+    /// at start, until the next apply.
+    pub fn reclaim(&mut self) {
+        self.restore_desired();
     }
 
     /// The desired bytes of each component, from state and history. During a rollback they
@@ -743,6 +789,12 @@ impl Engine {
             return self.healthy(&rev, "every component already runs this revision");
         }
 
+        // Images before restarts: kubelet runs no second instance of a static pod, so a pull
+        // it starts after the write is downtime. Nothing is written until they are present.
+        if let Err(outcome) = self.pull_images(&rev, &steps).await {
+            return outcome;
+        }
+
         if files_changed || steps.iter().any(|s| matches!(s.action, Action::Write)) {
             if let Some(first) = steps.first() {
                 self.state.lifecycle = Lifecycle::Applying {
@@ -768,95 +820,48 @@ impl Engine {
         }
 
         let min_ready = Duration::from_secs(spec.min_ready_seconds.max(0) as u64);
-        for step in &steps {
-            let c = step.component;
-            let previous = self.state.components.get(&c).cloned();
-            // When the file of this component was written: now for a write, the recorded
-            // time for a resumed wait.
-            let mut written_at = SystemTime::now();
-            match step.action {
-                Action::Keep => {
-                    self.desired.lock().set(c, step.bytes.clone());
-                    continue;
-                }
-                Action::Write => {
-                    let span = tracing::info_span!("write", component = %c);
-                    let _g = span.enter();
-                    // Write-ahead: the state says what is about to happen before it happens.
-                    self.state.lifecycle = Lifecycle::Applying {
-                        revision: rev.clone(),
-                        component: c,
-                    };
-                    self.save();
-                    let result = {
-                        let mut g = self.desired.lock();
-                        g.set(c, step.bytes.clone());
-                        let managed = g.managed();
-                        self.dirs
-                            .write_manifest(c.manifest_file(), &managed, &step.bytes)
-                    };
-                    if let Err(e) = result {
-                        return self.fail(FailureReason::WriteFailed, Some(c), e.to_string());
+        // One step per group (kube-apiserver, then kube-controller-manager and kube-scheduler
+        // together): every file of a group is written (write-ahead, one at a time) before the
+        // group is waited for.
+        for group in step_groups(&steps) {
+            // The group's components to wait for: (step, written at, timeout).
+            let mut waits: Vec<(&Step, SystemTime, Duration)> = Vec::new();
+            for step in group {
+                let c = step.component;
+                let previous = self.state.components.get(&c).cloned();
+                // When the file of this component was written: now for a write, the recorded
+                // time for a resumed wait.
+                let mut written_at = SystemTime::now();
+                match step.action {
+                    Action::Keep => {
+                        self.desired.lock().set(c, step.bytes.clone());
+                        continue;
                     }
-                    written_at = self
-                        .dirs
-                        .manifest_mtime(c.manifest_file())
-                        .unwrap_or_else(SystemTime::now);
-                    tracing::info!("wrote {}", c.manifest_file());
-                    self.state.applied_revision = Some(rev.clone());
-                    self.state.components.insert(
-                        c,
-                        ComponentState {
+                    Action::Write => {
+                        let span = tracing::info_span!("write", component = %c);
+                        let _g = span.enter();
+                        // Write-ahead: the state says what is about to happen before it happens.
+                        self.state.lifecycle = Lifecycle::Applying {
                             revision: rev.clone(),
-                            content_sha256: sha256_hex(&step.bytes),
-                            rendered_hash: Some(step.rendered_hash.clone()),
-                            config_hash: match &step.expect {
-                                Expect::Hash(h) => Some(h.clone()),
-                                _ => None,
-                            },
-                            adopted: false,
-                            confirmed: false,
-                            restart_annotation: step.restart_annotation.clone(),
-                            certificates: certs::digests(c, &infos),
-                        },
-                    );
-                }
-                Action::Adopt => {
-                    self.desired.lock().set(c, step.bytes.clone());
-                    tracing::info!(component = %c, "adopted the manifest on disk: it means the same Pod as the render");
-                    self.state.components.insert(
-                        c,
-                        ComponentState {
-                            revision: rev.clone(),
-                            content_sha256: sha256_hex(&step.bytes),
-                            rendered_hash: Some(step.rendered_hash.clone()),
-                            config_hash: None,
-                            adopted: true,
-                            confirmed: false,
-                            restart_annotation: None,
-                            certificates: certs::digests(c, &infos),
-                        },
-                    );
-                }
-                Action::Wait => {
-                    self.desired.lock().set(c, step.bytes.clone());
-                    // A resumed wait: the file was written when the state says.
-                    if let Lifecycle::Waiting {
-                        revision,
-                        component,
-                        since,
-                    } = &self.state.lifecycle
-                        && *revision == rev
-                        && *component == c
-                        && let Some(t) = parse_time(since)
-                    {
-                        written_at = t;
-                    } else if let Some(t) = self.dirs.manifest_mtime(c.manifest_file()) {
-                        written_at = t;
-                    }
-                    if previous.as_ref().is_none_or(|p| {
-                        p.content_sha256 != sha256_hex(&step.bytes) || p.revision != rev
-                    }) {
+                            component: c,
+                        };
+                        self.save();
+                        let result = {
+                            let mut g = self.desired.lock();
+                            g.set(c, step.bytes.clone());
+                            let managed = g.managed();
+                            self.dirs
+                                .write_manifest(c.manifest_file(), &managed, &step.bytes)
+                        };
+                        if let Err(e) = result {
+                            return self.fail(FailureReason::WriteFailed, Some(c), e.to_string());
+                        }
+                        written_at = self
+                            .dirs
+                            .manifest_mtime(c.manifest_file())
+                            .unwrap_or_else(SystemTime::now);
+                        tracing::info!("wrote {}", c.manifest_file());
+                        self.state.applied_revision = Some(rev.clone());
                         self.state.components.insert(
                             c,
                             ComponentState {
@@ -867,76 +872,142 @@ impl Engine {
                                     Expect::Hash(h) => Some(h.clone()),
                                     _ => None,
                                 },
+                                adopted: false,
+                                confirmed: false,
+                                restart_annotation: step.restart_annotation.clone(),
                                 certificates: certs::digests(c, &infos),
-                                ..Default::default()
                             },
                         );
                     }
+                    Action::Adopt => {
+                        self.desired.lock().set(c, step.bytes.clone());
+                        tracing::info!(component = %c, "adopted the manifest on disk: it means the same Pod as the render");
+                        self.state.components.insert(
+                            c,
+                            ComponentState {
+                                revision: rev.clone(),
+                                content_sha256: sha256_hex(&step.bytes),
+                                rendered_hash: Some(step.rendered_hash.clone()),
+                                config_hash: None,
+                                adopted: true,
+                                confirmed: false,
+                                restart_annotation: None,
+                                certificates: certs::digests(c, &infos),
+                            },
+                        );
+                    }
+                    Action::Wait => {
+                        self.desired.lock().set(c, step.bytes.clone());
+                        // A resumed wait: the file was written when the state says.
+                        if let Lifecycle::Waiting {
+                            revision,
+                            component,
+                            since,
+                        } = &self.state.lifecycle
+                            && *revision == rev
+                            && *component == c
+                            && let Some(t) = parse_time(since)
+                        {
+                            written_at = t;
+                        } else if let Some(t) = self.dirs.manifest_mtime(c.manifest_file()) {
+                            written_at = t;
+                        }
+                        if previous.as_ref().is_none_or(|p| {
+                            p.content_sha256 != sha256_hex(&step.bytes) || p.revision != rev
+                        }) {
+                            self.state.components.insert(
+                                c,
+                                ComponentState {
+                                    revision: rev.clone(),
+                                    content_sha256: sha256_hex(&step.bytes),
+                                    rendered_hash: Some(step.rendered_hash.clone()),
+                                    config_hash: match &step.expect {
+                                        Expect::Hash(h) => Some(h.clone()),
+                                        _ => None,
+                                    },
+                                    certificates: certs::digests(c, &infos),
+                                    ..Default::default()
+                                },
+                            );
+                        }
+                    }
                 }
-            }
-            if wait || !matches!(step.action, Action::Wait) {
-                self.state.lifecycle = Lifecycle::Waiting {
-                    revision: rev.clone(),
-                    component: c,
-                    since: format_time(written_at),
+                if wait || !matches!(step.action, Action::Wait) {
+                    self.state.lifecycle = Lifecycle::Waiting {
+                        revision: rev.clone(),
+                        component: c,
+                        since: format_time(written_at),
+                    };
+                }
+                self.save();
+                self.component_status(ComponentStatus {
+                    name: c.name().to_string(),
+                    expected_hash: match &step.expect {
+                        Expect::Hash(h) => Some(h.clone()),
+                        _ => None,
+                    },
+                    message: matches!(step.action, Action::Adopt).then(|| {
+                        "adopted: the manifest on disk already means this Pod".to_string()
+                    }),
+                    ..Default::default()
+                });
+                if !wait {
+                    continue;
+                }
+                // A resumed wait gets what is left of its timeout (but enough to observe).
+                let timeout = if matches!(step.action, Action::Wait) {
+                    let elapsed = SystemTime::now()
+                        .duration_since(written_at)
+                        .unwrap_or_default();
+                    step.timeout
+                        .saturating_sub(elapsed)
+                        .max(min_ready + RESUME_GRACE)
+                        .min(step.timeout)
+                } else {
+                    step.timeout
                 };
+                waits.push((step, written_at, timeout));
             }
-            self.save();
-            self.component_status(ComponentStatus {
-                name: c.name().to_string(),
-                expected_hash: match &step.expect {
-                    Expect::Hash(h) => Some(h.clone()),
-                    _ => None,
-                },
-                message: matches!(step.action, Action::Adopt)
-                    .then(|| "adopted: the manifest on disk already means this Pod".to_string()),
-                ..Default::default()
-            });
-            if !wait {
+            if waits.is_empty() {
                 continue;
             }
+            let names: Vec<&str> = waits.iter().map(|(s, _, _)| s.component.name()).collect();
             self.set_phase(
                 NodePhase::WaitingForKubelet,
                 "WaitingForKubelet",
-                format!("waiting for kubelet to run {c} of revision {rev}"),
+                format!(
+                    "waiting for kubelet to run {} of revision {rev}",
+                    names.join(" and ")
+                ),
             );
-            // A resumed wait gets what is left of its timeout (but enough to observe).
-            let timeout = if matches!(step.action, Action::Wait) {
-                let elapsed = SystemTime::now()
-                    .duration_since(written_at)
-                    .unwrap_or_default();
-                step.timeout
-                    .saturating_sub(elapsed)
-                    .max(min_ready + RESUME_GRACE)
-                    .min(step.timeout)
-            } else {
-                step.timeout
-            };
             let newer = self.superseded(spec_digest(spec));
-            let verdict = tokio::select! {
-                v = self.wait_component(c, step.expect.clone(), &step.pod, timeout, min_ready, written_at) => v,
+            let verdicts = tokio::select! {
+                v = self.wait_group(&waits, min_ready) => v,
                 () = newer => {
-                    tracing::info!(component = %c, "a newer node spec arrived: no longer waiting for revision {rev}");
+                    tracing::info!(components = ?names, "a newer node spec arrived: no longer waiting for revision {rev}");
                     return Outcome::Superseded;
                 }
             };
-            match verdict {
-                Verdict::Updated { observed_hash } => {
-                    if let Some(cs) = self.state.components.get_mut(&c) {
-                        cs.confirmed = true;
-                        if cs.config_hash.is_none() {
-                            cs.config_hash = observed_hash.clone();
+            for (step, verdict) in verdicts {
+                let c = step.component;
+                match verdict {
+                    Verdict::Updated { observed_hash } => {
+                        if let Some(cs) = self.state.components.get_mut(&c) {
+                            cs.confirmed = true;
+                            if cs.config_hash.is_none() {
+                                cs.config_hash = observed_hash.clone();
+                            }
                         }
+                        self.save();
+                        self.confirmed_status(c, step.expect.expected(), observed_hash);
+                        tracing::info!(component = %c, "updated and healthy");
                     }
-                    self.save();
-                    self.confirmed_status(c, step.expect.expected(), observed_hash);
-                    tracing::info!(component = %c, "updated and healthy");
-                }
-                Verdict::TimedOut(diag) => {
-                    let restore_timeout = restore_timeout(step.timeout);
-                    return self
-                        .start_rollback(&rev, c, diag, restore_timeout, min_ready)
-                        .await;
+                    Verdict::TimedOut(diag) => {
+                        let restore_timeout = restore_timeout(step.timeout);
+                        return self
+                            .start_rollback(&rev, c, diag, restore_timeout, min_ready)
+                            .await;
+                    }
                 }
             }
         }
@@ -953,6 +1024,58 @@ impl Engine {
             &rev,
             format!("revision {rev}: every component updated and healthy"),
         )
+    }
+
+    /// Pulls, through the container runtime, every image a manifest about to be written
+    /// names and the runtime does not have (one at a time, each within
+    /// [`IMAGE_PULL_TIMEOUT`], the phase saying which). A failed pull fails the revision
+    /// (`ImagePullFailed`) before any file is written. Without a runtime, or one that cannot
+    /// say whether it has an image, nothing is pulled ahead (kubelet pulls, as before). An
+    /// `imagePullPolicy: Never` image that is missing is left to kubelet, which reports it.
+    async fn pull_images(&mut self, rev: &str, steps: &[Step]) -> Result<(), Outcome> {
+        let Some(runtime) = self.runtime.clone() else {
+            return Ok(());
+        };
+        let mut wanted: Vec<(Component, String)> = Vec::new();
+        for s in steps.iter().filter(|s| matches!(s.action, Action::Write)) {
+            for image in images_to_pull(&s.bytes) {
+                if !wanted.iter().any(|(_, i)| *i == image) {
+                    wanted.push((s.component, image));
+                }
+            }
+        }
+        let mut missing = Vec::new();
+        for (c, image) in wanted {
+            match runtime.image_present(&image).await {
+                Ok(true) => {}
+                Ok(false) => missing.push((c, image)),
+                Err(e) => {
+                    tracing::info!(%image, error = %e, "cannot ask the container runtime for images; kubelet pulls them");
+                    return Ok(());
+                }
+            }
+        }
+        let total = missing.len();
+        for (i, (c, image)) in missing.into_iter().enumerate() {
+            let message = format!(
+                "pulling {image} for {c} ({} of {total}) before writing revision {rev}",
+                i + 1
+            );
+            tracing::info!(%image, component = %c, "pulling the image before the write");
+            self.set_phase(NodePhase::Pending, "PullingImage", message);
+            let started = std::time::Instant::now();
+            if let Err(e) = runtime.pull_image(&image, IMAGE_PULL_TIMEOUT).await {
+                return Err(self.fail(
+                    FailureReason::ImagePullFailed,
+                    Some(c),
+                    format!(
+                        "{e}; nothing was written, the node runs what it ran: make the image pullable by the container runtime (registry, name, credentials in its configuration) or load it on the node, then change the ControlPlaneConfig for a new revision"
+                    ),
+                ));
+            }
+            tracing::info!(%image, seconds = started.elapsed().as_secs_f64(), "image pulled");
+        }
+        Ok(())
     }
 
     fn healthy(&mut self, rev: &str, message: impl Into<String>) -> Outcome {
@@ -1234,6 +1357,42 @@ impl Engine {
         )
         .instrument(span)
         .await
+    }
+
+    /// Waits for the components of one group at once. Returns their verdicts in the order
+    /// they came, ending with the first `TimedOut` (the others are no longer waited for: the
+    /// whole revision is rolled back anyway).
+    async fn wait_group<'s>(
+        &self,
+        waits: &[(&'s Step, SystemTime, Duration)],
+        min_ready: Duration,
+    ) -> Vec<(&'s Step, Verdict)> {
+        use futures::StreamExt as _;
+        let mut pending: futures::stream::FuturesUnordered<_> = waits
+            .iter()
+            .map(|(step, written_at, timeout)| async move {
+                let v = self
+                    .wait_component(
+                        step.component,
+                        step.expect.clone(),
+                        &step.pod,
+                        *timeout,
+                        min_ready,
+                        *written_at,
+                    )
+                    .await;
+                (*step, v)
+            })
+            .collect();
+        let mut out = Vec::new();
+        while let Some((step, v)) = pending.next().await {
+            let failed = matches!(v, Verdict::TimedOut(_));
+            out.push((step, v));
+            if failed {
+                break;
+            }
+        }
+        out
     }
 
     /// `failed` of revision `rev` did not become healthy: records (write-ahead) that
@@ -1702,6 +1861,18 @@ pub enum Restore {
         /// Their `metadata.uid`.
         uid: String,
     },
+}
+
+/// The steps of a node in groups applied as one: kube-apiserver alone first (the others need
+/// the API), then kube-controller-manager and kube-scheduler together (they depend on the
+/// API, not on each other). `steps` are in component order.
+fn step_groups(steps: &[Step]) -> Vec<&[Step]> {
+    let split = steps
+        .iter()
+        .position(|s| s.component != Component::ApiServer)
+        .unwrap_or(steps.len());
+    let (api, rest) = steps.split_at(split);
+    [api, rest].into_iter().filter(|g| !g.is_empty()).collect()
 }
 
 /// The restored manifest: `bytes` with [`RESTORED_ANNOTATION`]`=failed_revision` and its uid

@@ -222,6 +222,133 @@ async fn hash_moves_ready_and_endpoint_ok_is_healthy() {
     assert_eq!(env.inode(Component::Scheduler), inode);
 }
 
+/// When the first mirror pod request for `pod` was made (virtual time).
+fn first_pod_request(env: &Env, pod: &str, after: Duration) -> Duration {
+    env.cluster
+        .requests()
+        .into_iter()
+        .find(|r| {
+            r.at >= after
+                && r.path.starts_with("/api/v1/namespaces/kube-system/pods")
+                && r.path.contains(pod)
+        })
+        .unwrap_or_else(|| panic!("no request for {pod}"))
+        .at
+}
+
+fn apart(a: Duration, b: Duration) -> Duration {
+    a.abs_diff(b)
+}
+
+#[tokio::test(start_paused = true)]
+async fn controller_manager_and_scheduler_restart_together_after_the_apiserver() {
+    // Issue 11 item 4: they depend on the API, not on each other. Before, the scheduler was
+    // written only once the controller-manager was confirmed (pickup 3 s + minReady 5 s).
+    let env = env();
+    let mut engine = env.engine();
+    let spec = node_spec(&[], &[], &env);
+    assert_eq!(engine.apply(&spec, Some(1), true).await, Outcome::Healthy);
+    let zero = Duration::ZERO;
+    let api = first_pod_request(&env, "kube-apiserver-cp-1", zero);
+    let kcm = first_pod_request(&env, "kube-controller-manager-cp-1", zero);
+    let sched = first_pod_request(&env, "kube-scheduler-cp-1", zero);
+    assert!(
+        kcm >= api + Duration::from_secs(8),
+        "kube-apiserver confirmed first: {api:?} {kcm:?}"
+    );
+    assert!(
+        apart(kcm, sched) < Duration::from_secs(2),
+        "waited for together: {kcm:?} {sched:?}"
+    );
+    let status = env.last_status().await;
+    assert_eq!(status["phase"], "Healthy");
+    assert!(engine.state().components.values().all(|c| c.confirmed));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_controller_manager_rolls_back_the_scheduler_written_with_it() {
+    let env = env();
+    let mut engine = env.engine();
+    let good = node_spec(&[], &[], &env);
+    assert_eq!(engine.apply(&good, Some(1), true).await, Outcome::Healthy);
+    let api_inode = env.inode(Component::ApiServer);
+    let facts = NodeFacts {
+        node_name: NODE.into(),
+        advertise_address: Some("10.0.0.11".into()),
+        state_dir: Some(env.dirs.state_dir().display().to_string()),
+        ..Default::default()
+    };
+    let mut cfg = config(&[], &[("v", "4")]);
+    cfg.controller_manager = Some(
+        serde_json::from_value(serde_json::json!({"extraArgs": [{"name": "v", "value": "4"}]}))
+            .unwrap(),
+    );
+    let bad = node_spec_for(&cfg, &facts);
+    env.kubelet.fail(
+        hash_of(&bad, Component::ControllerManager),
+        Behaviour::ignored(),
+    );
+    let out = engine.apply(&bad, Some(2), true).await;
+    let Outcome::RolledBack { reason, message } = &out else {
+        panic!("{out:?}")
+    };
+    assert_eq!(reason, "HashNeverChanged");
+    assert!(
+        message.starts_with("kube-controller-manager not updated within 60s"),
+        "{message}"
+    );
+    // Both components of the step are back at last-known-good; kube-apiserver untouched.
+    for c in [Component::ControllerManager, Component::Scheduler] {
+        assert_eq!(
+            env.manifest(c),
+            super::engine::restored_manifest(&content_of(&good, c), &bad.revision, NODE).0,
+            "{c}"
+        );
+    }
+    assert_eq!(env.inode(Component::ApiServer), api_inode);
+    assert_eq!(
+        engine.state().last_known_good_revision.as_deref(),
+        Some(good.revision.as_str())
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_during_the_two_component_step_resumes_both_waits() {
+    let env = env();
+    let spec = node_spec(&[], &[], &env);
+    {
+        let mut engine = env.engine();
+        assert_eq!(engine.apply(&spec, None, false).await, Outcome::Written);
+        // The write-ahead record names the step's last file; both are on disk, unconfirmed.
+        assert!(matches!(
+            &engine.state().lifecycle,
+            super::state::Lifecycle::Waiting {
+                component: Component::Scheduler,
+                ..
+            }
+        ));
+        assert!(engine.state().components.values().all(|c| !c.confirmed));
+    }
+    let inodes: Vec<u64> = Component::ALL.iter().map(|c| env.inode(*c)).collect();
+    let restart = env
+        .cluster
+        .requests()
+        .last()
+        .map(|r| r.at)
+        .unwrap_or_default();
+    let mut engine = env.engine();
+    assert_eq!(engine.resume().await, Some(Outcome::Healthy));
+    assert!(engine.state().components.values().all(|c| c.confirmed));
+    let after: Vec<u64> = Component::ALL.iter().map(|c| env.inode(*c)).collect();
+    assert_eq!(inodes, after, "nothing rewritten");
+    let kcm = first_pod_request(&env, "kube-controller-manager-cp-1", restart);
+    let sched = first_pod_request(&env, "kube-scheduler-cp-1", restart);
+    assert!(
+        apart(kcm, sched) < Duration::from_secs(2),
+        "{kcm:?} {sched:?}"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn hash_never_changes_rolls_back_with_hash_never_changed() {
     let env = env();
@@ -995,6 +1122,207 @@ async fn the_agent_reports_facts_and_pending_then_applies_its_control_plane_node
     assert!(!readiness.readiness().0, "not ready after shutdown");
 }
 
+fn agent_args(env: &Env) -> super::AgentArgs {
+    let root = env.dirs.state_dir().parent().unwrap().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    super::AgentArgs {
+        node_name: NODE.into(),
+        manifest_dir: env.dirs.manifest_dir().to_path_buf(),
+        state_dir: env.dirs.state_dir().to_path_buf(),
+        drift_mode: super::drift::DriftMode::Enforce,
+        history: 5,
+        host_root: root,
+        metrics_addr: "127.0.0.1:0".into(),
+        container_runtime_endpoint: "none".into(),
+    }
+}
+
+/// Waits (tokio time) until `cond` holds; whether it did.
+async fn until(mut cond: impl FnMut() -> bool) -> bool {
+    for _ in 0..6000 {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cond()
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unselected_agent_is_ready_and_a_deleted_control_plane_node_releases_the_node() {
+    // Issue 11: the agent was never Ready until a ControlPlaneConfig selected its node, so
+    // `helm install --wait` failed on a fresh install; and a deleted ControlPlaneNode went
+    // unnoticed.
+    let env = env();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let readiness = crate::telemetry::Health::new();
+    let agent = tokio::spawn(super::run_with(
+        agent_args(&env),
+        env.client.clone(),
+        Arc::new(FakeHealth(env.kubelet.clone())),
+        async {
+            let _ = stop_rx.await;
+        },
+        readiness.clone(),
+        super::status::StatusBoard::new(),
+    ));
+    let detail = || readiness.readiness().1;
+
+    // No ControlPlaneNode: Ready, and it says why it does nothing.
+    assert!(until(|| readiness.readiness().0).await, "{}", detail());
+    assert!(
+        detail().contains("no ControlPlaneConfig selects node cp-1"),
+        "{}",
+        detail()
+    );
+    assert_eq!(
+        std::fs::read_dir(env.dirs.manifest_dir()).unwrap().count(),
+        0
+    );
+
+    // Selected: applied.
+    let spec = node_spec(&[], &[], &env);
+    env.cluster
+        .set_cpn(NODE, 1, serde_json::to_value(&spec).unwrap());
+    let healthy = |rev: &str| {
+        env.cluster.accepted_status_patches().iter().any(|r| {
+            let s = &r.body.as_ref().unwrap()["status"];
+            s["phase"] == "Healthy" && s["targetRevision"] == rev
+        })
+    };
+    assert!(until(|| healthy(&spec.revision)).await);
+    assert_eq!(detail(), "watching ControlPlaneNode cp-1");
+
+    // Deleted: still Ready, the node released with an Event and the manifests untouched.
+    let before: Vec<Vec<u8>> = Component::ALL.iter().map(|c| env.manifest(*c)).collect();
+    env.cluster.delete_cpn();
+    assert!(
+        until(|| detail().contains("no longer managed")).await,
+        "{}",
+        detail()
+    );
+    assert!(readiness.readiness().0);
+    assert!(
+        detail().contains(&format!(
+            "the manifests stay as they are (revision {})",
+            spec.revision
+        )),
+        "{}",
+        detail()
+    );
+    assert!(
+        until(|| env.event_reasons().iter().any(|r| r == "NodeUnmanaged")).await,
+        "{:?}",
+        env.event_reasons()
+    );
+    let after: Vec<Vec<u8>> = Component::ALL.iter().map(|c| env.manifest(*c)).collect();
+    assert_eq!(before, after);
+
+    // Selected again, with a change: managed and applied again.
+    let spec2 = node_spec(&[], &[("v", "3")], &env);
+    env.cluster
+        .set_cpn(NODE, 2, serde_json::to_value(&spec2).unwrap());
+    assert!(until(|| healthy(&spec2.revision)).await);
+    assert_eq!(
+        env.manifest(Component::Scheduler),
+        content_of(&spec2, Component::Scheduler)
+    );
+    assert_eq!(detail(), "watching ControlPlaneNode cp-1");
+    stop_tx.send(()).unwrap();
+    agent.await.unwrap().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_released_node_is_not_healed_until_it_is_managed_again() {
+    let env = env();
+    let mut engine = env.engine();
+    let spec = node_spec(&[], &[], &env);
+    assert_eq!(engine.apply(&spec, None, true).await, Outcome::Healthy);
+    let drift = super::drift::DriftHandler::new(
+        env.dirs.clone(),
+        engine.desired(),
+        super::drift::DriftMode::Enforce,
+        env.board.clone(),
+    );
+    let path = env.dirs.manifest_path(Component::Scheduler);
+
+    assert_eq!(engine.release(), Some(spec.revision.clone()));
+    assert!(engine.desired().lock().managed().is_empty());
+    std::fs::write(&path, "handed back by hand\n").unwrap();
+    assert_eq!(drift.check_managed(Component::Scheduler), None);
+    assert_eq!(
+        drift.check("kube-scheduler.yaml"),
+        Some(super::drift::Finding::Unmanaged(
+            "kube-scheduler.yaml".into()
+        ))
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), b"handed back by hand\n");
+    // Certificates restart nothing while released.
+    assert!(engine.restart_for_certificates().await.is_empty());
+
+    engine.reclaim();
+    assert_eq!(engine.desired().lock().managed().len(), 3);
+    assert!(matches!(
+        drift.check_managed(Component::Scheduler),
+        Some(super::drift::Finding::Restored(_))
+    ));
+    assert_eq!(
+        env.manifest(Component::Scheduler),
+        content_of(&spec, Component::Scheduler)
+    );
+}
+
+#[test]
+fn node_watch_events_tell_present_and_absent() {
+    use kube::runtime::watcher::Event;
+    let cpn = || {
+        crate::api::ControlPlaneNode::new(
+            NODE,
+            serde_json::from_value(serde_json::json!({"configName": "c", "revision": "r"}))
+                .unwrap(),
+        )
+    };
+    let mut w = super::NodeWatch::default();
+    assert!(w.next(Event::Init).is_none());
+    assert!(matches!(
+        w.next(Event::InitDone),
+        Some(super::Watched::Absent)
+    ));
+    assert!(w.next(Event::Init).is_none());
+    assert!(matches!(
+        w.next(Event::InitApply(cpn())),
+        Some(super::Watched::Present(_))
+    ));
+    assert!(
+        w.next(Event::InitDone).is_none(),
+        "a list with the object is not Absent"
+    );
+    assert!(matches!(
+        w.next(Event::Delete(cpn())),
+        Some(super::Watched::Absent)
+    ));
+    assert!(matches!(
+        w.next(Event::Apply(cpn())),
+        Some(super::Watched::Present(_))
+    ));
+    // A re-list after the object is gone.
+    assert!(w.next(Event::Init).is_none());
+    assert!(matches!(
+        w.next(Event::InitDone),
+        Some(super::Watched::Absent)
+    ));
+
+    let m = super::unmanaged_message(NODE, Some(true), Some("r1".into()));
+    assert!(
+        m.contains("no longer managed")
+            && m.contains("revision r1")
+            && m.contains("docs/operator.md"),
+        "{m}"
+    );
+    let m = super::unmanaged_message(NODE, None, None);
+    assert!(m.contains("no ControlPlaneConfig selects node cp-1"), "{m}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // The write-ahead lifecycle: resume first, local evidence, memory of failure (issue 16).
 
@@ -1383,4 +1711,177 @@ async fn an_interrupted_rollback_is_finished_before_a_new_spec_waits_on_a_secret
         st.lifecycle,
         super::state::Lifecycle::RollingBack { .. }
     ));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Images before restarts (issue 13): pulled through the runtime before any file is written.
+
+/// The fake kubelet's containers, and an image store.
+struct WithImages {
+    containers: super::fixtures::FakeRuntime,
+    images: crate::agent::runtime::fake::FakeRuntime,
+}
+
+impl crate::agent::runtime::ContainerRuntime for WithImages {
+    fn containers_of_pod<'a>(
+        &'a self,
+        pod_uid: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<Vec<crate::agent::runtime::ContainerSeen>, String>>
+    {
+        self.containers.containers_of_pod(pod_uid)
+    }
+
+    fn image_present<'a>(
+        &'a self,
+        image: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<bool, String>> {
+        self.images.image_present(image)
+    }
+
+    fn pull_image<'a>(
+        &'a self,
+        image: &'a str,
+        timeout: Duration,
+    ) -> futures::future::BoxFuture<'a, Result<String, String>> {
+        self.images.pull_image(image, timeout)
+    }
+}
+
+impl Env {
+    fn engine_with_images(&self, images: &crate::agent::runtime::fake::FakeRuntime) -> Engine {
+        Engine::open(EngineParts {
+            node_name: NODE.into(),
+            dirs: self.dirs.clone(),
+            history: 5,
+            pods: Some(Arc::new(KubeMirrorPods::new(self.client.clone()))),
+            runtime: Some(Arc::new(WithImages {
+                containers: super::fixtures::FakeRuntime(self.kubelet.clone()),
+                images: images.clone(),
+            })),
+            health: Arc::new(FakeHealth(self.kubelet.clone())),
+            secrets: Arc::new(KubeSecrets::new(self.client.clone())),
+            board: self.board.clone(),
+            desired: Arc::new(Desired::new()),
+        })
+        .unwrap()
+    }
+}
+
+fn image_of(spec: &ControlPlaneNodeSpec, c: Component) -> String {
+    super::engine::images_to_pull(&content_of(spec, c))
+        .pop()
+        .unwrap()
+}
+
+/// The test's spec with the images from another registry.
+fn node_spec_from(repo: &str, api_args: &[(&str, &str)], env: &Env) -> ControlPlaneNodeSpec {
+    let facts = NodeFacts {
+        node_name: NODE.into(),
+        advertise_address: Some("10.0.0.11".into()),
+        state_dir: Some(env.dirs.state_dir().display().to_string()),
+        ..Default::default()
+    };
+    let mut spec = config(api_args, &[]);
+    spec.image_repository = Some(repo.into());
+    node_spec_for(&spec, &facts)
+}
+
+const COMPONENTS: [Component; 3] = [
+    Component::ApiServer,
+    Component::ControllerManager,
+    Component::Scheduler,
+];
+
+#[tokio::test(start_paused = true)]
+async fn missing_images_are_pulled_before_the_write() {
+    let env = env();
+    let images = crate::agent::runtime::fake::FakeRuntime::new();
+    let good = node_spec(&[], &[], &env);
+    // Every image present: nothing pulled.
+    images.images(|i| i.present.extend(COMPONENTS.map(|c| image_of(&good, c))));
+    let mut engine = env.engine_with_images(&images);
+    assert_eq!(engine.apply(&good, None, true).await, Outcome::Healthy);
+    assert!(images.images(|i| i.pulls.is_empty()));
+    // A revision whose images come from another registry: pulled, in apply order, then
+    // written.
+    let next = node_spec_from("registry.example", &[], &env);
+    let wanted = COMPONENTS.map(|c| image_of(&next, c));
+    assert_eq!(wanted[0], "registry.example/kube-apiserver:v1.36.2");
+    images.images(|i| i.pull_time = Duration::from_secs(20));
+    assert_eq!(engine.apply(&next, None, true).await, Outcome::Healthy);
+    assert_eq!(images.images(|i| i.pulls.clone()), wanted);
+    for c in COMPONENTS {
+        assert_eq!(env.manifest(c), content_of(&next, c));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_pull_writes_nothing_and_fails_the_revision() {
+    let env = env();
+    let images = crate::agent::runtime::fake::FakeRuntime::new();
+    let good = node_spec(&[], &[], &env);
+    images.images(|i| i.present.extend(COMPONENTS.map(|c| image_of(&good, c))));
+    let mut engine = env.engine_with_images(&images);
+    assert_eq!(engine.apply(&good, None, true).await, Outcome::Healthy);
+    let before = COMPONENTS.map(|c| (env.manifest(c), env.inode(c)));
+    let next = node_spec_from("registry.example", &[], &env);
+    // kube-apiserver's image pulls, kube-controller-manager's does not.
+    images.images(|i| {
+        i.failing.insert(
+            image_of(&next, Component::ControllerManager),
+            "manifest unknown".into(),
+        )
+    });
+    let out = engine.apply(&next, None, true).await;
+    let Outcome::Failed { reason, message } = &out else {
+        panic!("{out:?}")
+    };
+    assert_eq!(reason, "ImagePullFailed");
+    assert!(
+        message.contains("manifest unknown") && message.contains("nothing was written"),
+        "{message}"
+    );
+    assert_eq!(
+        COMPONENTS.map(|c| (env.manifest(c), env.inode(c))),
+        before,
+        "no manifest written, not even kube-apiserver's whose image pulled"
+    );
+    let status = env.last_status().await;
+    assert_eq!(status["phase"], "Failed");
+    assert_eq!(status["reason"], "ImagePullFailed");
+    assert!(matches!(
+        env.lifecycle(),
+        super::state::Lifecycle::Settled { .. }
+    ));
+    // Without an image service (the runtime cannot say), kubelet pulls as before.
+    let env2 = super::engine_tests::env();
+    let mut plain = env2.local_engine();
+    assert_eq!(
+        plain
+            .apply(&node_spec_from("registry.example", &[], &env2), None, true)
+            .await,
+        Outcome::Healthy
+    );
+}
+
+#[test]
+fn images_to_pull_skips_never_and_reads_init_containers() {
+    let pod = br#"apiVersion: v1
+kind: Pod
+metadata: {name: x}
+spec:
+  initContainers:
+  - {name: i, image: "registry.k8s.io/busybox:1"}
+  containers:
+  - {name: a, image: "registry.k8s.io/kube-apiserver:v1.36.2"}
+  - {name: b, image: "local/only:v1", imagePullPolicy: Never}
+"#;
+    assert_eq!(
+        super::engine::images_to_pull(pod),
+        [
+            "registry.k8s.io/busybox:1",
+            "registry.k8s.io/kube-apiserver:v1.36.2"
+        ]
+    );
+    assert!(super::engine::images_to_pull(b"not yaml: [").is_empty());
 }

@@ -20,9 +20,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::future::BoxFuture;
 use hyper_util::rt::TokioIo;
+use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::{
-    Container, ContainerFilter, ContainerState, ContainerStatusRequest, ListContainersRequest,
+    Container, ContainerFilter, ContainerState, ContainerStatusRequest, ImageSpec,
+    ImageStatusRequest, ListContainersRequest, PullImageRequest,
 };
 use tokio::net::UnixStream;
 use tokio::sync::Mutex;
@@ -98,6 +100,25 @@ pub trait ContainerRuntime: Send + Sync {
         &'a self,
         pod_uid: &'a str,
     ) -> BoxFuture<'a, Result<Vec<ContainerSeen>, String>>;
+
+    /// Whether the runtime has `image` (CRI `ImageStatus`). Err = runtime unreachable or
+    /// without an image service (then nothing is pulled ahead: kubelet pulls as it always did).
+    fn image_present<'a>(&'a self, image: &'a str) -> BoxFuture<'a, Result<bool, String>> {
+        let _ = image;
+        Box::pin(async { Err("this runtime has no image service".to_string()) })
+    }
+
+    /// Pulls `image` (CRI `PullImage`, without credentials: registries that need them are
+    /// pulled by kubelet with its own), waiting at most `timeout`. Ok = the image reference
+    /// the runtime reports.
+    fn pull_image<'a>(
+        &'a self,
+        image: &'a str,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<String, String>> {
+        let _ = (image, timeout);
+        Box::pin(async { Err("this runtime has no image service".to_string()) })
+    }
 }
 
 /// What the runtime says about a component after a manifest was written.
@@ -209,7 +230,7 @@ pub struct CriRuntime {
     endpoint: String,
     socket: PathBuf,
     timeout: Duration,
-    client: Mutex<Option<RuntimeServiceClient<Channel>>>,
+    client: Mutex<Option<Channel>>,
 }
 
 impl std::fmt::Debug for CriRuntime {
@@ -245,7 +266,7 @@ impl CriRuntime {
         &self.socket
     }
 
-    async fn client(&self) -> RuntimeServiceClient<Channel> {
+    async fn channel(&self) -> Channel {
         let mut slot = self.client.lock().await;
         if let Some(c) = slot.as_ref() {
             return c.clone();
@@ -258,9 +279,12 @@ impl CriRuntime {
                 let socket = socket.clone();
                 async move { UnixStream::connect(socket).await.map(TokioIo::new) }
             }));
-        let client = RuntimeServiceClient::new(channel);
-        *slot = Some(client.clone());
-        client
+        *slot = Some(channel.clone());
+        channel
+    }
+
+    async fn client(&self) -> RuntimeServiceClient<Channel> {
+        RuntimeServiceClient::new(self.channel().await)
     }
 
     /// Forgets the connection: the next call dials again.
@@ -359,6 +383,65 @@ impl ContainerRuntime for CriRuntime {
         pod_uid: &'a str,
     ) -> BoxFuture<'a, Result<Vec<ContainerSeen>, String>> {
         Box::pin(self.list(pod_uid))
+    }
+
+    fn image_present<'a>(&'a self, image: &'a str) -> BoxFuture<'a, Result<bool, String>> {
+        Box::pin(async move {
+            let mut client = ImageServiceClient::new(self.channel().await);
+            let request = ImageStatusRequest {
+                image: Some(image_spec(image)),
+                verbose: false,
+            };
+            match tokio::time::timeout(self.timeout, client.image_status(request)).await {
+                Ok(Ok(r)) => Ok(r.into_inner().image.is_some()),
+                Ok(Err(status)) => {
+                    self.reset().await;
+                    Err(self.error("ImageStatus", status_chain(&status)))
+                }
+                Err(_) => {
+                    self.reset().await;
+                    Err(self.error(
+                        "ImageStatus",
+                        format!("no answer within {:?}", self.timeout),
+                    ))
+                }
+            }
+        })
+    }
+
+    fn pull_image<'a>(
+        &'a self,
+        image: &'a str,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<String, String>> {
+        Box::pin(async move {
+            let mut client = ImageServiceClient::new(self.channel().await);
+            let request = PullImageRequest {
+                image: Some(image_spec(image)),
+                auth: None,
+                sandbox_config: None,
+            };
+            match tokio::time::timeout(timeout, client.pull_image(request)).await {
+                Ok(Ok(r)) => Ok(r.into_inner().image_ref),
+                Ok(Err(status)) => Err(format!(
+                    "the container runtime at {} could not pull {image}: {}",
+                    self.endpoint,
+                    status_chain(&status)
+                )),
+                Err(_) => Err(format!(
+                    "the container runtime at {} did not pull {image} within {} s",
+                    self.endpoint,
+                    timeout.as_secs()
+                )),
+            }
+        })
+    }
+}
+
+fn image_spec(image: &str) -> ImageSpec {
+    ImageSpec {
+        image: image.to_string(),
+        ..Default::default()
     }
 }
 
@@ -733,6 +816,54 @@ mod tests {
             started.elapsed() < Duration::from_secs(2),
             "{:?}",
             started.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn images_are_asked_for_and_pulled_over_cri() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("cri.sock");
+        let fake = FakeRuntime::new();
+        fake.images(|i| {
+            i.present.insert("registry.k8s.io/pause:3.10.2".into());
+            i.failing.insert(
+                "registry.example/broken:v1".into(),
+                "pull access denied".into(),
+            );
+        });
+        let _server = CriServer::start(&socket, fake.clone()).unwrap();
+        let rt = CriRuntime::new(socket.to_str().unwrap()).unwrap();
+        let api = "registry.k8s.io/kube-apiserver:v1.36.2";
+        assert!(
+            rt.image_present("registry.k8s.io/pause:3.10.2")
+                .await
+                .unwrap()
+        );
+        assert!(!rt.image_present(api).await.unwrap());
+        let got = rt.pull_image(api, Duration::from_secs(5)).await.unwrap();
+        assert!(got.starts_with("sha256:"), "{got}");
+        assert!(rt.image_present(api).await.unwrap());
+        let e = rt
+            .pull_image("registry.example/broken:v1", Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(
+            e.contains("could not pull registry.example/broken:v1")
+                && e.contains("pull access denied"),
+            "{e}"
+        );
+        fake.images(|i| i.pull_time = Duration::from_secs(5));
+        let e = rt
+            .pull_image("registry.k8s.io/slow:v1", Duration::from_millis(200))
+            .await
+            .unwrap_err();
+        assert!(
+            e.contains("did not pull registry.k8s.io/slow:v1 within"),
+            "{e}"
+        );
+        assert_eq!(
+            fake.images(|i| i.pulls.clone()),
+            [api, "registry.example/broken:v1", "registry.k8s.io/slow:v1"]
         );
     }
 

@@ -50,6 +50,8 @@ pub enum FailureReason {
     LastKnownGoodUnhealthy,
     /// The revision failed and there is nothing to restore.
     NoLastKnownGood,
+    /// An image of the revision could not be pulled before any file was written.
+    ImagePullFailed,
 }
 
 impl FailureReason {
@@ -71,6 +73,7 @@ impl FailureReason {
             FailureReason::LastKnownGoodMissing => "LastKnownGoodMissing",
             FailureReason::LastKnownGoodUnhealthy => "LastKnownGoodUnhealthy",
             FailureReason::NoLastKnownGood => "NoLastKnownGood",
+            FailureReason::ImagePullFailed => "ImagePullFailed",
         }
     }
 }

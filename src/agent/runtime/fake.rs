@@ -25,6 +25,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures::future::BoxFuture;
 use k8s_cri::v1 as cri;
+use k8s_cri::v1::image_service_server::{ImageService, ImageServiceServer};
 use k8s_cri::v1::runtime_service_server::{RuntimeService, RuntimeServiceServer};
 use k8s_openapi::api::core::v1::{Container, Pod, Probe};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -46,6 +47,21 @@ use crate::agent::health::Endpoint;
 #[derive(Clone, Debug, Default)]
 pub struct FakeRuntime {
     containers: Arc<Mutex<Vec<ContainerSeen>>>,
+    images: Arc<Mutex<FakeImages>>,
+}
+
+/// The image store of a [`FakeRuntime`]: what is present, which pulls fail (and why), how long
+/// a pull takes, every pull asked for.
+#[derive(Clone, Debug, Default)]
+pub struct FakeImages {
+    /// Images present.
+    pub present: std::collections::BTreeSet<String>,
+    /// Images whose pull fails, with the runtime's message.
+    pub failing: std::collections::BTreeMap<String, String>,
+    /// How long a pull takes.
+    pub pull_time: Duration,
+    /// Every pull asked for, in order.
+    pub pulls: Vec<String>,
 }
 
 impl FakeRuntime {
@@ -79,6 +95,27 @@ impl FakeRuntime {
     fn lock(&self) -> MutexGuard<'_, Vec<ContainerSeen>> {
         self.containers.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Changes the image store.
+    pub fn images<R>(&self, f: impl FnOnce(&mut FakeImages) -> R) -> R {
+        f(&mut self.images.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    async fn pull(&self, image: &str) -> Result<String, String> {
+        let (wait, failing) = self.images(|i| {
+            i.pulls.push(image.to_string());
+            (i.pull_time, i.failing.get(image).cloned())
+        });
+        tokio::time::sleep(wait).await;
+        if let Some(why) = failing {
+            return Err(why);
+        }
+        self.images(|i| i.present.insert(image.to_string()));
+        Ok(format!(
+            "sha256:{}",
+            crate::render::sha256_hex(image.as_bytes())
+        ))
+    }
 }
 
 impl ContainerRuntime for FakeRuntime {
@@ -93,6 +130,28 @@ impl ContainerRuntime for FakeRuntime {
             .cloned()
             .collect();
         Box::pin(async move { Ok(found) })
+    }
+
+    fn image_present<'a>(&'a self, image: &'a str) -> BoxFuture<'a, Result<bool, String>> {
+        let present = self.images(|i| i.present.contains(image));
+        Box::pin(async move { Ok(present) })
+    }
+
+    fn pull_image<'a>(
+        &'a self,
+        image: &'a str,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<String, String>> {
+        Box::pin(async move {
+            tokio::time::timeout(timeout, self.pull(image))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(format!(
+                        "did not pull {image} within {} s",
+                        timeout.as_secs()
+                    ))
+                })
+        })
     }
 }
 
@@ -183,6 +242,57 @@ impl CriService {
             }),
             ..Default::default()
         })
+    }
+}
+
+#[tonic::async_trait]
+impl ImageService for CriService {
+    async fn list_images(
+        &self,
+        _: Request<cri::ListImagesRequest>,
+    ) -> Result<Response<cri::ListImagesResponse>, Status> {
+        Err(unimplemented("list_images"))
+    }
+
+    async fn image_status(
+        &self,
+        request: Request<cri::ImageStatusRequest>,
+    ) -> Result<Response<cri::ImageStatusResponse>, Status> {
+        let name = request.into_inner().image.unwrap_or_default().image;
+        let present = self.runtime.images(|i| i.present.contains(&name));
+        Ok(Response::new(cri::ImageStatusResponse {
+            image: present.then(|| cri::Image {
+                id: format!("sha256:{}", crate::render::sha256_hex(name.as_bytes())),
+                repo_tags: vec![name.clone()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    }
+
+    async fn pull_image(
+        &self,
+        request: Request<cri::PullImageRequest>,
+    ) -> Result<Response<cri::PullImageResponse>, Status> {
+        let name = request.into_inner().image.unwrap_or_default().image;
+        match self.runtime.pull(&name).await {
+            Ok(image_ref) => Ok(Response::new(cri::PullImageResponse { image_ref })),
+            Err(why) => Err(Status::not_found(why)),
+        }
+    }
+
+    async fn remove_image(
+        &self,
+        _: Request<cri::RemoveImageRequest>,
+    ) -> Result<Response<cri::RemoveImageResponse>, Status> {
+        Err(unimplemented("remove_image"))
+    }
+
+    async fn image_fs_info(
+        &self,
+        _: Request<cri::ImageFsInfoRequest>,
+    ) -> Result<Response<cri::ImageFsInfoResponse>, Status> {
+        Err(unimplemented("image_fs_info"))
     }
 }
 
@@ -288,7 +398,10 @@ async fn serve_cri(listener: std::os::unix::net::UnixListener, runtime: FakeRunt
         Some((next, l))
     });
     let served = tonic::transport::Server::builder()
-        .add_service(RuntimeServiceServer::new(CriService { runtime }))
+        .add_service(RuntimeServiceServer::new(CriService {
+            runtime: runtime.clone(),
+        }))
+        .add_service(ImageServiceServer::new(CriService { runtime }))
         .serve_with_incoming(incoming)
         .await;
     if let Err(e) = served {
