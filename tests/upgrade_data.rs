@@ -1,5 +1,5 @@
-//! The upgrade data (`src/flags/data/upgrade/*.yaml`) against what the v1.36.2 binaries say
-//! (`src/flags/data/upgrade/1.36/binary.yaml`, captured by `capture.sh` there): every gate's
+//! The upgrade data (`core/src/flags/data/upgrade/*.yaml`) against what the v1.36.2 binaries say
+//! (`core/src/flags/data/upgrade/1.36/binary.yaml`, captured by `capture.sh` there): every gate's
 //! stage, default and lock in 1.33-1.36 as the binary's versioned gate specs have them, every
 //! gate the data calls gone is unknown to the binary, the alpha/beta gates agree with --help,
 //! and the admission plugins are exactly the ones --help lists.
@@ -18,7 +18,7 @@ struct Capture {
 
 fn capture() -> Capture {
     let path = format!(
-        "{}/src/flags/data/upgrade/1.36/binary.yaml",
+        "{}/core/src/flags/data/upgrade/1.36/binary.yaml",
         env!("CARGO_MANIFEST_DIR")
     );
     let text = std::fs::read_to_string(&path).expect("binary.yaml exists");

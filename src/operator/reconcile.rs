@@ -40,7 +40,7 @@ use crate::validation;
 pub const FIELD_MANAGER: &str = "kubeplane-operator";
 
 /// Namespace of the kube-controller-manager and kube-scheduler leader Leases.
-pub const COMPONENT_LEASE_NAMESPACE: &str = "kube-system";
+pub const COMPONENT_LEASE_NAMESPACE: &str = crate::render::defaults::NAMESPACE;
 
 /// The leader Leases whose holders are updated last.
 pub const COMPONENT_LEASES: [&str; 2] = ["kube-controller-manager", "kube-scheduler"];
