@@ -48,6 +48,9 @@ enum Command {
     /// a time, kube-apiserver first, with a way back. Exit 0: done; 1: a component went back to
     /// its unit (dry run: kubelet not ready); 2: error, nothing changed.
     Migrate(cli::MigrateArgs),
+    /// Plan a Kubernetes version change: `upgrade plan -f FILE` prints the waves, nodes, images
+    /// and checks. Exit 0: it can proceed; 1: it cannot; 2: bad input.
+    Upgrade(cli::UpgradeArgs),
     /// Run the operator: reconcile ControlPlaneConfigs into ControlPlaneNodes, one node at a time.
     Operator(operator::OperatorArgs),
     /// Follow the rollout of a ControlPlaneConfig.
@@ -94,6 +97,7 @@ fn main() -> ExitCode {
         Command::Import(args) => cli::import(&args, &mut out, &mut err),
         Command::Diff(args) => cli::diff(&args, &mut out, &mut err),
         Command::Migrate(args) => cli::migrate(&args, &mut out, &mut err),
+        Command::Upgrade(args) => cli::upgrade(&args, &mut out, &mut err),
         Command::Operator(args) => runtime().block_on(operator::operator_command(&args)),
         Command::Rollout(args) => {
             drop(out);

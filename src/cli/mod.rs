@@ -5,6 +5,7 @@ mod adopt;
 mod flags;
 mod hardway;
 mod migrate;
+mod upgrade;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ use crate::validation::{self, Report};
 pub use self::adopt::{DiffArgs, ImportArgs, diff, import};
 pub use self::flags::{FlagsArgs, FlagsError, flags, flags_table};
 pub use self::migrate::{MigrateArgs, migrate};
+pub use self::upgrade::{UpgradeArgs, upgrade};
 
 /// Arguments of `kubeplane render`.
 #[derive(Args, Debug, Clone)]

@@ -42,6 +42,10 @@ use super::common::{Condition, date_time_schema};
     )
 )]
 #[serde(rename_all = "camelCase")]
+// Transition rules (on update only). Their messageExpressions only concatenate: anything more
+// (computing the next minor) exceeds the API server's CEL cost budget for messages.
+#[x_kube(validation = Rule::new("int(self.kubernetesVersion.split('.')[1]) <= int(oldSelf.kubernetesVersion.split('.')[1]) + 1").message(kube::core::Message::Expression("'kubernetesVersion ' + oldSelf.kubernetesVersion + ' -> ' + self.kubernetesVersion + ' skips a minor version: go to the next minor version (a 1.MINOR+1 release) first (kubernetes.io/releases/version-skew-policy)'".into())))]
+#[x_kube(validation = Rule::new("int(self.kubernetesVersion.split('.')[1]) >= int(oldSelf.kubernetesVersion.split('.')[1]) || (has(self.upgrade) && has(self.upgrade.allowMinorDowngrade) && self.upgrade.allowMinorDowngrade && int(self.kubernetesVersion.split('.')[1]) + 1 >= int(oldSelf.kubernetesVersion.split('.')[1]))").message(kube::core::Message::Expression("'kubernetesVersion ' + oldSelf.kubernetesVersion + ' -> ' + self.kubernetesVersion + ' is a minor downgrade: refused unless spec.upgrade.allowMinorDowngrade is true, and then one minor at a time'".into())))]
 pub struct ControlPlaneConfigSpec {
     /// Kubernetes version of the control-plane images, for example `v1.36.2`. It also selects
     /// which command-line flags are accepted: kubeplane supports minor versions 1.33 to 1.37.
@@ -112,6 +116,10 @@ pub struct ControlPlaneConfigSpec {
     /// How changes are rolled out across nodes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<Rollout>,
+
+    /// How changes of `kubernetesVersion` are judged (the version-skew policy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<super::UpgradePolicy>,
 }
 
 /// Image pull policy of the control-plane containers.

@@ -7,12 +7,14 @@ mod component;
 mod config;
 mod document;
 mod node;
+mod upgrade;
 
 pub use common::{Condition, find_condition, set_condition};
 pub use component::Component;
 pub use config::*;
 pub use document::{API_VERSION, DocumentError, parse_config};
 pub use node::*;
+pub use upgrade::UpgradePolicy;
 
 use kube::CustomResourceExt;
 

@@ -3,6 +3,7 @@
 
 pub mod policy;
 pub mod table;
+pub mod upgrade;
 pub mod version;
 
 pub use table::{FlagInfo, FlagStatus, FlagType, Minor, all, find, known, lookup, suggest};

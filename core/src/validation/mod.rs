@@ -6,6 +6,8 @@ mod args;
 mod cross;
 mod effective;
 mod spec;
+pub mod upgrade;
+pub mod upgrade_plan;
 mod values;
 
 pub(crate) use args::{WRITTEN_FLAGS, paths_of};

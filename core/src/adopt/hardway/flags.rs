@@ -31,16 +31,13 @@ pub(super) const GONE_ADMISSION_PLUGINS: &[(&str, &str)] = &[
     ("Initializers", "admission webhooks"),
 ];
 
-/// Feature gates old guides set that no v1.33+ component knows (they went GA and were
-/// removed): a component refuses an unknown gate and does not start.
-pub(super) const GONE_FEATURE_GATES: &[&str] = &[
-    "CSIMigration",
-    "DynamicKubeletConfig",
-    "ExpandPersistentVolumes",
-    "PodPriority",
-    "TTLAfterFinished",
-    "TaintBasedEvictions",
-];
+/// Feature gates old guides set that no supported (v1.33+) component knows: they went GA or
+/// were deprecated, and were removed. The facts live in the upgrade data
+/// (`core/src/flags/data/upgrade/feature-gates.yaml`).
+pub(super) fn gone_feature_gate(name: &str) -> bool {
+    crate::flags::upgrade::gates_removed_before(crate::flags::version::MIN_MINOR)
+        .any(|g| g.name == name)
+}
 
 /// One flag as parsed from the command line.
 pub(super) struct RawFlag {
@@ -371,7 +368,7 @@ pub(super) fn check_wrong(
             let mut keep = Vec::new();
             for (k, v) in split_map(value) {
                 let gate = k.rsplit_once(':').map(|(_, g)| g).unwrap_or(&k);
-                if GONE_FEATURE_GATES.contains(&gate) {
+                if gone_feature_gate(gate) {
                     findings.push(
                         err(format!(
                             "the feature gate {gate} does not exist in v1.33 and later (it graduated and was removed), and {c} refuses to start with an unknown gate (\"unrecognized feature gate\"); the import leaves it out"
