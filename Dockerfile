@@ -21,6 +21,7 @@ RUN apt-get update \
 RUN rustup target add x86_64-unknown-linux-musl
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
+COPY core ./core
 COPY src ./src
 COPY benches ./benches
 RUN cargo build --profile dist --locked --target x86_64-unknown-linux-musl --bin kubeplane \

@@ -3,7 +3,7 @@
 pflag value types), the input of the flag-table check (`tests/flag_help.rs`).
 
     kube-apiserver --help | scripts/flags-from-help.py --component kube-apiserver \
-        --version v1.36.2 --binary "…where the binary came from…" > src/flags/data/help/1.36/kube-apiserver.yaml
+        --version v1.36.2 --binary "…where the binary came from…" > core/src/flags/data/help/1.36/kube-apiserver.yaml
 
 The next minor is an update: capture its three `--help` outputs, run this, and the test
 lists every flag the table does not know (or knows with another type) for that minor.

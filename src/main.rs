@@ -48,6 +48,9 @@ enum Command {
     /// a time, kube-apiserver first, with a way back. Exit 0: done; 1: a component went back to
     /// its unit (dry run: kubelet not ready); 2: error, nothing changed.
     Migrate(cli::MigrateArgs),
+    /// Plan a Kubernetes version change: `upgrade plan -f FILE` prints the waves, nodes, images
+    /// and checks. Exit 0: it can proceed; 1: it cannot; 2: bad input.
+    Upgrade(cli::UpgradeArgs),
     /// Run the operator: reconcile ControlPlaneConfigs into ControlPlaneNodes, one node at a time.
     Operator(cli::OperatorArgs),
     /// Follow the rollout of a ControlPlaneConfig.
@@ -103,6 +106,7 @@ fn main() -> ExitCode {
         Command::Flags(args) => cli::flags(&args, &mut out, &mut err),
         Command::Import(args) => cli::import(&args, &mut out, &mut err),
         Command::Diff(args) => cli::diff(&args, &mut out, &mut err),
+        Command::Upgrade(args) => cli::upgrade(&args, &mut out, &mut err),
         Command::Migrate(args) => {
             drop(out);
             runtime(NODE_WORKERS).block_on(cli::migrate(&args, &mut stdout, &mut err))

@@ -14,7 +14,7 @@ fn validate(file: &str) -> Output {
 }
 
 /// (component field, flag, release that removed it, replacement), as in
-/// tests/fixtures/legacy-flags.yaml. Facts: src/flags/data/SOURCES.md.
+/// tests/fixtures/legacy-flags.yaml. Facts: core/src/flags/data/SOURCES.md.
 const LEGACY: &[(&str, &str, &str, Option<&str>)] = &[
     ("apiServer", "insecure-port", "1.24", Some("secure-port")),
     (

@@ -18,7 +18,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
@@ -105,56 +104,9 @@ pub enum DriftMode {
     Observe,
 }
 
-/// What a file in the manifest directory is to kubeplane.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Kind {
-    /// A managed manifest.
-    Managed(Component),
-    /// A stray copy of a managed component's manifest, and why it counts as one.
-    Stray(Component, String),
-    /// A static Pod (or anything) kubeplane does not manage.
-    Unmanaged,
-    /// A dot file or a directory: kubelet ignores it, and so does kubeplane.
-    Ignored,
-}
-
-/// Classifies a file of the manifest directory by its name and (for the Pod-name rule) its
-/// content. Pure.
-pub fn classify(name: &str, content: Option<&[u8]>, managed: &[Component]) -> Kind {
-    if name.starts_with('.') || name.is_empty() {
-        return Kind::Ignored;
-    }
-    for &c in managed {
-        let file = c.manifest_file();
-        if name == file {
-            return Kind::Managed(c);
-        }
-        let stem = file.trim_end_matches(".yaml");
-        if let Some(rest) = name.strip_prefix(file) {
-            return Kind::Stray(c, format!("backup-like copy of {file} (suffix {rest:?})"));
-        }
-        if let Some(rest) = name.strip_prefix(stem)
-            && [".yml", ".json", ".manifest"]
-                .iter()
-                .any(|s| rest.starts_with(s))
-        {
-            return Kind::Stray(c, format!("copy of {file} named {name}"));
-        }
-    }
-    if let Some(bytes) = content
-        && let Some(pod_name) = pod_name(bytes)
-        && let Some(&c) = managed.iter().find(|c| c.name() == pod_name)
-    {
-        return Kind::Stray(c, format!("declares Pod {pod_name}, a managed component"));
-    }
-    Kind::Unmanaged
-}
-
-/// The `metadata.name` of a Pod manifest, if the bytes are one (YAML or JSON).
-fn pod_name(bytes: &[u8]) -> Option<String> {
-    let pod: Pod = files::parse_pod(bytes).ok()?;
-    pod.metadata.name
-}
+/// What a file of the manifest directory is, by the pure layer's one rule
+/// ([`crate::adopt::classify_file`]: by name, then by the Pod it holds).
+pub use crate::adopt::{FileKind as Kind, classify_file as classify};
 
 /// The outcome of checking one file.
 #[derive(Clone, Debug, PartialEq, Eq)]

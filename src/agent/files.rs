@@ -282,13 +282,8 @@ fn ensure_real_dir(dir: &Path, create: bool) -> Result<()> {
     }
 }
 
-/// Parses a static Pod manifest (YAML or JSON). The YAML is read into a JSON value first and
-/// the Pod taken from that, as kubelet does (YAML → JSON → object); this also keeps a single
-/// Pod deserializer in the binary.
-pub fn parse_pod(bytes: &[u8]) -> std::result::Result<k8s_openapi::api::core::v1::Pod, String> {
-    let value: serde_json::Value = serde_saphyr::from_slice(bytes).map_err(|e| e.to_string())?;
-    serde_json::from_value(value).map_err(|e| e.to_string())
-}
+/// Parses a static Pod manifest (YAML or JSON): the pure layer's one manifest reader.
+pub use crate::adopt::read_pod as parse_pod;
 
 /// [`crate::fsio::atomic_write`] with the managed files' mode ([`FILE_MODE`]).
 pub fn atomic_write(staging_dir: &Path, target: &Path, content: &[u8]) -> Result<()> {

@@ -15,7 +15,7 @@ use clap::Args;
 
 use super::{CliError, check_address, load_valid_config, print_report, read_optional, render_node};
 use crate::adopt::{
-    self, Change, FileStatus, ImportInput, Imported, ManifestFile, Parsed, compare_manifest,
+    self, Change, FileStatus, ImportInput, Imported, ManifestFile, compare_manifest,
     compare_side_file,
 };
 use crate::agent::files::NodeDirs;
@@ -435,14 +435,13 @@ fn diff_inner(args: &DiffArgs, out: &mut dyn Write, err: &mut dyn Write) -> Resu
         print_status(out, &f.path, &status).map_err(io)?;
     }
     // Another file running a managed component: kubelet would run both.
+    let managed: Vec<Component> = Component::ALL
+        .into_iter()
+        .filter(|c| render::is_managed(&cfg.spec, *c))
+        .collect();
     for f in &files {
-        let Ok(text) = std::str::from_utf8(&f.content) else {
-            continue;
-        };
-        if let Ok(Parsed::Pod(pod)) = adopt::parse_pod(text)
-            && let Some((c, _)) = adopt::component_of(&pod)
-            && render::is_managed(&cfg.spec, c)
-            && f.name != c.manifest_file()
+        if let adopt::FileKind::Stray(c, _) =
+            adopt::classify_file(&f.name, Some(&f.content), &managed)
         {
             changed += 1;
             writeln!(

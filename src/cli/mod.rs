@@ -9,6 +9,7 @@ mod hardway;
 mod migrate;
 mod node;
 mod operator;
+mod upgrade;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -29,6 +30,7 @@ pub use self::node::{
 pub use self::operator::{
     OperatorArgs, RolloutArgs, RolloutCommand, RolloutStatusArgs, operator, rollout,
 };
+pub use self::upgrade::{UpgradeArgs, upgrade};
 
 /// Arguments of `kubeplane render`.
 #[derive(Args, Debug, Clone)]

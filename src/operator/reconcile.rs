@@ -43,7 +43,7 @@ pub use api::*;
 pub const FIELD_MANAGER: &str = "kubeplane-operator";
 
 /// Namespace of the kube-controller-manager and kube-scheduler leader Leases.
-pub const COMPONENT_LEASE_NAMESPACE: &str = "kube-system";
+pub const COMPONENT_LEASE_NAMESPACE: &str = crate::render::defaults::NAMESPACE;
 
 /// The leader Leases whose holders are updated last.
 pub const COMPONENT_LEASES: [&str; 2] = ["kube-controller-manager", "kube-scheduler"];
@@ -270,6 +270,57 @@ async fn reconcile_inner(name: &str, ctx: &Context) -> Result<Action> {
         );
         block(ctx, &cpc, "NodeConflict", &message, warnings).await?;
         return Ok(Action::requeue(ctx.resync));
+    }
+    // The version-skew policy (kubernetes.io/releases/version-skew-policy) against the versions
+    // each node was last given (every manifest's image tag): more than one minor forward, or a
+    // minor downgrade the spec does not allow, is refused before any node is touched. The
+    // agent's own rollback of a failed node never changes its ControlPlaneNode's spec, so it is
+    // not judged as a downgrade.
+    let running: Vec<(String, String)> = selected
+        .iter()
+        .filter_map(|n| ours.get(n))
+        .flat_map(|c| {
+            validation::upgrade::node_versions(&c.spec)
+                .into_iter()
+                .map(|v| (c.name_any(), v))
+        })
+        .collect();
+    let skew = validation::upgrade::check_fleet(
+        &running,
+        &cpc.spec.kubernetes_version,
+        validation::upgrade::allow_minor_downgrade(&cpc.spec),
+    );
+    if !skew.is_empty() {
+        let message = skew
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        block(ctx, &cpc, "UnsupportedVersionSkew", &message, warnings).await?;
+        return Ok(Action::requeue(ctx.resync));
+    }
+    // A minor change also gets the target version's checks (feature gates removed or locked,
+    // admission plugins, --runtime-config, flags between the versions) against the lowest
+    // version a node runs: what would stop a component from starting is refused here.
+    if let Some(from) =
+        validation::upgrade::minor_change_from(&running, &cpc.spec.kubernetes_version)
+    {
+        let errors: Vec<String> = validation::upgrade::check_target(&cpc.spec, &from)
+            .iter()
+            .filter(|p| p.is_error())
+            .map(ToString::to_string)
+            .collect();
+        if !errors.is_empty() {
+            block(
+                ctx,
+                &cpc,
+                "UpgradeCheckFailed",
+                &errors.join("; "),
+                warnings,
+            )
+            .await?;
+            return Ok(Action::requeue(ctx.resync));
+        }
     }
 
     // 4. Render every selected node whose agent reported facts: the revision names exactly

@@ -969,3 +969,59 @@ async fn a_minor_upgrade_starts_with_kube_apiserver_alone() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn version_skip_degrades_naming_both_versions_and_touches_no_node() {
+    let mut spec = valid_spec();
+    spec.kubernetes_version = "v1.36.2".into();
+    let mut old = cpn("cp-1", "r-old", Healthy);
+    old.spec.kubernetes_version = "v1.34.3".into();
+    let world = World::new(config(7, spec), &["cp-1"]).with_cpns(vec![old]);
+    let check: Box<dyn FnOnce(&Value) + Send> = Box::new(|s: &Value| {
+        let d = condition(s, "Degraded");
+        assert_eq!(
+            (d["status"].as_str(), d["reason"].as_str()),
+            (Some("True"), Some("UnsupportedVersionSkew"))
+        );
+        let m = d["message"].as_str().unwrap();
+        assert!(
+            m.contains("cp-1 run v1.34.3") && m.contains("v1.34.3 → v1.36.2 skips 1.35"),
+            "{m}"
+        );
+        assert!(m.contains("go to v1.35.x first"), "{m}");
+    });
+    play(
+        world.clone(),
+        Scenario::Conflict(world, vec![Write::Status(check)]),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_minor_upgrade_with_a_gate_the_target_locks_degrades_before_any_node() {
+    let mut spec = valid_spec();
+    spec.api_server = Some(ApiServer {
+        extra_args: vec![crate::api::Arg::new("feature-gates", "NodeSwap=false")],
+        ..Default::default()
+    });
+    let mut old = cpn("cp-1", "r-old", Healthy);
+    old.spec.kubernetes_version = "v1.35.4".into();
+    let world = World::new(config(8, spec), &["cp-1"]).with_cpns(vec![old]);
+    let check: Box<dyn FnOnce(&Value) + Send> = Box::new(|s: &Value| {
+        let d = condition(s, "Degraded");
+        assert_eq!(
+            (d["status"].as_str(), d["reason"].as_str()),
+            (Some("True"), Some("UpgradeCheckFailed"))
+        );
+        let m = d["message"].as_str().unwrap();
+        assert!(
+            m.contains("NodeSwap is GA and locked to true in 1.36"),
+            "{m}"
+        );
+    });
+    play(
+        world.clone(),
+        Scenario::Conflict(world, vec![Write::Status(check)]),
+    )
+    .await;
+}

@@ -123,7 +123,7 @@ impl KubeMirrorPods {
     /// Watches pods in `kube-system`.
     pub fn new(client: Client) -> Self {
         KubeMirrorPods {
-            api: Api::namespaced(client, "kube-system"),
+            api: Api::namespaced(client, crate::render::defaults::NAMESPACE),
         }
     }
 }

@@ -1,0 +1,833 @@
+//! `ControlPlaneConfig`: the desired state of a cluster's control plane.
+// kube-derive printcolumn(...) attributes repeat `type_ = ...`, which clippy takes for
+// duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
+use std::collections::BTreeMap;
+
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{Condition, date_time_schema};
+
+/// The desired control plane of a cluster: versions, networking, etcd, and per-component
+/// settings for kube-apiserver, kube-controller-manager and kube-scheduler. The operator renders
+/// it into one `ControlPlaneNode` per matching node and rolls changes out one node at a time.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "kubeplane.io",
+    version = "v1alpha1",
+    kind = "ControlPlaneConfig",
+    shortname = "cpc",
+    category = "kubeplane",
+    status = "ControlPlaneConfigStatus",
+    doc = "The desired state of a cluster's control-plane static pods (kube-apiserver, kube-controller-manager, kube-scheduler).",
+    printcolumn(
+        name = "Version",
+        type_ = "string",
+        json_path = ".spec.kubernetesVersion"
+    ),
+    printcolumn(name = "Revision", type_ = "string", json_path = ".status.revision"),
+    printcolumn(
+        name = "Updated",
+        type_ = "integer",
+        json_path = ".status.updatedNodes"
+    ),
+    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyNodes"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+// Transition rules (on update only). Their messageExpressions only concatenate: anything more
+// (computing the next minor) exceeds the API server's CEL cost budget for messages.
+#[x_kube(validation = Rule::new("int(self.kubernetesVersion.split('.')[1]) <= int(oldSelf.kubernetesVersion.split('.')[1]) + 1").message(kube::core::Message::Expression("'kubernetesVersion ' + oldSelf.kubernetesVersion + ' -> ' + self.kubernetesVersion + ' skips a minor version: go to the next minor version (a 1.MINOR+1 release) first (kubernetes.io/releases/version-skew-policy)'".into())))]
+#[x_kube(validation = Rule::new("int(self.kubernetesVersion.split('.')[1]) >= int(oldSelf.kubernetesVersion.split('.')[1]) || (has(self.upgrade) && has(self.upgrade.allowMinorDowngrade) && self.upgrade.allowMinorDowngrade && int(self.kubernetesVersion.split('.')[1]) + 1 >= int(oldSelf.kubernetesVersion.split('.')[1]))").message(kube::core::Message::Expression("'kubernetesVersion ' + oldSelf.kubernetesVersion + ' -> ' + self.kubernetesVersion + ' is a minor downgrade: refused unless spec.upgrade.allowMinorDowngrade is true, and then one minor at a time'".into())))]
+pub struct ControlPlaneConfigSpec {
+    /// Kubernetes version of the control-plane images, for example `v1.36.2`. It also selects
+    /// which command-line flags are accepted: kubeplane supports minor versions 1.33 to 1.37.
+    #[schemars(
+        regex(pattern = r"^v?[0-9]+\.[0-9]+\.[0-9]+([-+][0-9A-Za-z.+-]+)?$"),
+        length(max = 64)
+    )]
+    pub kubernetes_version: String,
+
+    /// Registry and repository the images come from, without a trailing slash. The image of
+    /// each component is `<imageRepository>/<component>:<kubernetesVersion>`.
+    /// Default: `registry.k8s.io`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub image_repository: Option<String>,
+
+    /// Image pull policy of the control-plane containers: `Always`, `IfNotPresent` or `Never`.
+    /// Default: `IfNotPresent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<PullPolicy>,
+
+    /// Name of the cluster, passed to kube-controller-manager as `--cluster-name`.
+    /// Default: `kubernetes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub cluster_name: Option<String>,
+
+    /// Host directory holding the cluster's certificates and keys, mounted read-only into
+    /// kube-apiserver and kube-controller-manager. Default: `/etc/kubernetes/pki`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.startsWith('/')").message("certificatesDir must be an absolute path"))]
+    #[schemars(length(min = 1, max = 4096))]
+    pub certificates_dir: Option<String>,
+
+    /// Cluster networking: service and pod ranges, DNS domain, node-port range.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub networking: Option<Networking>,
+
+    /// The etcd cluster kube-apiserver stores its data in. Default: the local etcd member a
+    /// kubeadm control-plane node runs, at `https://127.0.0.1:2379`, with kubeadm's client
+    /// certificates under `certificatesDir`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd: Option<Etcd>,
+
+    /// Settings of kube-apiserver.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_server: Option<ApiServer>,
+
+    /// Settings of kube-controller-manager.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller_manager: Option<ControllerManager>,
+
+    /// Settings of kube-scheduler.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduler: Option<Scheduler>,
+
+    /// Per-node settings, for the few values that differ from node to node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new("self.all(n, self.exists_one(m, m.name == n.name))").message("nodes must have unique names"))]
+    pub nodes: Vec<NodeOverride>,
+
+    /// Labels a Node must carry to get this control plane. Default:
+    /// `node-role.kubernetes.io/control-plane: ""`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+
+    /// How changes are rolled out across nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
+
+    /// How changes of `kubernetesVersion` are judged (the version-skew policy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<super::UpgradePolicy>,
+}
+
+/// Image pull policy of the control-plane containers.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PullPolicy {
+    /// Pull the image every time the Pod starts.
+    Always,
+    /// Pull the image only when it is not on the node.
+    IfNotPresent,
+    /// Never pull; the image must already be on the node.
+    Never,
+}
+
+impl PullPolicy {
+    /// The value as Kubernetes spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Always => "Always",
+            PullPolicy::IfNotPresent => "IfNotPresent",
+            PullPolicy::Never => "Never",
+        }
+    }
+}
+
+/// Cluster networking.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Networking {
+    /// CIDR range(s) of Service cluster IPs, comma-separated for dual-stack (one IPv4 and one
+    /// IPv6 range). Passed to kube-apiserver, and to kube-controller-manager when `podSubnet`
+    /// is set, as `--service-cluster-ip-range`. Default: `10.96.0.0/12`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    #[x_kube(validation = Rule::new("self.split(',').all(c, isCIDR(c))").message("serviceSubnet must be one CIDR, or two comma-separated CIDRs for dual-stack, like 10.96.0.0/12"))]
+    pub service_subnet: Option<String>,
+
+    /// CIDR range(s) Pod IPs come from, comma-separated for dual-stack. When set,
+    /// kube-controller-manager allocates a Pod range to every Node from it
+    /// (`--allocate-node-cidrs=true --cluster-cidr=<podSubnet>`). Default: unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    #[x_kube(validation = Rule::new("self.split(',').all(c, isCIDR(c))").message("podSubnet must be one CIDR, or two comma-separated CIDRs for dual-stack, like 10.244.0.0/16"))]
+    pub pod_subnet: Option<String>,
+
+    /// DNS domain of the cluster, used in the default service-account issuer
+    /// `https://kubernetes.default.svc.<dnsDomain>`. Default: `cluster.local`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub dns_domain: Option<String>,
+
+    /// Port range reserved for NodePort Services, `FIRST-LAST`, passed to kube-apiserver as
+    /// `--service-node-port-range`. Default: unset (kube-apiserver uses `30000-32767`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 3, max = 11))]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9]{1,5}-[0-9]{1,5}$') && int(self.split('-')[0]) >= 1 && int(self.split('-')[0]) <= int(self.split('-')[1]) && int(self.split('-')[1]) <= 65535").message("serviceNodePortRange must be FIRST-LAST with 1 <= FIRST <= LAST <= 65535, like 30000-32767"))]
+    pub service_node_port_range: Option<String>,
+}
+
+/// The etcd cluster kube-apiserver uses.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Etcd {
+    /// An etcd cluster kubeplane does not run. When set, kube-apiserver talks to these
+    /// endpoints with these client certificates instead of the local member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalEtcd>,
+}
+
+/// An external etcd cluster reached over TLS.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalEtcd {
+    /// Client URLs of the etcd members, for example `https://10.0.0.21:2379`.
+    #[schemars(length(min = 1, max = 16))]
+    #[x_kube(validation = Rule::new("self.all(e, isURL(e) && (e.startsWith('https://') || e.startsWith('http://')))").message("etcd endpoints must be URLs like https://10.0.0.21:2379"))]
+    pub endpoints: Vec<BoundedString>,
+
+    /// CA certificate that signed the etcd members' serving certificates (`--etcd-cafile`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
+    #[x_kube(validation = Rule::new("self.startsWith('/')").message("caFile must be an absolute path"))]
+    pub ca_file: Option<String>,
+
+    /// Client certificate kube-apiserver presents to etcd (`--etcd-certfile`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
+    #[x_kube(validation = Rule::new("self.startsWith('/')").message("certFile must be an absolute path"))]
+    pub cert_file: Option<String>,
+
+    /// Private key of the client certificate (`--etcd-keyfile`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
+    #[x_kube(validation = Rule::new("self.startsWith('/')").message("keyFile must be an absolute path"))]
+    pub key_file: Option<String>,
+}
+
+/// A string of bounded length (keeps CEL validation cost bounded).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(transparent)]
+pub struct BoundedString(pub String);
+
+impl JsonSchema for BoundedString {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "BoundedString".into()
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": "string", "maxLength": 2048 })
+    }
+}
+
+impl std::ops::Deref for BoundedString {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for BoundedString {
+    fn from(s: &str) -> Self {
+        BoundedString(s.to_string())
+    }
+}
+
+/// Defines a component's settings struct: the fields every component shares, then its own.
+macro_rules! component_settings {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $($(#[$fmeta:meta])* pub $field:ident : $ty:ty,)*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+        #[serde(rename_all = "camelCase")]
+        pub struct $name {
+            /// Whether kubeplane writes this component's static Pod. Set to `false` for a component
+            /// that runs some other way (a systemd unit, another tool): kubeplane then leaves its
+            /// manifest alone. Default: `true`.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub managed: Option<bool>,
+
+            /// Extra command-line flags, in order, each a name without leading dashes and a value.
+            /// A name given here replaces every default value of that flag, except the list and map
+            /// flags that merge with the defaults (`enable-admission-plugins`,
+            /// `disable-admission-plugins`, `feature-gates`, `runtime-config`). A name may repeat for
+            /// flags that accept several values (`service-account-issuer`). Flags are written sorted
+            /// by name; repeats keep their order.
+            #[serde(default, skip_serializing_if = "Vec::is_empty")]
+            #[schemars(length(max = 256))]
+            pub extra_args: Vec<Arg>,
+
+            /// Extra hostPath volumes mounted into the container. A volume with the name of a default
+            /// volume replaces it.
+            #[serde(default, skip_serializing_if = "Vec::is_empty")]
+            #[schemars(length(max = 64))]
+            #[x_kube(validation = Rule::new("self.all(v, self.exists_one(w, w.name == v.name))").message("extraVolumes must have unique names"))]
+            pub extra_volumes: Vec<HostPathVolume>,
+
+            /// Extra environment variables of the container, by name.
+            #[serde(default, skip_serializing_if = "Vec::is_empty")]
+            #[schemars(length(max = 64))]
+            #[x_kube(validation = Rule::new("self.all(v, self.exists_one(w, w.name == v.name))").message("extraEnv must have unique names"))]
+            pub extra_env: Vec<EnvVar>,
+
+            /// Compute resources of the container. Default: a CPU request of 250m (kube-apiserver),
+            /// 200m (kube-controller-manager) or 100m (kube-scheduler), as kubeadm sets.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub resources: Option<Resources>,
+
+            /// Overrides of the container's liveness, readiness and startup probes. Fields left
+            /// unset keep kubeadm's values.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub probes: Option<Probes>,
+
+            /// Names of protected flags (TLS certificates and keys, client CAs, etcd TLS,
+            /// service-account keys and issuer) that `extraArgs` may replace. Replacing one of them
+            /// without naming it here is refused, because a wrong value locks every client out.
+            #[serde(default, skip_serializing_if = "Vec::is_empty")]
+            #[schemars(length(max = 64))]
+            pub allow_protected_overrides: Vec<FlagName>,
+
+            $($(#[$fmeta])* pub $field: $ty,)*
+        }
+
+        impl $name {
+            /// The settings every component shares.
+            pub fn common(&self) -> CommonSettings<'_> {
+                CommonSettings {
+                    managed: self.managed,
+                    extra_args: &self.extra_args,
+                    extra_volumes: &self.extra_volumes,
+                    extra_env: &self.extra_env,
+                    resources: self.resources.as_ref(),
+                    probes: self.probes.as_ref(),
+                    allow_protected_overrides: &self.allow_protected_overrides,
+                }
+            }
+        }
+    };
+}
+
+/// A view of the settings every component shares.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct CommonSettings<'a> {
+    /// Whether kubeplane writes the component's static Pod (default `true`).
+    pub managed: Option<bool>,
+    /// Extra flags, in order.
+    pub extra_args: &'a [Arg],
+    /// Extra hostPath volumes.
+    pub extra_volumes: &'a [HostPathVolume],
+    /// Extra environment variables.
+    pub extra_env: &'a [EnvVar],
+    /// Compute resources.
+    pub resources: Option<&'a Resources>,
+    /// Probe overrides.
+    pub probes: Option<&'a Probes>,
+    /// Protected flags `extraArgs` may replace.
+    pub allow_protected_overrides: &'a [FlagName],
+}
+
+/// A command-line flag name: no leading dashes, no `=`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct FlagName(pub String);
+
+impl JsonSchema for FlagName {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "FlagName".into()
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 128,
+            "x-kubernetes-validations": [{
+                "rule": "!self.startsWith('-')",
+                "message": "give flag names without leading dashes: bind-address, not --bind-address"
+            }]
+        })
+    }
+}
+
+/// One command-line flag.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Arg {
+    /// Flag name without leading dashes, for example `audit-log-maxage`.
+    #[schemars(length(min = 1, max = 128))]
+    #[x_kube(validation = Rule::new("!self.startsWith('-')").message("give flag names without leading dashes: bind-address, not --bind-address"))]
+    #[x_kube(validation = Rule::new("!self.contains('=')").message("put the flag's value in value, not in name"))]
+    pub name: String,
+
+    /// Flag value, written as `--name=value`.
+    #[serde(default)]
+    #[schemars(length(max = 4096))]
+    pub value: String,
+}
+
+impl Arg {
+    /// A flag with a value.
+    pub fn new(name: impl Into<String>, value: impl Into<String>) -> Self {
+        Arg {
+            name: name.into(),
+            value: value.into(),
+        }
+    }
+}
+
+/// A hostPath volume and where it is mounted in the container.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HostPathVolume {
+    /// Name of the volume (a DNS label).
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    /// Path on the host.
+    #[schemars(length(min = 1, max = 4096))]
+    #[x_kube(validation = Rule::new("self.startsWith('/')").message("hostPath must be an absolute path"))]
+    pub host_path: String,
+    /// Path in the container.
+    #[schemars(length(min = 1, max = 4096))]
+    #[x_kube(validation = Rule::new("self.startsWith('/')").message("mountPath must be an absolute path"))]
+    pub mount_path: String,
+    /// Mount read-only. Default: `false`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only: Option<bool>,
+    /// hostPath type: `DirectoryOrCreate`, `Directory`, `FileOrCreate`, `File`, `Socket`,
+    /// `CharDevice` or `BlockDevice`. Default: `DirectoryOrCreate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_type: Option<HostPathType>,
+}
+
+/// Kind of host path a hostPath volume expects.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostPathType {
+    /// A directory, created (mode 0755) when missing.
+    DirectoryOrCreate,
+    /// An existing directory.
+    Directory,
+    /// A file, created empty (mode 0644) when missing.
+    FileOrCreate,
+    /// An existing file.
+    File,
+    /// An existing UNIX socket.
+    Socket,
+    /// An existing character device.
+    CharDevice,
+    /// An existing block device.
+    BlockDevice,
+}
+
+impl HostPathType {
+    /// The value as Kubernetes spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostPathType::DirectoryOrCreate => "DirectoryOrCreate",
+            HostPathType::Directory => "Directory",
+            HostPathType::FileOrCreate => "FileOrCreate",
+            HostPathType::File => "File",
+            HostPathType::Socket => "Socket",
+            HostPathType::CharDevice => "CharDevice",
+            HostPathType::BlockDevice => "BlockDevice",
+        }
+    }
+}
+
+/// An environment variable with a literal value (static pods cannot read Secrets or
+/// ConfigMaps).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvVar {
+    /// Variable name.
+    #[schemars(length(min = 1, max = 256))]
+    pub name: String,
+    /// Variable value.
+    #[serde(default)]
+    #[schemars(length(max = 4096))]
+    pub value: String,
+}
+
+/// Compute resources of a container, as Kubernetes quantities (`250m`, `1Gi`).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Resources {
+    /// Minimum resources, by resource name (`cpu`, `memory`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub requests: BTreeMap<String, String>,
+    /// Maximum resources, by resource name (`cpu`, `memory`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub limits: BTreeMap<String, String>,
+}
+
+/// Overrides of a container's probes.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Probes {
+    /// Liveness probe timing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness: Option<ProbeTiming>,
+    /// Readiness probe timing (kube-apiserver and kube-scheduler only; kube-controller-manager
+    /// has no readiness probe).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness: Option<ProbeTiming>,
+    /// Startup probe timing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup: Option<ProbeTiming>,
+}
+
+/// Timing of one probe. Unset fields keep kubeadm's values.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbeTiming {
+    /// Seconds after the container starts before the first probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub initial_delay_seconds: Option<i32>,
+    /// Seconds between probes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub period_seconds: Option<i32>,
+    /// Seconds a probe may take.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub timeout_seconds: Option<i32>,
+    /// Consecutive failures before the probe counts as failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub failure_threshold: Option<i32>,
+}
+
+component_settings! {
+    /// Settings of kube-apiserver.
+    pub struct ApiServer {
+        /// Port kube-apiserver serves HTTPS on (`--secure-port`), also the port its probes use.
+        /// Default: `6443`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 1, max = 65535))]
+        pub secure_port: Option<i32>,
+
+        /// Audit logging: a policy kubeplane writes to the node and where the log goes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub audit: Option<Audit>,
+
+        /// Encryption of Secrets (and other resources) at rest. The EncryptionConfiguration is
+        /// read from a Secret by the node agent, so keys never appear in a custom resource.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub encryption: Option<Encryption>,
+    }
+}
+
+/// Audit logging of kube-apiserver.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Audit {
+    /// The audit Policy (`apiVersion: audit.k8s.io/v1`, `kind: Policy`), written to a managed
+    /// file on each node and passed as `--audit-policy-file`.
+    #[schemars(schema_with = "super::common::preserve_unknown_object")]
+    pub policy: serde_json::Value,
+
+    /// Where the audit log is written (`--audit-log-path`); its directory is mounted
+    /// read-write from the host. `-` writes to standard output.
+    /// Default: `/var/log/kubernetes/audit/audit.log`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
+    pub log_path: Option<String>,
+
+    /// Days to keep old audit log files (`--audit-log-maxage`). Default: unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 36500))]
+    pub max_age: Option<i32>,
+
+    /// Number of old audit log files to keep (`--audit-log-maxbackup`). Default: unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100000))]
+    pub max_backup: Option<i32>,
+
+    /// Megabytes an audit log file may reach before it is rotated (`--audit-log-maxsize`).
+    /// Default: unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1000000))]
+    pub max_size: Option<i32>,
+}
+
+/// Encryption at rest.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Encryption {
+    /// The Secret holding the EncryptionConfiguration YAML. The agent on each node reads it,
+    /// writes it to a managed file (mode 0600) and passes it as `--encryption-provider-config`.
+    pub secret_ref: SecretKeyRef,
+}
+
+/// A key of a Secret.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Namespace of the Secret. Default: `kube-system`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: Option<String>,
+    /// Key in the Secret's data. Default: `config.yaml`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: Option<String>,
+}
+
+component_settings! {
+    /// Settings of kube-controller-manager.
+    pub struct ControllerManager {
+        /// Host path of the kubeconfig kube-controller-manager uses (`--kubeconfig`,
+        /// `--authentication-kubeconfig`, `--authorization-kubeconfig`), mounted read-only.
+        /// Default: `/etc/kubernetes/controller-manager.conf`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(length(min = 1, max = 4096))]
+        pub kubeconfig: Option<String>,
+    }
+}
+
+component_settings! {
+    /// Settings of kube-scheduler.
+    pub struct Scheduler {
+        /// Host path of the kubeconfig kube-scheduler uses (`--kubeconfig`,
+        /// `--authentication-kubeconfig`, `--authorization-kubeconfig`), mounted read-only.
+        /// Default: `/etc/kubernetes/scheduler.conf`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(length(min = 1, max = 4096))]
+        pub kubeconfig: Option<String>,
+    }
+}
+
+/// Settings of one node.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeOverride {
+    /// Name of the Node.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Address kube-apiserver on this node advertises to the cluster (`--advertise-address`).
+    /// Default: the address the node's agent reports (the Node's first InternalIP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub advertise_address: Option<String>,
+}
+
+/// How a new revision is rolled out.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Rollout {
+    /// Stop after the node in flight; no further node is started until this is `false`
+    /// again. Default: `false`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<bool>,
+
+    /// Seconds every updated component must stay healthy (mirror pod Ready, local endpoint
+    /// answering) before its node counts as updated. Default: `10`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub min_ready_seconds: Option<i32>,
+
+    /// Seconds to wait for each component to become healthy after its manifest is written,
+    /// before the agent restores the last known-good revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_timeout_seconds: Option<HealthTimeouts>,
+
+    /// Seconds a node may stay in flight (given a revision by the operator and not yet
+    /// `Healthy`, `RolledBack` or `Failed` at it) before the config turns `Degraded` with reason
+    /// `ProgressDeadlineExceeded`, naming the node, its phase and for how long. No other node
+    /// starts meanwhile; a newer revision may still replace the one in flight on that node
+    /// unless its agent is writing files or restoring the last known-good revision. It must be
+    /// at least the longest `healthTimeoutSeconds` plus `minReadySeconds`. Like `paused` and
+    /// the other rollout settings it is not part of the revision. Default: `900`, or that sum
+    /// when it is longer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 60, max = 86400))]
+    pub progress_deadline_seconds: Option<i32>,
+
+    /// Start-up probes of the control-plane Pods. `kubeadm` (default): kubeadm's startup
+    /// probe (`initialDelaySeconds: 10`, `periodSeconds: 10`, `failureThreshold: 24`), so a
+    /// restarted component counts as started up to 10 s after it already serves. `fast`: the
+    /// same failure budget (250 s: delay + period × threshold) probed every second from the
+    /// start (`periodSeconds: 1`, `failureThreshold: 250`, no initial delay), so a restart is
+    /// detected within about a second and each node of a rollout finishes sooner. Liveness
+    /// and readiness probes are kubeadm's either way, and per-component `probes.startup`
+    /// overrides win over both profiles. It changes the rendered manifests, so switching it is
+    /// a new revision (rolled out like any other change).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_profile: Option<ProbeProfile>,
+}
+
+/// Start-up probe timing of the control-plane Pods (`spec.rollout.probeProfile`).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum ProbeProfile {
+    /// kubeadm's startup probe: first check after 10 s, then every 10 s, 24 failures allowed.
+    #[default]
+    Kubeadm,
+    /// The same 250 s budget checked every second from the start.
+    Fast,
+}
+
+/// Per-component health timeouts in seconds. Default for each: `300`.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthTimeouts {
+    /// Timeout of kube-apiserver.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 10, max = 3600))]
+    pub api_server: Option<i32>,
+    /// Timeout of kube-controller-manager.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 10, max = 3600))]
+    pub controller_manager: Option<i32>,
+    /// Timeout of kube-scheduler.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 10, max = 3600))]
+    pub scheduler: Option<i32>,
+}
+
+/// Observed state of a `ControlPlaneConfig`.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ControlPlaneConfigStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Revision of the current spec: a short content hash, the same on every node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+
+    /// Number of nodes the config selects.
+    #[serde(default)]
+    pub nodes: i32,
+
+    /// Number of nodes running the current revision.
+    #[serde(default)]
+    pub updated_nodes: i32,
+
+    /// Number of nodes running the current revision with every component healthy.
+    #[serde(default)]
+    pub ready_nodes: i32,
+
+    /// Node being updated now, if any. The operator claims it here (a status write that
+    /// carries the config's `metadata.resourceVersion`, so a concurrent writer gets a conflict)
+    /// before it writes the node's `ControlPlaneNode`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_in_flight: Option<String>,
+
+    /// Revision the node in flight was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_in_flight_revision: Option<String>,
+
+    /// When the node in flight was given its revision; `spec.rollout.progressDeadlineSeconds`
+    /// counts from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "date_time_schema")]
+    pub node_in_flight_since: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+
+    /// Revisions that rolled back or failed, per node (at most 32, the current revision's
+    /// first). A revision recorded here halts the rollout and is never given to that node
+    /// again, even when its `ControlPlaneNode` is deleted and re-created or its node leaves the
+    /// selector and comes back; a changed spec is a new revision and a new attempt. A record is
+    /// dropped when its node becomes healthy at that revision.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_revisions: Vec<FailedRevision>,
+
+    /// `Ready`, `Progressing` and `Degraded`, in the standard Kubernetes condition shape.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+
+    /// Warnings about the spec that do not stop a rollout, such as deprecated flags.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+
+    /// Current holders of the kube-controller-manager and kube-scheduler leader Leases.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub leaders: Vec<LeaderStatus>,
+
+    /// A minor version upgrade in progress, rolled in waves so that no kube-controller-manager
+    /// or kube-scheduler is ever newer than a kube-apiserver it can reach (the version-skew
+    /// policy, kubernetes.io/releases/version-skew-policy): wave 1 gives kube-apiserver the new
+    /// version on every node, one node at a time; wave 2 then the other components. Absent
+    /// when no minor upgrade is in progress (a patch or flag change rolls node by node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<UpgradeStatus>,
+}
+
+/// Where a minor version upgrade stands.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct UpgradeStatus {
+    /// The version the nodes ran when the upgrade started (the lowest one).
+    pub from_version: String,
+    /// The version of the spec.
+    pub to_version: String,
+    /// 1: kube-apiserver on every node; 2: kube-controller-manager and kube-scheduler on
+    /// every node.
+    pub wave: i32,
+    /// The revision the whole upgrade ends at (`status.revision` is the wave's).
+    pub revision: String,
+}
+
+/// A revision that rolled back or failed on a node.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct FailedRevision {
+    /// The node.
+    pub node: String,
+    /// The revision.
+    pub revision: String,
+    /// The node's phase then: `RolledBack` or `Failed`.
+    pub phase: String,
+    /// The agent's reason (for example `HealthTimeout`), else the phase.
+    pub reason: String,
+    /// The agent's message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When the operator first saw it.
+    #[schemars(schema_with = "date_time_schema")]
+    pub at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+}
+
+/// The holder of a component's leader-election Lease.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaderStatus {
+    /// Component whose Lease this is.
+    pub component: String,
+    /// Identity of the holder (the Lease's `holderIdentity`), usually `<node>_<uuid>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<String>,
+    /// Node the holder runs on, when the identity names one of the selected nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Number of times the Lease changed hands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transitions: Option<i32>,
+    /// When the holder last renewed the Lease.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "date_time_schema")]
+    pub renew_time: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime>,
+}
