@@ -1,11 +1,11 @@
 //! Idle footprint of the real `kubeplane agent` binary: memory (VmRSS) and CPU while a
 //! healthy node waits for something to happen.
 //!
-//! The harness plays the rest of the cluster on loopback, for this benchmark only: a minimal
-//! fake API server (plain HTTP, axum) serving one `ControlPlaneNode` whose spec is rendered
+//! The harness plays the rest of the cluster on loopback with the test kit: its fake API
+//! server (`kubeplane::testkit::apiserver`) serving one `ControlPlaneNode` whose spec is rendered
 //! from `examples/kubeadm-defaults.yaml` (ports moved to free ones), mirror pods that already
 //! show the expected config hashes and are Ready, and watches that stay open and silent; three
-//! real HTTPS health endpoints answer 200. The agent applies the revision into a temporary
+//! real HTTPS health endpoints (`kubeplane::testkit::tls`) answer 200. The agent applies the revision into a temporary
 //! manifest directory, reports `Healthy`, and then idles with its watches (CPN, mirror pods
 //! during waits, inotify on the manifest and certificate directories) open.
 //!
@@ -21,143 +21,22 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::{Body, Bytes};
-use axum::extract::State;
-use axum::http::{Method, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
 use kubeplane::api::{ControlPlaneConfigSpec, NodeFacts, parse_config};
 use kubeplane::render::{self, RenderInput};
-use serde_json::{Value, json};
+use kubeplane::testkit::apiserver::{Fake, kubeconfig};
+use kubeplane::testkit::tls::{self, Reply};
+use serde_json::json;
 
 const NODE: &str = "bench-node";
 
-#[derive(Default)]
-struct Fake {
-    cpn: Value,
-    pods: BTreeMap<String, Value>,
-    phases: Mutex<Vec<(Instant, String)>>,
-    requests: Mutex<Vec<(Instant, String)>>,
-}
-
-fn json_response(code: StatusCode, v: Value) -> Response {
-    (code, [("content-type", "application/json")], v.to_string()).into_response()
-}
-
-/// A watch that stays open and silent.
-fn silent_watch() -> Response {
-    let s = futures::stream::pending::<Result<Bytes, std::io::Error>>();
-    (
-        StatusCode::OK,
-        [("content-type", "application/json")],
-        Body::from_stream(s),
-    )
-        .into_response()
-}
-
-async fn handle(State(f): State<Arc<Fake>>, method: Method, uri: Uri, body: Bytes) -> Response {
-    let path = uri.path().to_string();
-    let query = uri.query().unwrap_or("").to_string();
-    f.requests
-        .lock()
-        .unwrap()
-        .push((Instant::now(), format!("{method} {path}?{query}")));
-    let watch = query.split('&').any(|kv| kv == "watch=true");
-    match (method.as_str(), path.as_str()) {
-        ("GET", "/apis/kubeplane.io/v1alpha1/controlplanenodes") => {
-            if watch {
-                silent_watch()
-            } else {
-                json_response(
-                    StatusCode::OK,
-                    json!({"apiVersion": "kubeplane.io/v1alpha1", "kind": "ControlPlaneNodeList",
-                           "metadata": {"resourceVersion": "1"}, "items": [f.cpn]}),
-                )
-            }
-        }
-        ("PATCH", p) if p.ends_with("/status") => {
-            let v: Value = serde_json::from_slice(&body).unwrap_or_default();
-            if let Some(phase) = v["status"]["phase"].as_str() {
-                f.phases
-                    .lock()
-                    .unwrap()
-                    .push((Instant::now(), phase.to_string()));
-            }
-            let mut cpn = f.cpn.clone();
-            cpn["status"] = v["status"].clone();
-            json_response(StatusCode::OK, cpn)
-        }
-        ("GET", "/api/v1/namespaces/kube-system/pods") => {
-            if watch {
-                return silent_watch();
-            }
-            let name = query
-                .split('&')
-                .find_map(|kv| kv.strip_prefix("fieldSelector=metadata.name%3D"))
-                .unwrap_or_default();
-            let items: Vec<Value> = f.pods.get(name).cloned().into_iter().collect();
-            json_response(
-                StatusCode::OK,
-                json!({"apiVersion": "v1", "kind": "PodList",
-                       "metadata": {"resourceVersion": "1"}, "items": items}),
-            )
-        }
-        ("POST", p) if p.contains("/events") => {
-            let v: Value = serde_json::from_slice(&body).unwrap_or_default();
-            json_response(StatusCode::CREATED, v)
-        }
-        ("PATCH", p) if p.contains("/events") => json_response(
-            StatusCode::OK,
-            json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
-                   "metadata": {"name": "e", "namespace": "default"},
-                   "eventTime": "2026-01-01T00:00:00.000000Z"}),
-        ),
-        _ => json_response(
-            StatusCode::NOT_FOUND,
-            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404,
-                   "reason": "NotFound", "message": format!("bench: no route for {method} {path}")}),
-        ),
-    }
-}
-
 /// A real HTTPS endpoint answering 200 to anything, on an already bound listener.
-async fn health_endpoint(listener: std::net::TcpListener) {
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-    let der = rustls::pki_types::CertificateDer::from(cert.cert.der().to_vec());
-    let key = rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der()).unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(vec![der], key)
-    .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+fn health_endpoint(listener: std::net::TcpListener) {
     listener.set_nonblocking(true).unwrap();
     let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                return;
-            };
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let svc = axum::Router::new()
-                    .fallback(|| async { "ok" })
-                    .into_service::<hyper::body::Incoming>();
-                let svc = hyper_util::service::TowerToHyperService::new(svc);
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
-                    .await;
-            });
-        }
-    });
+    let acceptor = tls::self_signed_acceptor(&["localhost"]).unwrap();
+    tls::serve(listener, acceptor, |_| Reply::Status(200, "ok".into()));
 }
 
 fn proc_status(pid: u32, key: &str) -> u64 {
@@ -282,43 +161,29 @@ fn main() {
     .unwrap();
     let revision = render::revision(&spec, None);
     let node_spec = render::node_spec("bench", &spec, &revision, &rendered);
-    let mut fake = Fake {
-        cpn: json!({"apiVersion": "kubeplane.io/v1alpha1", "kind": "ControlPlaneNode",
-                    "metadata": {"name": NODE, "uid": "bench-uid", "resourceVersion": "1", "generation": 1},
-                    "spec": node_spec}),
-        ..Default::default()
-    };
+    let fake = Fake::new(Duration::ZERO);
+    fake.put(
+        "controlplanenodes",
+        "",
+        json!({"metadata": {"name": NODE}, "spec": node_spec}),
+    );
     for m in &node_spec.manifests {
         let name = m.component.mirror_pod_name(NODE);
-        fake.pods.insert(
-            name.clone(),
-            json!({"apiVersion": "v1", "kind": "Pod",
-                   "metadata": {"name": name, "namespace": "kube-system", "resourceVersion": "1",
+        fake.put(
+            "pods",
+            "kube-system",
+            json!({"metadata": {"name": name,
                                 "annotations": {"kubernetes.io/config.hash": m.config_hash}},
                    "status": {"conditions": [{"type": "Ready", "status": "True"}]}}),
         );
     }
-    let fake = Arc::new(fake);
-    let api_port = rt.block_on(async {
+    let api = rt.block_on(async {
         for l in listeners {
-            health_endpoint(l).await;
+            health_endpoint(l);
         }
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let app = axum::Router::new()
-            .fallback(handle)
-            .with_state(fake.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        port
+        fake.serve().await
     });
-    let kubeconfig = tmp.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: bench\n  cluster:\n    server: http://127.0.0.1:{api_port}\nusers:\n- name: bench\n  user: {{}}\ncontexts:\n- name: bench\n  context: {{cluster: bench, user: bench, namespace: default}}\ncurrent-context: bench\n"
-        ),
-    )
-    .unwrap();
+    let kubeconfig = kubeconfig(tmp.path(), api);
 
     // KUBEPLANE_AGENT_BIN measures another build of the same source, such as the shipped
     // `dist` profile.
@@ -330,7 +195,7 @@ fn main() {
     });
     let bin_size = std::fs::metadata(&bin).map(|m| m.len()).unwrap_or(0);
     let mut child = std::process::Command::new(&bin)
-        .args(["agent", "--node-name", NODE])
+        .args(["agent", "--node", NODE])
         .arg("--manifest-dir")
         .arg(&manifests)
         .arg("--state-dir")
@@ -346,20 +211,14 @@ fn main() {
 
     let start = Instant::now();
     loop {
-        if fake
-            .phases
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|(_, p)| p == "Healthy")
-        {
+        if fake.phases().iter().any(|(_, _, p)| p == "Healthy") {
             break;
         }
         if start.elapsed() > Duration::from_secs(120) || child.try_wait().unwrap().is_some() {
             let _ = child.kill();
             panic!(
                 "the agent did not report Healthy; phases {:?}",
-                fake.phases.lock().unwrap()
+                fake.phases()
             );
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -371,7 +230,7 @@ fn main() {
     let clk = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     let ticks0 = cpu_ticks(pid);
     let threads0 = threads(pid);
-    let requests0 = fake.requests.lock().unwrap().len();
+    let requests0 = fake.requests();
     let mut rss: Vec<u64> = Vec::new();
     let t0 = Instant::now();
     for _ in 0..idle_secs {
@@ -396,7 +255,7 @@ fn main() {
             (v1 - v0) + (i1 - i0)
         ));
     }
-    let requests = fake.requests.lock().unwrap().len() - requests0;
+    let requests = fake.requests() - requests0;
     let threads = proc_status(pid, "Threads:");
     let hwm = proc_status(pid, "VmHWM:");
     let rss_anon = proc_status(pid, "RssAnon:");

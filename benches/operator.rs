@@ -1,5 +1,5 @@
 //! Operator benchmark: runs the real `kubeplane operator` binary (built with the bench profile,
-//! i.e. release) against a small in-memory API server (`support/fake_apiserver.rs`) holding a
+//! i.e. release) against a small in-memory API server (`kubeplane::testkit::apiserver`) holding a
 //! cluster with 7 control-plane nodes (and 3 workers), their 7 ControlPlaneNodes with node
 //! facts, one ControlPlaneConfig and the component Leases. A simulated agent reports every new
 //! revision `Pending`, then `Healthy` 10 ms later.
@@ -15,15 +15,12 @@
 //! KUBEPLANE_BENCH_SETTLE_SECS=10). To measure the shipped build:
 //! `cargo build --profile dist && KUBEPLANE_BIN=target/dist/kubeplane cargo bench --bench operator`.
 
-#[path = "support/fake_apiserver.rs"]
-mod fake_apiserver;
-
 use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fake_apiserver::{Fake, complete, kubeconfig, seed};
+use kubeplane::testkit::apiserver::{Fake, complete, kubeconfig, seed};
 use serde_json::{Value, json};
 
 fn env_num(name: &str, default: u64) -> u64 {

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -31,6 +31,7 @@ use kubeplane::api::{
     ApiServer, Arg, Component, ControlPlaneConfig, ControlPlaneConfigSpec, ControlPlaneNode,
     ControllerManager, NodePhase, Rollout, Scheduler,
 };
+use kubeplane::operator::selection::CONFIG_LABEL;
 
 use crate::common::{free_port, http_get};
 use crate::settings::{self, Settings};
@@ -46,9 +47,6 @@ pub async fn lock() -> tokio::sync::MutexGuard<'static, ()> {
 
 /// How often waits look again.
 pub const POLL: Duration = Duration::from_millis(250);
-
-/// The label the operator puts on the `ControlPlaneNode`s of a config.
-const CONFIG_LABEL: &str = "kubeplane.io/config";
 
 /// Prefix of every config the suite creates.
 pub const PREFIX: &str = "kubeplane-e2e-";
@@ -283,30 +281,12 @@ impl Backup {
     }
 }
 
-/// Writes a file the way kubeplane does: a dot-file sibling (kubelet ignores dot files),
-/// fsync, rename over the target, fsync the directory.
+/// Writes a file the way kubeplane does ([`kubeplane::fsio::atomic_write`]): a dot-file
+/// sibling (kubelet ignores dot files), fsync, rename over the target, fsync the directory.
 pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
     let dir = path.parent().ok_or("no parent directory")?;
-    let name = path.file_name().ok_or("no file name")?.to_string_lossy();
-    let tmp = dir.join(format!(".kubeplane-e2e-{name}.tmp"));
-    let write = || -> std::io::Result<()> {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.set_permissions(fs::Permissions::from_mode(mode))?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, path)?;
-        fs::File::open(dir)?.sync_all()
-    };
-    write().map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        format!("write {}: {e}", path.display())
-    })
+    kubeplane::fsio::atomic_write(dir, path, bytes, mode)
+        .map_err(|e| format!("write {}: {e}", path.display()))
 }
 
 /// Content, mode, inode and mtime (ns) of every file of a directory.
@@ -526,14 +506,7 @@ pub struct Options {
     pub processes: bool,
 }
 
-/// How the agent runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DriftMode {
-    /// Heal hand edits (the default).
-    Enforce,
-    /// Only report them (the timing harness writes manifests by hand).
-    Observe,
-}
+pub use kubeplane::agent::drift::DriftMode;
 
 fn http_status(port: u16, path: &str) -> u16 {
     http_get(port, path).0
@@ -547,22 +520,7 @@ pub fn metrics_text(port: u16) -> String {
     }
 }
 
-/// `kubernetes.io/config.hash` of a mirror pod.
-pub fn pod_hash(p: &Pod) -> Option<&str> {
-    p.metadata
-        .annotations
-        .as_ref()?
-        .get("kubernetes.io/config.hash")
-        .map(String::as_str)
-}
-
-/// Whether a Pod's Ready condition is True.
-pub fn pod_ready(p: &Pod) -> bool {
-    p.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
+pub use kubeplane::agent::kubelet_wait::{mirror_hash as pod_hash, pod_ready};
 
 /// The value as pretty JSON, cut to a readable length.
 pub fn dump<T: Serialize>(v: &T) -> String {
@@ -911,7 +869,7 @@ impl Scenario {
         let agent_port = free_port();
         let mut agent_args: Vec<String> = vec![
             "agent".into(),
-            "--node-name".into(),
+            "--node".into(),
             scenario.node.clone(),
             "--manifest-dir".into(),
             scenario.manifest_dir.display().to_string(),

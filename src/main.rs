@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use kubeplane::{cli, operator};
+use kubeplane::cli;
 
 /// kubeplane keeps a cluster's control-plane static pods in the state one ControlPlaneConfig
 /// declares.
@@ -52,25 +52,32 @@ enum Command {
     /// and checks. Exit 0: it can proceed; 1: it cannot; 2: bad input.
     Upgrade(cli::UpgradeArgs),
     /// Run the operator: reconcile ControlPlaneConfigs into ControlPlaneNodes, one node at a time.
-    Operator(operator::OperatorArgs),
+    Operator(cli::OperatorArgs),
     /// Follow the rollout of a ControlPlaneConfig.
-    Rollout(operator::RolloutArgs),
+    Rollout(cli::RolloutArgs),
     /// Run the node agent: keep this node's manifest directory in line with its ControlPlaneNode.
-    Agent(kubeplane::agent::AgentArgs),
+    Agent(cli::AgentArgs),
     /// Render a ControlPlaneConfig for this node, write it, wait for it, roll back on failure (no API).
-    Apply(kubeplane::agent::local::ApplyArgs),
+    Apply(cli::ApplyArgs),
 }
 
-/// A multi-threaded tokio runtime for the roles that talk to a cluster.
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| {
-            eprintln!("error: cannot start the async runtime: {e}");
-            std::process::exit(1)
-        })
+/// The process's one tokio runtime, for the subcommands that do async work: multi-threaded
+/// with `worker_threads` workers (`None`: one per core).
+fn runtime(worker_threads: Option<usize>) -> tokio::runtime::Runtime {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = worker_threads {
+        builder.worker_threads(n);
+    }
+    builder.enable_all().build().unwrap_or_else(|e| {
+        eprintln!("error: cannot start the async runtime: {e}");
+        std::process::exit(1)
+    })
 }
+
+/// Workers of the node roles' runtime (`agent`, `apply`, `migrate`): the agent runs on every
+/// control-plane node and its idle footprint counts; two workers keep a wait and the API
+/// reporter apart.
+const NODE_WORKERS: Option<usize> = Some(2);
 
 fn init_tracing(format: LogFormat, filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
@@ -87,6 +94,9 @@ fn init_tracing(format: LogFormat, filter: &str) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format, &cli.log_level);
+    // The async subcommands write through an unlocked stdout: their tasks (the status printer
+    // of `apply`) print from the runtime's worker threads.
+    let mut stdout = std::io::stdout();
     let mut out = std::io::stdout().lock();
     let mut err = std::io::stderr();
     match cli.command {
@@ -96,15 +106,20 @@ fn main() -> ExitCode {
         Command::Flags(args) => cli::flags(&args, &mut out, &mut err),
         Command::Import(args) => cli::import(&args, &mut out, &mut err),
         Command::Diff(args) => cli::diff(&args, &mut out, &mut err),
-        Command::Migrate(args) => cli::migrate(&args, &mut out, &mut err),
         Command::Upgrade(args) => cli::upgrade(&args, &mut out, &mut err),
-        Command::Operator(args) => runtime().block_on(operator::operator_command(&args)),
+        Command::Migrate(args) => {
+            drop(out);
+            runtime(NODE_WORKERS).block_on(cli::migrate(&args, &mut stdout, &mut err))
+        }
+        Command::Operator(args) => runtime(None).block_on(cli::operator(&args)),
         Command::Rollout(args) => {
             drop(out);
-            let mut stdout = std::io::stdout();
-            runtime().block_on(operator::rollout_command(&args, &mut stdout, &mut err))
+            runtime(None).block_on(cli::rollout(&args, &mut stdout, &mut err))
         }
-        Command::Agent(args) => kubeplane::agent::main(args),
-        Command::Apply(args) => kubeplane::agent::local::apply(&args, &mut out, &mut err),
+        Command::Agent(args) => runtime(NODE_WORKERS).block_on(cli::agent(&args)),
+        Command::Apply(args) => {
+            drop(out);
+            runtime(NODE_WORKERS).block_on(cli::apply(&args, &mut stdout, &mut err))
+        }
     }
 }

@@ -375,3 +375,112 @@ fn diff_error_paths_exit_2() {
     let o = diff("/no/such/file.yaml", KUBEADM, &[]);
     assert_eq!(o.status.code(), Some(2), "{}", all(&o));
 }
+
+/// `kubeplane apply --no-wait` of the kubeadm-defaults example into fresh directories, with
+/// the host CA directories of [`CA_DIRS`]; returns (temp dir, diff arguments).
+fn applied() -> (tempfile::TempDir, Vec<String>) {
+    let t = tempfile::tempdir().unwrap();
+    let (m, s, root) = (
+        t.path().join("m"),
+        t.path().join("s"),
+        t.path().join("root"),
+    );
+    std::fs::create_dir(&m).unwrap();
+    for d in CA_DIRS.iter().skip(1).step_by(2) {
+        std::fs::create_dir_all(root.join(d.trim_start_matches('/'))).unwrap();
+    }
+    let (m, s, root) = (
+        m.display().to_string(),
+        s.display().to_string(),
+        root.display().to_string(),
+    );
+    let base = [
+        "-f",
+        "examples/kubeadm-defaults.yaml",
+        "--node",
+        "cp-1",
+        "--address",
+        "10.0.0.11",
+    ];
+    let mut apply = vec!["apply"];
+    apply.extend(base);
+    apply.extend([
+        "--manifest-dir",
+        &m,
+        "--state-dir",
+        &s,
+        "--host-root",
+        &root,
+        "--no-wait",
+    ]);
+    let o = kubeplane(&apply);
+    assert_eq!(o.status.code(), Some(0), "{}", all(&o));
+    let mut diff: Vec<String> = vec!["diff".into()];
+    diff.extend(base.iter().map(|a| a.to_string()));
+    diff.extend(["--manifest-dir".into(), m, "--state-dir".into(), s]);
+    diff.extend(CA_DIRS.iter().map(|a| a.to_string()));
+    (t, diff)
+}
+
+fn run_diff(args: &[String]) -> Output {
+    kubeplane(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+#[test]
+fn diff_prints_the_agents_plan_including_its_state() {
+    let (t, args) = applied();
+    let o = run_diff(&args);
+    assert_eq!(o.status.code(), Some(0), "{}", all(&o));
+    assert!(stdout(&o).contains("nothing would change"), "{}", all(&o));
+
+    // The agent restarted kube-scheduler for renewed certificates: the file on disk carries
+    // its restart annotation, and its state says so. The agent keeps that file (the render
+    // did not change); comparing the render with the disk alone would say it changes.
+    let manifest = t.path().join("m/kube-scheduler.yaml");
+    let (annotated, _) = kubeplane::agent::certs::with_restart_annotation(
+        &std::fs::read(&manifest).unwrap(),
+        "feedface",
+        "cp-1",
+    )
+    .unwrap();
+    std::fs::write(&manifest, &annotated).unwrap();
+    let state_file = t.path().join("s/state.json");
+    let mut state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state_file).unwrap()).unwrap();
+    let components = state["components"].as_object_mut().expect("components");
+    let key = components
+        .keys()
+        .find(|k| k.contains("scheduler"))
+        .cloned()
+        .expect("kube-scheduler in state.json");
+    let c = &mut components[&key];
+    c["restartAnnotation"] = serde_json::json!("feedface");
+    c["contentSha256"] = serde_json::json!(kubeplane::render::sha256_hex(&annotated));
+    std::fs::write(&state_file, serde_json::to_vec(&state).unwrap()).unwrap();
+    let o = run_diff(&args);
+    assert_eq!(o.status.code(), Some(0), "{}", all(&o));
+    assert!(
+        stdout(&o).contains("kube-scheduler.yaml: unchanged"),
+        "{}",
+        all(&o)
+    );
+    // Without the state, the same file is one the agent would rewrite.
+    let saved = std::fs::read(&state_file).unwrap();
+    std::fs::remove_file(&state_file).unwrap();
+    let o = run_diff(&args);
+    assert_eq!(o.status.code(), Some(1), "{}", all(&o));
+    assert!(
+        stdout(&o).contains("kube-scheduler.yaml: would change"),
+        "{}",
+        all(&o)
+    );
+    std::fs::write(&state_file, saved).unwrap();
+
+    // A state file that does not decode: planned from an empty state, as the agent would,
+    // said on stderr, and the file is left where it is.
+    std::fs::write(&state_file, "{not json").unwrap();
+    let o = run_diff(&args);
+    assert_eq!(o.status.code(), Some(1), "{}", all(&o));
+    assert!(stderr(&o).contains("does not decode"), "{}", all(&o));
+    assert_eq!(std::fs::read_to_string(&state_file).unwrap(), "{not json");
+}

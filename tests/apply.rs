@@ -235,3 +235,50 @@ async fn a_first_revision_that_never_gets_healthy_fails_with_the_reason() {
     assert!(stderr.contains("HTTP 500"), "{stderr}");
     assert!(stderr.contains("no last-known-good revision"), "{stderr}");
 }
+
+#[test]
+fn the_old_node_flag_name_still_works_and_writes_the_same_files() {
+    let (a, b) = (dirs(), dirs());
+    let mut old = apply_args(&a, EXAMPLE, &["--address", "10.0.0.11", "--no-wait"]);
+    old[3] = "--node-name";
+    let new = apply_args(&b, EXAMPLE, &["--address", "10.0.0.11", "--no-wait"]);
+    for args in [&old, &new] {
+        let out = run(args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+    }
+    for f in ["kube-apiserver.yaml", "kube-scheduler.yaml"] {
+        let read = |d: &Dirs| std::fs::read(Path::new(&d.manifests).join(f)).unwrap();
+        assert_eq!(read(&a), read(&b), "{f}");
+    }
+    // The old name is an alias, not advertised.
+    let help = run(&["apply", "--help"]);
+    assert!(
+        text(&help.stdout).contains("--node <NAME>"),
+        "{}",
+        text(&help.stdout)
+    );
+    assert!(
+        !text(&help.stdout).contains("--node-name"),
+        "{}",
+        text(&help.stdout)
+    );
+}
+
+#[test]
+fn apply_without_a_manifest_dir_is_refused_and_writes_nothing() {
+    let d = dirs();
+    let out = common::kubeplane()
+        .args(["apply", "-f", EXAMPLE, "--node", "cp-1", "--no-wait"])
+        .args(["--state-dir", &d.state, "--host-root", &d.root])
+        .env_remove("KUBEPLANE_MANIFEST_DIR")
+        .env("KUBEPLANE_LOG", "warn")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--manifest-dir <DIR>"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!Path::new(&d.state).exists(), "nothing written");
+}

@@ -270,3 +270,16 @@ fn render_refuses_a_bad_address_and_warns_about_unknown_ca_dirs() {
     );
     assert!(!String::from_utf8_lossy(&o.stdout).contains("/opt/certs"));
 }
+
+#[test]
+fn agent_and_apply_take_the_node_as_node_and_as_the_old_node_name() {
+    for role in ["agent", "apply"] {
+        for flag in ["--node", "--node-name"] {
+            let out = kubeplane(&[role, flag, "cp-1", "--help"]);
+            assert!(out.status.success(), "{role} {flag}: {}", text(&out));
+        }
+        // Not vacuous: clap refuses a flag it does not know before `--help`.
+        let out = kubeplane(&[role, "--node-nam", "cp-1", "--help"]);
+        assert!(!out.status.success(), "{role} --node-nam: {}", text(&out));
+    }
+}

@@ -1,18 +1,16 @@
 //! The `kubeplane operator` binary as a process, two replicas, against the in-memory API server
-//! of the benchmark (`benches/support/fake_apiserver.rs`; no cluster needed): only the Lease
+//! of the benchmark (`kubeplane::testkit::apiserver`; no cluster needed): only the Lease
 //! holder reconciles, a SIGTERM hands the lease over, and a leader whose lease is taken exits
 //! non-zero.
 
 mod common;
-#[path = "../benches/support/fake_apiserver.rs"]
-mod fake_apiserver;
 
 use common::{free_port, http_get};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use fake_apiserver::{Fake, complete, kubeconfig, seed};
+use kubeplane::testkit::apiserver::{Fake, complete, kubeconfig, seed};
 use serde_json::json;
 
 struct Replica {

@@ -114,6 +114,48 @@ fn a_bad_argument_is_refused_by_the_check() {
     assert!(matches!(accepted(&good), Some(Ok(()))));
 }
 
+/// The dependency graph of `kubeplane` as `cargo tree` prints it, with `edges` (e.g.
+/// `normal,build,features`).
+fn cargo_tree(edges: &str) -> String {
+    let out = Command::new(env!("CARGO"))
+        .args([
+            "tree",
+            "--locked",
+            "--offline",
+            "-p",
+            "kubeplane",
+            "-e",
+            edges,
+        ])
+        .current_dir(root())
+        .output()
+        .expect("run cargo tree");
+    assert!(
+        out.status.success(),
+        "cargo tree failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+#[test]
+fn the_shipped_binary_has_no_test_kit() {
+    // What `cargo build --profile dist` compiles: normal and build dependencies, no dev ones.
+    let shipped = cargo_tree("normal,build,features");
+    for dev_only in ["kubeplane feature \"testkit\"", "rcgen", "tower-test"] {
+        assert!(
+            !shipped.contains(dev_only),
+            "the shipped build pulls in {dev_only}:\n{shipped}"
+        );
+    }
+    // The same query with dev dependencies does see the test kit: the check above can fail.
+    let with_dev = cargo_tree("normal,build,dev,features");
+    assert!(
+        with_dev.contains("kubeplane feature \"testkit\""),
+        "{with_dev}"
+    );
+}
+
 /// Whether `path` is `parent` or lies below it.
 fn inside(path: &str, parent: &str) -> bool {
     path == parent || path.starts_with(&format!("{}/", parent.trim_end_matches('/')))

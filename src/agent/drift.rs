@@ -96,7 +96,7 @@ impl Fights {
 }
 
 /// What to do about a managed file changed by hand.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DriftMode {
     /// Restore the file.
     Enforce,

@@ -33,6 +33,7 @@ use super::files::{FileError, NodeDirs};
 use super::health::{Endpoint, HealthCheck};
 use super::history::{BASELINE, History, HistoryError, RevisionFiles};
 use super::kubelet_wait::{self, Diagnosis, Expect, MirrorPods, Verdict, WaitSpec};
+use super::plan::{self, Action, Step};
 use super::runtime::ContainerRuntime;
 use super::state::{
     AgentState, ComponentState, FailedRevision, FailureReason, Lifecycle, Settlement, StateError,
@@ -193,34 +194,6 @@ pub struct EngineParts {
     pub desired: Arc<Desired>,
 }
 
-/// What to do with one component.
-#[derive(Clone, Debug)]
-enum Action {
-    /// On disk and confirmed: nothing.
-    Keep,
-    /// On disk, not confirmed: wait.
-    Wait,
-    /// Equivalent file on disk: record, wait on readiness.
-    Adopt,
-    /// Write the bytes, wait.
-    Write,
-}
-
-#[derive(Clone, Debug)]
-struct Step {
-    component: Component,
-    action: Action,
-    /// Bytes that will be on disk.
-    bytes: Vec<u8>,
-    /// The hash kubelet will report.
-    expect: Expect,
-    /// The rendered manifest's config hash.
-    rendered_hash: String,
-    restart_annotation: Option<String>,
-    pod: Pod,
-    timeout: Duration,
-}
-
 /// The engine.
 pub struct Engine {
     node: String,
@@ -244,7 +217,7 @@ fn now() -> Time {
     Time(k8s_openapi::jiff::Timestamp::now())
 }
 
-fn timeout_of(seconds: i32) -> Duration {
+pub(super) fn timeout_of(seconds: i32) -> Duration {
     if seconds > 0 {
         Duration::from_secs(seconds as u64)
     } else {
@@ -283,7 +256,7 @@ pub fn images_to_pull(manifest: &[u8]) -> Vec<String> {
         .collect()
 }
 
-fn parse_pod(bytes: &[u8]) -> Option<Pod> {
+pub(super) fn parse_pod(bytes: &[u8]) -> Option<Pod> {
     super::files::parse_pod(bytes).ok()
 }
 
@@ -1154,79 +1127,9 @@ impl Engine {
         }
     }
 
-    /// Decides what to do with each component, kube-apiserver first.
+    /// Decides what to do with each component, kube-apiserver first ([`plan::plan`]).
     fn plan(&self, spec: &ControlPlaneNodeSpec) -> Result<Vec<Step>, String> {
-        let mut manifests: Vec<_> = spec.manifests.iter().collect();
-        manifests.sort_by_key(|m| m.component);
-        let mut out = Vec::new();
-        for m in manifests {
-            let c = m.component;
-            if m.file_name != c.manifest_file() {
-                return Err(format!(
-                    "spec.manifests: {c} must be written as {}, not {:?}",
-                    c.manifest_file(),
-                    m.file_name
-                ));
-            }
-            let rendered: Pod = parse_pod(m.content.as_bytes())
-                .ok_or_else(|| format!("spec.manifests[{c}]: the content is not a Pod manifest"))?;
-            let prev = self.state.components.get(&c);
-            let annotation = prev
-                .filter(|p| p.rendered_hash.as_deref() == Some(m.config_hash.as_str()))
-                .and_then(|p| p.restart_annotation.clone());
-            let (bytes, hash) = match &annotation {
-                Some(v) => certs::with_restart_annotation(m.content.as_bytes(), v, &self.node)
-                    .map_err(|e| format!("spec.manifests[{c}]: {e}"))?,
-                None => (m.content.clone().into_bytes(), m.config_hash.clone()),
-            };
-            let disk = self
-                .dirs
-                .read_manifest(c.manifest_file())
-                .map_err(|e| e.to_string())?;
-            let timeout = timeout_of(m.health_timeout_seconds);
-            let confirmed =
-                |b: &[u8]| prev.is_some_and(|p| p.confirmed && p.content_sha256 == sha256_hex(b));
-            let mut step = Step {
-                component: c,
-                action: Action::Write,
-                bytes: bytes.clone(),
-                expect: Expect::Hash(hash.clone()),
-                rendered_hash: m.config_hash.clone(),
-                restart_annotation: annotation.clone(),
-                pod: parse_pod(&bytes).unwrap_or(rendered.clone()),
-                timeout,
-            };
-            if disk.as_deref() == Some(bytes.as_slice()) {
-                step.action = if confirmed(&bytes) {
-                    Action::Keep
-                } else {
-                    Action::Wait
-                };
-            } else if let Some(d) = disk.as_deref()
-                && let Some(on_disk) = parse_pod(d)
-                && render::equivalent(&on_disk, &rendered)
-            {
-                let adopted_before = prev.filter(|p| {
-                    p.adopted
-                        && p.rendered_hash.as_deref() == Some(m.config_hash.as_str())
-                        && p.content_sha256 == sha256_hex(d)
-                });
-                step.bytes = d.to_vec();
-                step.pod = on_disk;
-                step.restart_annotation = None;
-                step.expect = match adopted_before.and_then(|p| p.config_hash.clone()) {
-                    Some(h) => Expect::Hash(h),
-                    None => Expect::Any,
-                };
-                step.action = match adopted_before {
-                    Some(p) if p.confirmed => Action::Keep,
-                    Some(_) => Action::Wait,
-                    None => Action::Adopt,
-                };
-            }
-            out.push(step);
-        }
-        Ok(out)
+        plan::plan(spec, &self.state.components, &self.node, &self.dirs)
     }
 
     fn record_baseline(&mut self, spec: &ControlPlaneNodeSpec) -> Result<(), String> {

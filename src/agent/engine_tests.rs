@@ -1018,7 +1018,7 @@ async fn the_agent_reports_facts_and_pending_then_applies_its_control_plane_node
     std::fs::create_dir_all(root.join("etc/pki/ca-trust")).unwrap();
     let empty = serde_json::json!({"configName": "test", "revision": ""});
     env.cluster.set_cpn(NODE, 1, empty);
-    let args = super::AgentArgs {
+    let args = super::AgentConfig {
         node_name: NODE.into(),
         manifest_dir: env.dirs.manifest_dir().to_path_buf(),
         state_dir: env.dirs.state_dir().to_path_buf(),
@@ -1122,10 +1122,10 @@ async fn the_agent_reports_facts_and_pending_then_applies_its_control_plane_node
     assert!(!readiness.readiness().0, "not ready after shutdown");
 }
 
-fn agent_args(env: &Env) -> super::AgentArgs {
+fn agent_args(env: &Env) -> super::AgentConfig {
     let root = env.dirs.state_dir().parent().unwrap().join("root");
     std::fs::create_dir_all(&root).unwrap();
-    super::AgentArgs {
+    super::AgentConfig {
         node_name: NODE.into(),
         manifest_dir: env.dirs.manifest_dir().to_path_buf(),
         state_dir: env.dirs.state_dir().to_path_buf(),

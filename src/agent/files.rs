@@ -15,60 +15,19 @@
 //! directory or target that is a symlink is refused, managed files get mode 0600, and only
 //! the managed names (`<component>.yaml`) and paths under `<state-dir>/files/` are writable.
 
-use std::ffi::OsStr;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Component as PathPart, Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::api::Component;
+pub use crate::fsio::{FileError, Result, STAGING_PREFIX, fsync_dir, read_nofollow};
+use crate::fsio::{io_err, refused};
 
 /// Mode of every managed file.
 pub const FILE_MODE: u32 = 0o600;
 /// Mode of the directories the agent creates under its state directory.
 pub const DIR_MODE: u32 = 0o700;
-
-/// Why a file operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum FileError {
-    /// The operation was refused before touching the disk.
-    #[error("refused to write {path}: {reason}")]
-    Refused {
-        /// The path.
-        path: String,
-        /// Why, and what to do.
-        reason: String,
-    },
-    /// A system call failed.
-    #[error("{op} {path}: {source}")]
-    Io {
-        /// What was being done (`open`, `write`, `rename`, …).
-        op: &'static str,
-        /// The path.
-        path: String,
-        /// The error.
-        source: io::Error,
-    },
-}
-
-/// `Result` with a [`FileError`].
-pub type Result<T, E = FileError> = std::result::Result<T, E>;
-
-fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> FileError + 'a {
-    move |source| FileError::Io {
-        op,
-        path: path.display().to_string(),
-        source,
-    }
-}
-
-fn refused(path: &Path, reason: impl Into<String>) -> FileError {
-    FileError::Refused {
-        path: path.display().to_string(),
-        reason: reason.into(),
-    }
-}
 
 /// The manifest directory and the agent's state directory, with the layout of
 /// `docs/architecture.md` ("Node layout").
@@ -77,13 +36,6 @@ pub struct NodeDirs {
     manifest_dir: PathBuf,
     state_dir: PathBuf,
 }
-
-static STAGING_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// Name prefix of every staged file: a dot-file (kubelet ignores those in its manifest
-/// directory), and recognisably kubeplane's, so [`NodeDirs::prepare`] removes only its own
-/// leftovers from the manifest directory.
-pub const STAGING_PREFIX: &str = ".kubeplane-staging.";
 
 impl NodeDirs {
     /// The two directories; nothing is touched until [`NodeDirs::prepare`].
@@ -333,77 +285,9 @@ fn ensure_real_dir(dir: &Path, create: bool) -> Result<()> {
 /// Parses a static Pod manifest (YAML or JSON): the pure layer's one manifest reader.
 pub use crate::adopt::read_pod as parse_pod;
 
-/// Reads a file with `O_NOFOLLOW`: a symlink is an error, a missing file is `None`.
-pub fn read_nofollow(path: &Path) -> Result<Option<Vec<u8>>> {
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path);
-    let mut file = match file {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-            return Err(refused(
-                path,
-                "is a symlink; kubeplane does not follow symlinks",
-            ));
-        }
-        Err(e) => return Err(io_err("open", path)(e)),
-    };
-    let mut buf = Vec::new();
-    file.read_to_end(&mut buf).map_err(io_err("read", path))?;
-    Ok(Some(buf))
-}
-
-/// Writes `content` to `target` atomically through `staging_dir` (same mount as the
-/// target, or the target's own directory): stage a dot-file named [`STAGING_PREFIX`]… with
-/// `O_CREAT|O_EXCL|O_NOFOLLOW` and mode 0600, write, fsync, rename, fsync the target's
-/// directory. A target that is a symlink is refused.
+/// [`crate::fsio::atomic_write`] with the managed files' mode ([`FILE_MODE`]).
 pub fn atomic_write(staging_dir: &Path, target: &Path, content: &[u8]) -> Result<()> {
-    let dir = target
-        .parent()
-        .ok_or_else(|| refused(target, "has no parent directory"))?;
-    let name = target
-        .file_name()
-        .and_then(OsStr::to_str)
-        .ok_or_else(|| refused(target, "has no UTF-8 file name"))?;
-    match fs::symlink_metadata(target) {
-        Ok(m) if m.file_type().is_symlink() => {
-            return Err(refused(
-                target,
-                "is a symlink; kubeplane does not follow or replace symlinks (remove it by hand)",
-            ));
-        }
-        Ok(m) if m.is_dir() => return Err(refused(target, "is a directory")),
-        _ => {}
-    }
-    let staged = staging_dir.join(format!(
-        "{STAGING_PREFIX}{}.{}.{}",
-        std::process::id(),
-        STAGING_COUNTER.fetch_add(1, Ordering::Relaxed),
-        name
-    ));
-    let result = (|| {
-        let mut file: File = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(FILE_MODE)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&staged)
-            .map_err(io_err("create", &staged))?;
-        // The umask may have narrowed the mode; make it exactly 0600.
-        file.set_permissions(fs::Permissions::from_mode(FILE_MODE))
-            .map_err(io_err("chmod", &staged))?;
-        file.write_all(content).map_err(io_err("write", &staged))?;
-        file.sync_all().map_err(io_err("fsync", &staged))?;
-        drop(file);
-        fs::rename(&staged, target).map_err(io_err("rename", target))?;
-        fsync_dir(dir)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&staged);
-    }
-    result
+    crate::fsio::atomic_write(staging_dir, target, content, FILE_MODE)
 }
 
 /// Moves the file `from` to `to`, which must not exist. A rename when both are on one mount;
@@ -445,16 +329,6 @@ fn copy_then_remove(from: &Path, to: &Path, staging_dir: &Path) -> Result<()> {
         fsync_dir(dir)?;
     }
     Ok(())
-}
-
-/// fsyncs a directory, so a rename or unlink in it is durable.
-pub fn fsync_dir(dir: &Path) -> Result<()> {
-    let f = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(dir)
-        .map_err(io_err("open", dir))?;
-    f.sync_all().map_err(io_err("fsync", dir))
 }
 
 #[cfg(test)]

@@ -272,32 +272,8 @@ impl ServerCertVerifier for ProbeVerifier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::pin::Pin;
+    use crate::testkit::tls::{Reply, https_endpoint};
     use std::sync::atomic::{AtomicU8, Ordering};
-    use std::task::Poll;
-    use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-
-    // Small stand-ins for tokio's `io-util` extension methods (not enabled in this crate).
-    async fn read_some<S: AsyncRead + Unpin>(s: &mut S, buf: &mut [u8]) -> std::io::Result<usize> {
-        std::future::poll_fn(|cx| {
-            let mut rb = ReadBuf::new(buf);
-            match Pin::new(&mut *s).poll_read(cx, &mut rb) {
-                Poll::Ready(Ok(())) => Poll::Ready(Ok(rb.filled().len())),
-                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                Poll::Pending => Poll::Pending,
-            }
-        })
-        .await
-    }
-
-    async fn write_all<S: AsyncWrite + Unpin>(s: &mut S, mut data: &[u8]) -> std::io::Result<()> {
-        while !data.is_empty() {
-            let n = std::future::poll_fn(|cx| Pin::new(&mut *s).poll_write(cx, data)).await?;
-            data = &data[n..];
-        }
-        std::future::poll_fn(|cx| Pin::new(&mut *s).poll_flush(cx)).await?;
-        std::future::poll_fn(|cx| Pin::new(&mut *s).poll_shutdown(cx)).await
-    }
 
     /// What the test server does with the next connection.
     const OK: u8 = 0;
@@ -305,64 +281,21 @@ mod tests {
     const CLOSE: u8 = 2;
     const HANG: u8 = 3;
 
-    /// A real HTTPS server (tokio-rustls, rcgen self-signed certificate) whose behaviour can
-    /// be flipped between healthy and failing.
+    /// The test kit's HTTPS endpoint, its behaviour flipped between healthy and failing.
     async fn server(mode: Arc<AtomicU8>) -> u16 {
-        let cert = rcgen::generate_simple_self_signed(vec!["kube-scheduler".into()]).unwrap();
-        let der = CertificateDer::from(cert.cert.der().to_vec());
-        let key =
-            rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der()).unwrap();
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![der], key)
-        .unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        tokio::spawn(async move {
-            loop {
-                let (tcp, _) = listener.accept().await.unwrap();
-                let acceptor = acceptor.clone();
-                let mode = mode.clone();
-                tokio::spawn(async move {
-                    let m = mode.load(Ordering::SeqCst);
-                    if m == CLOSE {
-                        drop(tcp);
-                        return;
-                    }
-                    let Ok(mut tls) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    let mut buf = vec![0u8; 4096];
-                    let mut got = Vec::new();
-                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                        let n = read_some(&mut tls, &mut buf).await.unwrap_or(0);
-                        if n == 0 {
-                            return;
-                        }
-                        got.extend_from_slice(&buf[..n]);
-                    }
-                    let text = String::from_utf8_lossy(&got);
-                    assert!(text.starts_with("GET /livez HTTP/1.1\r\n"), "{text}");
-                    let resp: &[u8] = match m {
-                        OK => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
-                        HANG => {
-                            tokio::time::sleep(Duration::from_secs(30)).await;
-                            return;
-                        }
-                        _ => {
-                            b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 6\r\n\r\nfailed"
-                        }
-                    };
-                    let _ = write_all(&mut tls, resp).await;
-                });
+        https_endpoint(move |head| match mode.load(Ordering::SeqCst) {
+            CLOSE => Reply::Close,
+            _ if head.is_empty() => Reply::code(200), // before the handshake: go on
+            m => {
+                assert!(head.starts_with("GET /livez HTTP/1.1\r\n"), "{head}");
+                match m {
+                    OK => Reply::Status(200, "ok".into()),
+                    HANG => Reply::Hang(Duration::from_secs(30)),
+                    _ => Reply::Status(500, "failed".into()),
+                }
             }
-        });
-        port
+        })
+        .await
     }
 
     fn ep(port: u16) -> Endpoint {

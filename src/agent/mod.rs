@@ -8,13 +8,13 @@
 //!
 //! - [`files`]: atomic, symlink-refusing writes of managed files;
 //! - [`history`], [`state`]: the last N revisions and `state.json`, surviving restarts;
+//! - [`plan`]: what to do with each component (keep, wait, adopt, write);
 //! - [`engine`]: apply → wait → rollback, kube-apiserver first, then the controller-manager
 //!   and the scheduler together;
 //! - [`kubelet_wait`]: mirror pod hash + Ready + local endpoint for `minReadySeconds`;
 //! - [`health`]: the local HTTPS endpoint check;
 //! - [`drift`], [`quarantine`], [`desired`]: hand edits healed, strays moved out;
 //! - [`certs`]: certificate expiry and restarts on renewal;
-//! - [`facts`]: what the renderer needs to know about the node;
 //! - [`status`]: `ControlPlaneNode/status` by server-side apply, and Events;
 //! - [`local`]: `kubeplane apply`.
 
@@ -22,13 +22,13 @@ pub mod certs;
 pub mod desired;
 pub mod drift;
 pub mod engine;
-pub mod facts;
 pub mod files;
 pub mod health;
 pub mod history;
 pub mod kubelet_wait;
 pub mod local;
 pub mod metrics;
+pub mod plan;
 pub mod quarantine;
 pub mod runtime;
 pub mod state;
@@ -40,11 +40,9 @@ mod engine_tests;
 pub(crate) mod fixtures;
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Args;
 use futures::StreamExt;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
@@ -58,7 +56,6 @@ use self::health::HttpsCheck;
 use self::kubelet_wait::KubeMirrorPods;
 use self::status::{AgentEvent, StatusBoard};
 use crate::api::ControlPlaneNode;
-use crate::render::defaults;
 use crate::telemetry::{self, Health, TelemetryError};
 
 /// How long to wait before trying a revision again that waits on something outside the
@@ -69,53 +66,26 @@ pub const RETRY_AFTER: Duration = Duration::from_secs(30);
 /// files in a row).
 pub const CERT_DEBOUNCE: Duration = Duration::from_secs(2);
 
-/// Arguments of `kubeplane agent`.
-#[derive(Args, Debug, Clone)]
-pub struct AgentArgs {
+/// What `kubeplane agent` runs with (built from its command line in [`crate::cli`]).
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
     /// Name of this node: the agent acts on the ControlPlaneNode of that name.
-    #[arg(long, env = "NODE_NAME", value_name = "NAME")]
     pub node_name: String,
     /// The directory kubelet reads static Pod manifests from.
-    #[arg(
-        long,
-        value_name = "DIR",
-        default_value = "/etc/kubernetes/manifests",
-        env = "KUBEPLANE_MANIFEST_DIR"
-    )]
     pub manifest_dir: PathBuf,
     /// The agent's state directory (history, state.json, side files, quarantine). May be on
     /// another filesystem or mount than the manifest directory (manifests are staged as
     /// dot-files beside their target).
-    #[arg(long, value_name = "DIR", default_value = defaults::STATE_DIR, env = "KUBEPLANE_STATE_DIR")]
     pub state_dir: PathBuf,
-    /// What to do with a managed manifest changed by hand: restore it, or only report it.
-    #[arg(long, value_enum, default_value_t = DriftMode::Enforce)]
+    /// What to do with a managed manifest changed by hand.
     pub drift_mode: DriftMode,
     /// How many revisions of every managed file to keep under <state-dir>/history.
-    #[arg(long, value_name = "N", default_value_t = 5)]
     pub history: usize,
-    /// Root under which the optional host CA directories are looked up (tests; `/` on a
-    /// node).
-    #[arg(long, value_name = "DIR", default_value = "/", hide = true)]
+    /// Root under which the optional host CA directories are looked up (`/` on a node).
     pub host_root: PathBuf,
-    /// Address of the agent's HTTP server: `/healthz`, `/readyz`, `/metrics`. The agent runs
-    /// with hostNetwork, so the default listens on loopback only.
-    #[arg(
-        long,
-        value_name = "ADDR",
-        default_value = "127.0.0.1:8081",
-        env = "KUBEPLANE_METRICS_ADDR"
-    )]
+    /// Address of the agent's HTTP server: `/healthz`, `/readyz`, `/metrics`.
     pub metrics_addr: String,
-    /// The container runtime's CRI socket (kubelet's --container-runtime-endpoint): local
-    /// evidence that kubelet runs a new manifest while the API is unavailable. `none` turns
-    /// it off.
-    #[arg(
-        long,
-        value_name = "ENDPOINT",
-        default_value = runtime::DEFAULT_ENDPOINT,
-        env = "CONTAINER_RUNTIME_ENDPOINT"
-    )]
+    /// The container runtime's CRI socket; `none` turns local evidence off.
     pub container_runtime_endpoint: String,
 }
 
@@ -163,31 +133,9 @@ pub enum AgentError {
         /// Why.
         source: notify::Error,
     },
-    /// The tokio runtime could not start.
-    #[error("cannot start the runtime: {0}")]
-    Runtime(std::io::Error),
     /// The HTTP server could not start.
     #[error(transparent)]
     Telemetry(#[from] TelemetryError),
-}
-
-/// `kubeplane agent`: runs until SIGTERM or Ctrl-C.
-pub fn main(args: AgentArgs) -> ExitCode {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build();
-    let result = match rt {
-        Ok(rt) => rt.block_on(run(args)),
-        Err(e) => Err(AgentError::Runtime(e)),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
 }
 
 async fn shutdown() {
@@ -205,8 +153,9 @@ async fn shutdown() {
     }
 }
 
-/// The agent with the default client (in-cluster, or `KUBECONFIG`), until SIGTERM/Ctrl-C.
-pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
+/// `kubeplane agent`: the agent with the default client (in-cluster, or `KUBECONFIG`), until
+/// SIGTERM/Ctrl-C.
+pub async fn run(args: AgentConfig) -> Result<(), AgentError> {
     let health = Health::new();
     let board = StatusBoard::new();
     let listener = telemetry::bind(&args.metrics_addr).await?;
@@ -232,7 +181,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
 /// `ControlPlaneNode`, until `shutdown` completes. `health` checks the local endpoints
 /// ([`HttpsCheck`] in production); `board` collects the status (and feeds the metrics).
 pub async fn run_with(
-    args: AgentArgs,
+    args: AgentConfig,
     client: Client,
     health: Arc<dyn health::HealthCheck>,
     shutdown: impl std::future::Future<Output = ()>,
@@ -253,9 +202,9 @@ pub async fn run_with(
         board: board.clone(),
         desired: desired.clone(),
     })?;
-    let node_ip = std::env::var(facts::NODE_IP_ENV).ok();
+    let node_ip = std::env::var(crate::facts::NODE_IP_ENV).ok();
     let report_facts = |board: &StatusBoard| {
-        let f = facts::collect(
+        let f = crate::facts::collect(
             &node,
             &args.manifest_dir,
             &args.state_dir,

@@ -390,6 +390,15 @@ pub struct StateStore {
     staging: PathBuf,
 }
 
+/// Decodes a state file, upgrading an older format.
+fn decode(bytes: &[u8]) -> Result<AgentState, serde_json::Error> {
+    let mut s = serde_json::from_slice::<AgentState>(bytes)?;
+    if s.version < 2 {
+        s.upgrade_v1();
+    }
+    Ok(s)
+}
+
 impl StateStore {
     /// A store for `<state-dir>/state.json`, staging through `<state-dir>/staging`.
     pub fn new(path: impl Into<PathBuf>, staging: impl Into<PathBuf>) -> Self {
@@ -414,13 +423,8 @@ impl StateStore {
                 ..Default::default()
             });
         };
-        match serde_json::from_slice::<AgentState>(&bytes) {
-            Ok(mut s) => {
-                if s.version < 2 {
-                    s.upgrade_v1();
-                }
-                Ok(s)
-            }
+        match decode(&bytes) {
+            Ok(s) => Ok(s),
             Err(e) => {
                 let moved = self.path.with_extension("json.corrupt");
                 std::fs::rename(&self.path, &moved).map_err(|source| FileError::Io {
@@ -435,6 +439,18 @@ impl StateStore {
                 })
             }
         }
+    }
+
+    /// Reads the state without touching the disk (for `kubeplane diff`): `None` when there is
+    /// no state file, an error naming the file when it does not decode (the agent would move
+    /// it aside and start from the empty state).
+    pub fn peek(&self) -> Result<Option<AgentState>, String> {
+        let Some(bytes) = files::read_nofollow(&self.path).map_err(|e| e.to_string())? else {
+            return Ok(None);
+        };
+        decode(&bytes)
+            .map(Some)
+            .map_err(|e| format!("{}: {e}", self.path.display()))
     }
 
     /// Saves the state atomically. Nothing is written when the file already holds exactly

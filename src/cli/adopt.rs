@@ -1,5 +1,6 @@
 //! `kubeplane import` and `kubeplane diff`: reading the node's files around the pure
-//! [`crate::adopt`] module.
+//! [`crate::adopt`] module; `diff` prints the agent's own plan ([`crate::agent::plan`]) for
+//! each manifest, with `adopt`'s comparison for what a write would change.
 //!
 //! Exit codes of both: `0` nothing would change (import: the config reproduces every
 //! manifest and is valid), `1` something would change (import: the config does not
@@ -17,8 +18,11 @@ use crate::adopt::{
     self, Change, FileStatus, ImportInput, Imported, ManifestFile, compare_manifest,
     compare_side_file,
 };
-use crate::api::{Component, NodeFacts};
-use crate::render::{self, defaults, sha256_hex};
+use crate::agent::files::NodeDirs;
+use crate::agent::plan::{Action, Step, plan};
+use crate::agent::state::StateStore;
+use crate::api::{Component, ControlPlaneConfig, NodeFacts};
+use crate::render::{self, Rendered, RenderedPod, defaults, sha256_hex};
 
 /// Exit code: something would change.
 const EXIT_CHANGES: u8 = 1;
@@ -268,6 +272,34 @@ fn import_header(imported: &Imported, dir: &Path) -> String {
     h
 }
 
+/// The agent's plan ([`crate::agent::plan::plan`]) for the render, as `kubeplane apply` would
+/// hand it to the engine: the node spec of this one node, the manifests on disk, and the
+/// components of `<state-dir>/state.json` when it exists and decodes (otherwise none, as the
+/// agent starts from an empty state; said on `err`).
+fn agent_plan(
+    args: &DiffArgs,
+    cfg: &ControlPlaneConfig,
+    rendered: &Rendered,
+    err: &mut dyn Write,
+) -> Result<Vec<Step>, CliError> {
+    let revision = render::revision_of([(args.node.as_str(), rendered)]);
+    let name = cfg.metadata.name.clone().unwrap_or_else(|| "local".into());
+    let spec = render::node_spec(&name, &cfg.spec, &revision, rendered);
+    let dirs = NodeDirs::new(&args.manifest_dir, &args.state_dir);
+    let state = match StateStore::new(dirs.state_file(), dirs.staging_dir()).peek() {
+        Ok(s) => s.map(|s| s.components).unwrap_or_default(),
+        Err(e) => {
+            let _ = writeln!(
+                err,
+                "note: the agent's state file does not decode ({e}); planning as the agent would, from an empty state"
+            );
+            Default::default()
+        }
+    };
+    plan(&spec, &state, &args.node, &dirs)
+        .map_err(|e| CliError::Refused(format!("{}: {e}", args.manifest_dir.display())))
+}
+
 /// `kubeplane diff`: per file, what writing the render for a node would change on disk.
 pub fn diff(args: &DiffArgs, out: &mut dyn Write, err: &mut dyn Write) -> ExitCode {
     match diff_inner(args, out, err) {
@@ -315,7 +347,7 @@ fn diff_inner(args: &DiffArgs, out: &mut dyn Write, err: &mut dyn Write) -> Resu
     check_address(args.address.as_deref())?;
     let cfg = load_valid_config(&args.file, "compared", err)?;
     let host_ca_dirs = if args.host_ca_dirs.is_empty() {
-        let found = crate::agent::facts::host_ca_directories(Path::new("/"));
+        let found = crate::facts::host_ca_directories(Path::new("/"));
         let _ = writeln!(
             err,
             "host CA directories found on this machine: {}",
@@ -347,6 +379,9 @@ fn diff_inner(args: &DiffArgs, out: &mut dyn Write, err: &mut dyn Write) -> Resu
         path: "stdout".into(),
         source,
     };
+    // What the agent would do with each manifest: its own plan, from the files on disk and
+    // (when there is one) its state file, read without touching anything.
+    let steps = agent_plan(args, &cfg, &rendered, err)?;
     let mut changed = 0;
     for p in &rendered.pods {
         let file = p.component.manifest_file();
@@ -355,7 +390,30 @@ fn diff_inner(args: &DiffArgs, out: &mut dyn Write, err: &mut dyn Write) -> Resu
             .find(|f| f.name == file)
             .map(|f| f.content.as_slice());
         let path = format!("{manifest_dir}/{file}");
-        let status = compare_manifest(&path, current, p);
+        let step = steps.iter().find(|s| s.component == p.component);
+        let status = match step {
+            // Left as it is on disk: the render itself, or the render with the agent's own
+            // certificate-restart annotation.
+            Some(s) if matches!(s.action, Action::Keep | Action::Wait) => {
+                if s.bytes == p.yaml.as_bytes() || s.restart_annotation.is_some() {
+                    FileStatus::Unchanged
+                } else {
+                    FileStatus::Equivalent
+                }
+            }
+            Some(s) if s.action == Action::Adopt => FileStatus::Equivalent,
+            // Written: what changes, against the bytes the agent would write.
+            Some(s) => compare_manifest(
+                &path,
+                current,
+                &RenderedPod {
+                    pod: s.pod.clone(),
+                    yaml: String::from_utf8_lossy(&s.bytes).into_owned(),
+                    ..p.clone()
+                },
+            ),
+            None => compare_manifest(&path, current, p),
+        };
         changed += usize::from(status.would_change());
         print_status(out, &path, &status).map_err(io)?;
     }

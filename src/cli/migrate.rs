@@ -73,8 +73,8 @@ fn io(source: std::io::Error) -> CliError {
 }
 
 /// `kubeplane migrate`.
-pub fn migrate(args: &MigrateArgs, out: &mut dyn Write, err: &mut dyn Write) -> ExitCode {
-    match migrate_inner(args, out, err) {
+pub async fn migrate(args: &MigrateArgs, out: &mut dyn Write, err: &mut dyn Write) -> ExitCode {
+    match migrate_inner(args, out, err).await {
         Ok(code) => code,
         Err(e) => {
             let _ = writeln!(err, "error: {e}");
@@ -83,7 +83,7 @@ pub fn migrate(args: &MigrateArgs, out: &mut dyn Write, err: &mut dyn Write) -> 
     }
 }
 
-fn migrate_inner(
+async fn migrate_inner(
     args: &MigrateArgs,
     out: &mut dyn Write,
     err: &mut dyn Write,
@@ -158,13 +158,9 @@ fn migrate_inner(
         .unwrap_or_else(|| crate::agent::runtime::DEFAULT_ENDPOINT.to_string());
     writeln!(out, "{msg}").map_err(io)?;
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::Refused(format!("cannot start the async runtime: {e}")))?;
     let services = Systemctl::default();
     let health = HttpsCheck::new();
-    let result = runtime.block_on(async {
+    let result = {
         let mut log = |l: &str| eprintln!("{l}");
         let endpoint = runtime_endpoint;
         let cri = crate::agent::runtime_from_arg(&endpoint);
@@ -188,7 +184,7 @@ fn migrate_inner(
             &mut log,
         )
         .await
-    });
+    };
     match result {
         Ok(outcomes) => {
             for o in outcomes {

@@ -1,10 +1,14 @@
-//! The subcommands that run without a cluster: `render`, `validate`, `crd`, `flags`,
-//! `import`, `diff`, `migrate`.
+//! Every command line: the subcommands that run without a cluster (`render`, `validate`,
+//! `crd`, `flags`, `import`, `diff`, `migrate`), and the argument structs of the roles
+//! (`operator`, `rollout`, `agent`, `apply`), which this module turns into the plain config
+//! structs of [`crate::operator`] and [`crate::agent`]. No clap below this layer.
 
 mod adopt;
 mod flags;
 mod hardway;
 mod migrate;
+mod node;
+mod operator;
 mod upgrade;
 
 use std::io::Write;
@@ -20,6 +24,12 @@ use crate::validation::{self, Report};
 pub use self::adopt::{DiffArgs, ImportArgs, diff, import};
 pub use self::flags::{FlagsArgs, FlagsError, flags, flags_table};
 pub use self::migrate::{MigrateArgs, migrate};
+pub use self::node::{
+    AgentArgs, ApplyArgs, DEFAULT_MANIFEST_DIR, DriftModeArg, NodeDirs, agent, apply,
+};
+pub use self::operator::{
+    OperatorArgs, RolloutArgs, RolloutCommand, RolloutStatusArgs, operator, rollout,
+};
 pub use self::upgrade::{UpgradeArgs, upgrade};
 
 /// Arguments of `kubeplane render`.
@@ -318,26 +328,12 @@ fn print_files(files: &[OutFile], out: &mut dyn Write) -> std::io::Result<()> {
 }
 
 /// Writes a file whole: into a temporary sibling, then renamed into place.
+/// Writes one rendered file under `--out`: parent directories created, then
+/// [`crate::fsio::atomic_write`] through a dot-file beside it.
 fn write_file(target: &Path, content: &[u8], mode: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
     let dir = target.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.kubeplane-tmp"));
-    {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(content)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, target)
+    crate::fsio::atomic_write(dir, target, content, mode).map_err(std::io::Error::other)
 }
 
 /// `kubeplane crd`: both CustomResourceDefinitions as a YAML stream.

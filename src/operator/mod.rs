@@ -30,30 +30,21 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Args;
 use kube::Client;
 use tracing::{error, info, warn};
 
-pub use progress::{RolloutArgs, rollout_command};
+pub use progress::{StatusRequest, rollout_status};
 
 use crate::telemetry::{self, Health, TelemetryError};
 
-/// Arguments of `kubeplane operator`.
-#[derive(Args, Debug, Clone)]
-pub struct OperatorArgs {
+/// What `kubeplane operator` runs with (built from its command line in [`crate::cli`]).
+#[derive(Debug, Clone)]
+pub struct OperatorConfig {
     /// Address of the /healthz, /readyz and /metrics server.
-    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: String,
     /// Name of the Lease the replicas elect their leader with.
-    #[arg(long, value_name = "NAME", default_value = "kubeplane-operator")]
     pub lease_name: String,
     /// Namespace of that Lease.
-    #[arg(
-        long,
-        value_name = "NS",
-        env = "POD_NAMESPACE",
-        default_value = "kube-system"
-    )]
     pub lease_namespace: String,
 }
 
@@ -88,7 +79,7 @@ pub enum OperatorError {
 }
 
 /// `kubeplane operator`: exits 0 after SIGTERM/SIGINT, 1 on any error (including a lost lease).
-pub async fn operator_command(args: &OperatorArgs) -> ExitCode {
+pub async fn operator_command(args: &OperatorConfig) -> ExitCode {
     match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -133,7 +124,7 @@ fn task_outcome<T, E: std::fmt::Display>(
 }
 
 /// Runs the operator: HTTP server, leader election, and the controller while leading.
-pub async fn run(args: &OperatorArgs) -> Result<(), OperatorError> {
+pub async fn run(args: &OperatorConfig) -> Result<(), OperatorError> {
     let mut registry = telemetry::registry();
     let metrics = metrics::Metrics::register(&mut registry);
     let health = Health::new();

@@ -10,7 +10,6 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Subcommand};
 use futures::{StreamExt, stream};
 use kube::api::{Api, ListParams};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
@@ -20,32 +19,14 @@ use super::rollout::{NodeView, condition, progress_line};
 use super::selection::{CONFIG_LABEL, UNSELECTED_LABEL};
 use crate::api::{ControlPlaneConfig, ControlPlaneNode, find_condition};
 
-/// `kubeplane rollout …`.
-#[derive(Args, Debug, Clone)]
-pub struct RolloutArgs {
-    /// What to do.
-    #[command(subcommand)]
-    pub command: RolloutCommand,
-}
-
-/// Subcommands of `kubeplane rollout`.
-#[derive(Subcommand, Debug, Clone)]
-pub enum RolloutCommand {
-    /// Show a ControlPlaneConfig's rollout, node by node. Exit 0 when complete, 1 when degraded,
-    /// 2 while still in progress.
-    Status(RolloutStatusArgs),
-}
-
-/// Arguments of `kubeplane rollout status`.
-#[derive(Args, Debug, Clone)]
-pub struct RolloutStatusArgs {
+/// What `kubeplane rollout status` asks (built from its command line in [`crate::cli`]).
+#[derive(Debug, Clone)]
+pub struct StatusRequest {
     /// Name of the ControlPlaneConfig.
     pub name: String,
     /// Follow the rollout until it completes or is degraded.
-    #[arg(short = 'w', long)]
     pub watch: bool,
-    /// With --watch: give up after this many seconds (exit 2). Default: wait forever.
-    #[arg(long, value_name = "SECONDS")]
+    /// With `watch`: give up after this many seconds (exit 2). `None`: wait forever.
     pub timeout: Option<u64>,
 }
 
@@ -219,25 +200,23 @@ pub enum StatusError {
     WatchEnded,
 }
 
-/// `kubeplane rollout …`.
-pub async fn rollout_command(
-    args: &RolloutArgs,
+/// `kubeplane rollout status`.
+pub async fn rollout_status(
+    args: &StatusRequest,
     out: &mut (dyn Write + Send),
     err: &mut dyn Write,
 ) -> ExitCode {
-    match &args.command {
-        RolloutCommand::Status(a) => match status(a, out).await {
-            Ok(outcome) => ExitCode::from(outcome.exit_code()),
-            Err(e) => {
-                let _ = writeln!(err, "error: {e}");
-                ExitCode::FAILURE
-            }
-        },
+    match status(args, out).await {
+        Ok(outcome) => ExitCode::from(outcome.exit_code()),
+        Err(e) => {
+            let _ = writeln!(err, "error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
 async fn status(
-    args: &RolloutStatusArgs,
+    args: &StatusRequest,
     out: &mut (dyn Write + Send),
 ) -> Result<Outcome, StatusError> {
     let client = Client::try_default().await.map_err(StatusError::Client)?;
@@ -280,7 +259,7 @@ async fn status(
 
 /// Watches the config and its nodes, printing each change, until the rollout is final.
 async fn follow(
-    args: &RolloutStatusArgs,
+    args: &StatusRequest,
     configs: Api<ControlPlaneConfig>,
     cpns: Api<ControlPlaneNode>,
     selector: &str,

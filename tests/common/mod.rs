@@ -6,13 +6,9 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::process::{Command, Output};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
-use std::task::Poll;
-
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// The built binary.
 pub fn kubeplane() -> Command {
@@ -47,74 +43,14 @@ pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (u64, i128, u64)> {
     out
 }
 
-async fn read_some<S: AsyncRead + Unpin>(s: &mut S, buf: &mut [u8]) -> std::io::Result<usize> {
-    std::future::poll_fn(|cx| {
-        let mut rb = ReadBuf::new(buf);
-        match Pin::new(&mut *s).poll_read(cx, &mut rb) {
-            Poll::Ready(Ok(())) => Poll::Ready(Ok(rb.filled().len())),
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => Poll::Pending,
-        }
-    })
-    .await
-}
-
-async fn write_all<S: AsyncWrite + Unpin>(s: &mut S, mut data: &[u8]) -> std::io::Result<()> {
-    while !data.is_empty() {
-        let n = std::future::poll_fn(|cx| Pin::new(&mut *s).poll_write(cx, data)).await?;
-        data = &data[n..];
-    }
-    std::future::poll_fn(|cx| Pin::new(&mut *s).poll_flush(cx)).await?;
-    std::future::poll_fn(|cx| Pin::new(&mut *s).poll_shutdown(cx)).await
-}
-
-/// A real HTTPS endpoint (tokio-rustls, rcgen self-signed certificate) on 127.0.0.1 that
+/// A real HTTPS endpoint (the test kit's, `kubeplane::testkit::tls`) on 127.0.0.1 that
 /// answers every request with the status code held in the returned cell (0 = close the
 /// connection). Returns the port.
 pub async fn https_endpoint(code: Arc<AtomicU16>) -> u16 {
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-    let der = rustls::pki_types::CertificateDer::from(cert.cert.der().to_vec());
-    let key = rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der()).unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(vec![der], key)
-    .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                return;
-            };
-            let acceptor = acceptor.clone();
-            let code = code.load(Ordering::SeqCst);
-            tokio::spawn(async move {
-                if code == 0 {
-                    return;
-                }
-                let Ok(mut tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let mut buf = vec![0u8; 4096];
-                let mut got = Vec::new();
-                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                    let n = read_some(&mut tls, &mut buf).await.unwrap_or(0);
-                    if n == 0 {
-                        return;
-                    }
-                    got.extend_from_slice(&buf[..n]);
-                }
-                let resp = format!("HTTP/1.1 {code} X\r\ncontent-length: 0\r\n\r\n");
-                let _ = write_all(&mut tls, resp.as_bytes()).await;
-            });
-        }
-    });
-    port
+    kubeplane::testkit::tls::https_endpoint(move |_| {
+        kubeplane::testkit::tls::Reply::code(code.load(Ordering::SeqCst))
+    })
+    .await
 }
 
 /// `GET path` over HTTP/1.0 on 127.0.0.1:`port`: `(status, body)`, or `(0, "")` when nothing

@@ -28,7 +28,6 @@ use k8s_cri::v1 as cri;
 use k8s_cri::v1::image_service_server::{ImageService, ImageServiceServer};
 use k8s_cri::v1::runtime_service_server::{RuntimeService, RuntimeServiceServer};
 use k8s_openapi::api::core::v1::{Container, Pod, Probe};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tonic::{Request, Response, Status};
@@ -39,6 +38,7 @@ use super::{
 };
 use crate::agent::files::parse_pod;
 use crate::agent::health::Endpoint;
+use crate::testkit::tls::{read_request_head, self_signed_acceptor, write_answer};
 
 // ---------------------------------------------------------------------------------------------
 // The container table
@@ -666,7 +666,7 @@ impl FakeKubelet {
         let listener = bind_unix(&cri_socket)?;
         let runtime = FakeRuntime::new();
         let shared = Arc::new(Mutex::new(Shared::default()));
-        let tls = tls_acceptor()?;
+        let tls = self_signed_acceptor(&["localhost", "127.0.0.1"])?;
         let kubelet = Kubelet {
             dir: manifest_dir,
             opts,
@@ -1160,18 +1160,9 @@ async fn answer<S>(s: &mut S, code: impl Fn(&str) -> u16, alive: &AtomicBool)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let mut got = Vec::new();
-    let mut buf = [0u8; 2048];
-    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-        match s.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-        }
-        if got.len() > 64 * 1024 {
-            return;
-        }
-    }
-    let head = String::from_utf8_lossy(&got);
+    let Some(head) = read_request_head(s).await else {
+        return;
+    };
     let path = head
         .lines()
         .next()
@@ -1187,13 +1178,7 @@ where
         404 => "not found",
         _ => "fake kubelet: not healthy",
     };
-    let resp = format!(
-        "HTTP/1.1 {code} X\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = s.write_all(resp.as_bytes()).await;
-    let _ = s.flush().await;
-    let _ = s.shutdown().await;
+    write_answer(s, code, body).await;
 }
 
 /// Parses a file into what the fake needs of its Pod.
@@ -1256,24 +1241,6 @@ fn container_id() -> String {
     use sha2::Digest;
     let digest = sha2::Sha256::digest(format!("{}-{n}-{t}", std::process::id()));
     digest.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// A self-signed certificate for every endpoint of one fake kubelet.
-fn tls_acceptor() -> io::Result<tokio_rustls::TlsAcceptor> {
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
-        .map_err(io::Error::other)?;
-    let der = rustls::pki_types::CertificateDer::from(cert.cert.der().to_vec());
-    let key = rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der())
-        .map_err(io::Error::other)?;
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(io::Error::other)?
-    .with_no_client_auth()
-    .with_single_cert(vec![der], key)
-    .map_err(io::Error::other)?;
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 /// A minimal static Pod manifest as kubeadm writes them: one container `name` running

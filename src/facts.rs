@@ -1,5 +1,5 @@
-//! Node facts the renderer needs, as the agent sees them from the host (it runs with
-//! hostNetwork and has no RBAC on Node objects).
+//! Node facts the renderer needs, as seen from the host: by the agent (it runs with
+//! hostNetwork and has no RBAC on Node objects), `kubeplane apply` and `kubeplane import`.
 //!
 //! - `addresses`: the host's interface addresses, loopback and IPv6 link-local excluded
 //!   (`getifaddrs`), IPv4 first;
@@ -15,7 +15,7 @@ use std::path::Path;
 
 use k8s_openapi::api::core::v1::Pod;
 
-use super::files;
+use crate::agent::files;
 use crate::api::NodeFacts;
 use crate::render::defaults::OPTIONAL_CA_DIRS;
 
@@ -73,7 +73,7 @@ fn usable(addrs: Vec<IpAddr>) -> Vec<IpAddr> {
 
 /// The `--advertise-address` of the kube-apiserver manifest in `manifest_dir`, if any.
 pub fn advertise_from_manifest(manifest_dir: &Path) -> Option<String> {
-    let bytes = files::read_nofollow(&manifest_dir.join("kube-apiserver.yaml")).ok()??;
+    let bytes = crate::fsio::read_nofollow(&manifest_dir.join("kube-apiserver.yaml")).ok()??;
     let pod: Pod = files::parse_pod(&bytes).ok()?;
     let container = pod.spec?.containers.into_iter().next()?;
     container

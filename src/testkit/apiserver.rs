@@ -1,15 +1,17 @@
-//! A small in-memory Kubernetes API server for the operator benchmark, and nothing else: plain
-//! HTTP, JSON only, no authentication, no admission, no real server-side apply field ownership.
-//! It serves what `kubeplane operator` asks for: get/list/watch (with label and field selectors,
-//! resource versions, metadata-only `PartialObjectMetadata` responses), create, merge and apply
-//! patches (spec changes bump `metadata.generation`, the `status` subresource does not), and
-//! delete. A simulated agent answers every new `ControlPlaneNode` revision: `Pending`, then
-//! `Healthy` after `agent_delay`. [`Fake::go_down`] and [`Fake::come_back`] play an API server
-//! restart: requests fail with 503 meanwhile, open watches end, and a watch resumed from a
-//! resource version older than the restart gets `410 Expired` (`too old resource version`), as
-//! from a real API server whose watch cache started anew.
-
-#![allow(dead_code)]
+//! The test kit's fake Kubernetes API server: in memory, plain HTTP, JSON only, no
+//! authentication, no admission, no real server-side apply field ownership. It serves what
+//! `kubeplane operator` and `kubeplane agent` ask for: get/list/watch (with label and field
+//! selectors, resource versions, metadata-only `PartialObjectMetadata` responses), create, merge
+//! and apply patches (spec changes bump `metadata.generation`, the `status` subresource does
+//! not), and delete. A simulated agent answers every new `ControlPlaneNode` revision the
+//! operator writes: `Pending`, then `Healthy` after `agent_delay`. [`Fake::go_down`] and
+//! [`Fake::come_back`] play an API server restart: requests fail with 503 meanwhile, open
+//! watches end, and a watch resumed from a resource version older than the restart gets
+//! `410 Expired` (`too old resource version`), as from a real API server whose watch cache
+//! started anew.
+//!
+//! Used by the operator benchmark and `tests/operator_process.rs` (a real operator process
+//! against it), and by the agent idle benchmark (a real agent process).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
@@ -56,6 +58,10 @@ struct Inner {
     log: Vec<Logged>,
     cpn_writes: Vec<CpnWrite>,
     requests: u64,
+    /// Every request: when, and `METHOD path?query`.
+    request_log: Vec<(Instant, String)>,
+    /// Every `ControlPlaneNode` status write: when, node, phase.
+    phases: Vec<(Instant, String, String)>,
     /// Field manager owning each Lease's `spec.holderIdentity`, for apply conflicts.
     holder_managers: BTreeMap<Key, String>,
     /// While `true`, every request is answered 503 (an API server restarting).
@@ -76,6 +82,7 @@ pub struct Fake {
 fn kind_of(resource: &str) -> (&'static str, &'static str) {
     match resource {
         "nodes" => ("v1", "Node"),
+        "pods" => ("v1", "Pod"),
         "secrets" => ("v1", "Secret"),
         "leases" => ("coordination.k8s.io/v1", "Lease"),
         "events" => ("events.k8s.io/v1", "Event"),
@@ -318,6 +325,16 @@ impl Fake {
         self.lock().requests
     }
 
+    /// Every request so far: when, and `METHOD path?query`.
+    pub fn request_log(&self) -> Vec<(Instant, String)> {
+        self.lock().request_log.clone()
+    }
+
+    /// Every `ControlPlaneNode` status write so far: when, node, `status.phase`.
+    pub fn phases(&self) -> Vec<(Instant, String, String)> {
+        self.lock().phases.clone()
+    }
+
     /// The API server goes down (restarts): open watches end, requests get 503 until
     /// [`Fake::come_back`].
     pub fn go_down(&self) {
@@ -536,6 +553,11 @@ impl Fake {
         let down = {
             let mut inner = self.lock();
             inner.requests += 1;
+            let line = match uri.query() {
+                Some(q) => format!("{method} {}?{q}", uri.path()),
+                None => format!("{method} {}", uri.path()),
+            };
+            inner.request_log.push((Instant::now(), line));
             inner.down
         };
         if down {
@@ -633,6 +655,12 @@ impl Fake {
                 } else if t.status {
                     // Server-side apply of status by one manager: its status replaces the old one.
                     obj["status"] = body["status"].clone();
+                    if t.resource == "controlplanenodes"
+                        && let Some(phase) = body["status"]["phase"].as_str()
+                    {
+                        let at = (Instant::now(), name.clone(), phase.to_string());
+                        self.lock().phases.push(at);
+                    }
                 } else if apply {
                     // One manager owns metadata labels/ownerReferences and spec: replace them.
                     if let Some(m) = body.get("metadata") {

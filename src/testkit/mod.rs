@@ -1,0 +1,14 @@
+//! The dev-only test kit, built with `cfg(test)` or the `testkit` feature (the crate's own
+//! integration tests, benches and e2e suite get it through the dev-dependency on the package
+//! itself; the shipped binary never has it — `tests/packaging.rs` checks the `dist` build's
+//! dependency graph):
+//!
+//! - [`apiserver`]: the fake Kubernetes API server (in-memory objects, list/watch, patches,
+//!   an outage), served over HTTP or handed to a `kube::Client` in-process;
+//! - [`tls`]: the self-signed HTTPS endpoint (health checks, the fake kubelet's probes);
+//! - [`crate::agent::runtime::fake`]: the fake container runtime (CRI) and fake kubelet;
+//! - [`builders`]: objects and files the tests share.
+
+pub mod apiserver;
+pub mod builders;
+pub mod tls;
