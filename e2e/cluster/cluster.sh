@@ -575,6 +575,10 @@ ensure_netns() {
     ip -n "$ns" link set eth0 up
     ip -n "$ns" route add default via "$VIP"
   fi
+  # Pods reach the VIP (haproxy on the host): the node forwards from its CNI bridge, and the
+  # host routes the answers to the node's pod subnet (no masquerading, no kube-proxy).
+  nsenter --net="/run/netns/$ns" sysctl -qw net.ipv4.ip_forward=1
+  ip route replace "10.244.$(node_index "$n").0/24" via "$ip" dev "$BRIDGE"
 }
 
 # ---------------------------------------------------------------- host services
