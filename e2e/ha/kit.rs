@@ -360,7 +360,9 @@ impl Recorder {
             while !st.load(Ordering::SeqCst) {
                 let Ok(mut c) = Command::new(&e.kubectl)
                     .args(["--kubeconfig", &e.kubeconfig, "get", "controlplanenodes"])
-                    .args(["-w", "-o", "json", "--request-timeout=0"])
+                    // A watch through the VIP can hang on a backend that went away:
+                    // each kubectl ends after 60 s and is started again (a fresh list).
+                    .args(["-w", "-o", "json", "--request-timeout=60s"])
                     .stdout(Stdio::piped())
                     .stderr(Stdio::null())
                     .spawn()
