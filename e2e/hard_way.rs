@@ -30,12 +30,16 @@ struct Restore {
     manifest_dir: PathBuf,
     backup: Backup,
     services: Option<ProcessServices>,
+    /// The units to stop.
+    units: Vec<String>,
 }
 
 impl Drop for Restore {
     fn drop(&mut self) {
         if let Some(s) = self.services.take() {
-            let _ = s.stop(UNIT);
+            for u in &self.units {
+                let _ = s.stop(u);
+            }
         }
         match self.backup.restore(&self.manifest_dir) {
             Ok(done) => {
@@ -109,6 +113,7 @@ async fn l_hard_way_scheduler_moves_from_a_unit_to_a_static_pod_and_back() {
         manifest_dir: s.manifest_dir.clone(),
         backup: Backup::take(&s.manifest_dir, &work.join("backup")),
         services: None,
+        units: vec![UNIT.to_string()],
     };
     let kubeconfig = format!("{}/scheduler.conf", s.kubeconfig_dir);
     let unit_path = work.join(UNIT);
@@ -184,10 +189,27 @@ async fn l_hard_way_scheduler_moves_from_a_unit_to_a_static_pod_and_back() {
     // 3. Migrate.
     let plan = migrate::plan(&config, &facts, vec![info()], Some(s.timeout)).unwrap();
     let mut log = |l: &str| say(&format!("e2e l: {l}"));
+    // The agent's own evidence: the node's container runtime (CONTAINER_RUNTIME_ENDPOINT, as
+    // the agent is given it), else containerd's default socket.
+    let cri = kubeplane::agent::runtime_from_arg(
+        s.container_runtime_endpoint
+            .as_deref()
+            .unwrap_or(kubeplane::agent::runtime::DEFAULT_ENDPOINT),
+    );
+    let cri = cri.as_deref();
+    say(&format!(
+        "e2e l: evidence: container runtime {}",
+        if cri.is_some() {
+            "and endpoint"
+        } else {
+            "unusable: endpoint only"
+        }
+    ));
     let outcomes = migrate::run(
         &plan,
         services,
         &HttpsCheck::new(),
+        cri,
         Timing::default(),
         &mut log,
     )
@@ -225,6 +247,7 @@ async fn l_hard_way_scheduler_moves_from_a_unit_to_a_static_pod_and_back() {
         &plan,
         services,
         &HttpsCheck::new(),
+        cri,
         Timing::default(),
         &mut log,
     )
@@ -244,4 +267,178 @@ async fn l_hard_way_scheduler_moves_from_a_unit_to_a_static_pod_and_back() {
     // 6. The static Pod as the suite found it.
     drop(restore);
     answers(&pod_ep, s.timeout).await.unwrap();
+}
+
+/// The binaries the `l_hard_way_apiserver_and_controller_manager` scenario runs as units.
+const APISERVER_BINARY: &str = "KUBEPLANE_E2E_APISERVER_BINARY";
+const CONTROLLER_MANAGER_BINARY: &str = "KUBEPLANE_E2E_CONTROLLER_MANAGER_BINARY";
+
+/// The command line of a component's static Pod as the node runs it (`command` after the
+/// binary, then `args`).
+fn static_pod_flags(manifest: &std::path::Path) -> Vec<String> {
+    let text = std::fs::read_to_string(manifest).unwrap();
+    let pod: k8s_openapi::api::core::v1::Pod = serde_saphyr::from_str(&text).unwrap();
+    let c = pod.spec.unwrap().containers.remove(0);
+    let mut words: Vec<String> = c.command.unwrap_or_default().into_iter().skip(1).collect();
+    words.extend(c.args.unwrap_or_default());
+    words
+}
+
+/// m. kube-apiserver and kube-controller-manager, as a guide-built node runs them: each first
+/// runs as a plain process from a unit whose `ExecStart` has the flags of the node's static Pod,
+/// then `import --systemd-unit` and `migrate` move both back to static Pods in one run
+/// (kube-apiserver first, stop-first because the unit holds its port). Prints the seconds each
+/// was unavailable on the node. Needs `KUBEPLANE_E2E_APISERVER_BINARY` and
+/// `KUBEPLANE_E2E_CONTROLLER_MANAGER_BINARY` (binaries of the cluster's version on this host).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn m_hard_way_apiserver_and_controller_manager_move_from_units_to_static_pods() {
+    let Some(s) = settings_or_skip("m_hard_way") else {
+        return;
+    };
+    let bin = |var: &str| std::env::var(var).ok().filter(|b| !b.trim().is_empty());
+    let (Some(apiserver_bin), Some(kcm_bin)) =
+        (bin(APISERVER_BINARY), bin(CONTROLLER_MANAGER_BINARY))
+    else {
+        say(&format!(
+            "e2e m_hard_way: skipped: set {APISERVER_BINARY} and {CONTROLLER_MANAGER_BINARY} to binaries of the cluster's version on this host"
+        ));
+        return;
+    };
+    let _lock = harness::lock().await;
+    let node = s.node.clone().unwrap_or_else(hostname);
+    let work = s.work_dir.join("m");
+    std::fs::create_dir_all(&work).unwrap();
+    let state_dir = s.state_root.join("m");
+    let _ = std::fs::remove_dir_all(&state_dir);
+    let mut restore = Restore {
+        manifest_dir: s.manifest_dir.clone(),
+        backup: Backup::take(&s.manifest_dir, &work.join("backup")),
+        services: None,
+        units: vec![
+            "kube-apiserver.service".into(),
+            "kube-controller-manager.service".into(),
+        ],
+    };
+    let services = ProcessServices::new();
+    let mut units = Vec::new();
+    let mut infos = Vec::new();
+    // 1. Each component leaves its static Pod and runs from a unit with the same flags.
+    for (component, binary) in [
+        (Component::ApiServer, apiserver_bin),
+        (Component::ControllerManager, kcm_bin),
+    ] {
+        let manifest = s.manifest_dir.join(component.manifest_file());
+        let flags = static_pod_flags(&manifest);
+        let name = format!("{}.service", component.name());
+        let unit_path = work.join(&name);
+        let unit_text = format!(
+            "[Unit]\nDescription={}, hard way\n[Service]\nExecStart={binary} \\\n  {}\nRestart=on-failure\n",
+            component.name(),
+            flags.join(" \\\n  ")
+        );
+        std::fs::write(&unit_path, &unit_text).unwrap();
+        let unit = parse_unit(&unit_path.display().to_string(), &unit_text, &[]);
+        let (_, cmd, _) =
+            kubeplane::adopt::hardway::unit_component(&unit, &EnvFiles::new()).unwrap();
+        let mut argv = vec![cmd.path.text.clone()];
+        argv.extend(cmd.args.iter().map(|w| w.text.clone()));
+        let ep = unit_endpoint(component, &argv[1..]);
+        std::fs::remove_file(&manifest).unwrap();
+        silent(&ep, s.timeout).await;
+        services.add(&name, argv.clone(), vec![]);
+        let stopped_at = Instant::now();
+        services.start(&name).unwrap();
+        let up = answers(&ep, s.timeout).await.unwrap();
+        say(&format!(
+            "e2e m: {component} runs from its unit, answering {:.1} s after the start ({:.1} s after the Pod's manifest went)",
+            up.as_secs_f64(),
+            stopped_at.elapsed().as_secs_f64()
+        ));
+        infos.push(UnitInfo {
+            component,
+            name: name.clone(),
+            path: unit_path.display().to_string(),
+            text: unit_text.clone(),
+            argv: argv[1..].to_vec(),
+            env_files: Default::default(),
+            endpoint: ep,
+        });
+        units.push(unit);
+    }
+    restore.services = Some(services);
+    let services = restore.services.as_ref().unwrap();
+
+    // 2. Import both units.
+    let version = s
+        .kubernetes_version
+        .clone()
+        .unwrap_or_else(|| DEFAULT_TARGET_VERSION.to_string());
+    let imported = import_units(&HardWayInput {
+        units: &units,
+        env_files: &EnvFiles::new(),
+        kubeconfigs: &Default::default(),
+        key_files: &Default::default(),
+        node_name: Some(&node),
+        advertise_address: None,
+        kubernetes_version: &version,
+        config_name: Some("kubeplane-e2e-m"),
+    })
+    .unwrap();
+    assert!(imported.report.is_ok(), "{:?}", imported.report);
+    assert!(!imported.has_errors(), "{:?}", imported.findings);
+    let mut config = imported.config;
+    config.spec.image_repository = Some(s.image_repository.clone());
+    config.spec.image_pull_policy = Some(s.pull_policy);
+    config.spec.certificates_dir = Some(s.certificates_dir.clone());
+    config.spec.rollout = Some(kubeplane::api::Rollout {
+        min_ready_seconds: Some(2),
+        ..Default::default()
+    });
+    let facts = NodeFacts {
+        node_name: node.clone(),
+        manifest_dir: Some(s.manifest_dir.display().to_string()),
+        state_dir: Some(state_dir.display().to_string()),
+        ..Default::default()
+    };
+
+    // 3. Migrate both, with the node's container runtime as evidence.
+    let plan = migrate::plan(&config, &facts, infos, Some(s.timeout)).unwrap();
+    let cri = kubeplane::agent::runtime_from_arg(
+        s.container_runtime_endpoint
+            .as_deref()
+            .unwrap_or(kubeplane::agent::runtime::DEFAULT_ENDPOINT),
+    );
+    let mut log = |l: &str| say(&format!("e2e m: {l}"));
+    let outcomes = migrate::run(
+        &plan,
+        services,
+        &HttpsCheck::new(),
+        cri.as_deref(),
+        Timing::default(),
+        &mut log,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        outcomes.iter().map(|o| o.component).collect::<Vec<_>>(),
+        [Component::ApiServer, Component::ControllerManager],
+        "kube-apiserver first"
+    );
+    for o in &outcomes {
+        say(&format!(
+            "e2e m: FIGURE {} migrated in {:.1} s, unavailable on the node for {:.1} s",
+            o.component,
+            o.took.as_secs_f64(),
+            o.unavailable.as_secs_f64()
+        ));
+        let name = format!("{}.service", o.component.name());
+        assert!(!services.is_active(&name).unwrap());
+        assert!(!services.is_enabled(&name));
+        assert!(s.manifest_dir.join(o.component.manifest_file()).exists());
+    }
+    // 4. The static Pods as the suite found them.
+    drop(restore);
+    for c in [Component::ApiServer, Component::ControllerManager] {
+        answers(&unit_endpoint(c, &[]), s.timeout).await.ok();
+    }
 }

@@ -11,11 +11,14 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
+use k8s_openapi::api::core::v1::Pod;
 use kubeplane::agent::health::{Endpoint, HealthCheck};
+use kubeplane::agent::runtime::fake::FakeRuntime;
+use kubeplane::agent::runtime::{ContainerRunState, ContainerSeen};
 use kubeplane::api::{Component, NodeFacts, parse_config};
 use kubeplane::migrate::{
     self, MigrateError, Order, ProcessServices, ServiceManager, Timing, UnitInfo, unit_endpoint,
@@ -101,6 +104,18 @@ struct FakeKubelet {
 
 impl FakeKubelet {
     fn start(dir: PathBuf, pods: Vec<(Component, u16)>, broken: Vec<Component>) -> Self {
+        Self::start_with(dir, pods, broken, None)
+    }
+
+    /// Also reports its containers to `runtime`, as a container runtime would: a container
+    /// named after the component, labelled with the manifest's `metadata.uid`, running while
+    /// the process runs (exited at once for a broken one), exited when the file goes.
+    fn start_with(
+        dir: PathBuf,
+        pods: Vec<(Component, u16)>,
+        broken: Vec<Component>,
+        runtime: Option<FakeRuntime>,
+    ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let log = Arc::new(Mutex::new(Vec::new()));
         let (s, l) = (stop.clone(), log.clone());
@@ -116,6 +131,15 @@ impl FakeKubelet {
                                 .unwrap()
                                 .push((Instant::now(), format!("pod started {c}")));
                             let child = (!broken.contains(c)).then(|| spawn_component(*port));
+                            if let Some(rt) = &runtime {
+                                let uid = manifest_uid(&dir.join(c.manifest_file()));
+                                let state = if child.is_some() {
+                                    ContainerRunState::Running
+                                } else {
+                                    ContainerRunState::Exited
+                                };
+                                rt.update(|cs| cs.push(container(c, &uid, state)));
+                            }
                             running.push((*c, child));
                         }
                         (false, Some(i)) => {
@@ -123,6 +147,13 @@ impl FakeKubelet {
                             if let Some(mut ch) = child {
                                 let _ = ch.kill();
                                 let _ = ch.wait();
+                            }
+                            if let Some(rt) = &runtime {
+                                rt.update(|cs| {
+                                    for x in cs.iter_mut().filter(|x| x.name == c.name()) {
+                                        x.state = ContainerRunState::Exited;
+                                    }
+                                });
                             }
                             l.lock()
                                 .unwrap()
@@ -145,6 +176,29 @@ impl FakeKubelet {
             log,
             thread: Some(thread),
         }
+    }
+}
+
+/// The `metadata.uid` of a manifest file (empty when unreadable).
+fn manifest_uid(path: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    serde_saphyr::from_str::<Pod>(&text)
+        .ok()
+        .and_then(|p| p.metadata.uid)
+        .unwrap_or_default()
+}
+
+fn container(c: &Component, uid: &str, state: ContainerRunState) -> ContainerSeen {
+    let now = SystemTime::now();
+    ContainerSeen {
+        id: format!("{uid}-{}", c.name()),
+        name: c.name().to_string(),
+        pod_uid: uid.to_string(),
+        state,
+        created_at: now,
+        started_at: (state == ContainerRunState::Running).then_some(now),
+        exit_code: (state == ContainerRunState::Exited).then_some(1),
+        attempt: 0,
     }
 }
 
@@ -301,7 +355,7 @@ async fn shared_ports_stop_the_unit_first_then_the_pod_takes_over_one_component_
     .unwrap();
     assert!(plan.steps.iter().all(|s| s.order == Order::StopFirst));
     let mut lines = Vec::new();
-    let outcomes = migrate::run(&plan, &s, &PlainCheck, timing(), &mut |l: &str| {
+    let outcomes = migrate::run(&plan, &s, &PlainCheck, None, timing(), &mut |l: &str| {
         lines.push(l.to_string())
     })
     .await
@@ -359,7 +413,7 @@ async fn different_ports_start_the_pod_first_and_stop_the_unit_once_it_is_health
     )
     .unwrap();
     assert_eq!(plan.steps[0].order, Order::StartFirst);
-    let outcomes = migrate::run(&plan, &s, &PlainCheck, timing(), &mut |_: &str| {})
+    let outcomes = migrate::run(&plan, &s, &PlainCheck, None, timing(), &mut |_: &str| {})
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
@@ -401,7 +455,7 @@ async fn a_pod_that_never_gets_healthy_is_removed_and_the_unit_comes_back() {
     )
     .unwrap();
     let started = Instant::now();
-    let err = migrate::run(&plan, &s, &PlainCheck, timing(), &mut |_: &str| {})
+    let err = migrate::run(&plan, &s, &PlainCheck, None, timing(), &mut |_: &str| {})
         .await
         .unwrap_err();
     let MigrateError::Failed {
@@ -464,7 +518,7 @@ async fn refusals_change_nothing() {
         None,
     )
     .unwrap();
-    let err = migrate::run(&plan, &s, &PlainCheck, timing(), &mut |_: &str| {})
+    let err = migrate::run(&plan, &s, &PlainCheck, None, timing(), &mut |_: &str| {})
         .await
         .unwrap_err();
     assert!(matches!(err, MigrateError::ManifestExists(_)), "{err}");
@@ -536,7 +590,7 @@ async fn a_manifest_that_cannot_be_written_after_the_stop_brings_the_unit_back()
         None,
     )
     .unwrap();
-    let err = migrate::run(&plan, &s, &PlainCheck, timing(), &mut |_: &str| {})
+    let err = migrate::run(&plan, &s, &PlainCheck, None, timing(), &mut |_: &str| {})
         .await
         .unwrap_err();
     let MigrateError::Failed { reason, after, .. } = &err else {
@@ -549,4 +603,175 @@ async fn a_manifest_that_cannot_be_written_after_the_stop_brings_the_unit_back()
     );
     assert!(s.is_active("kube-scheduler.service").unwrap());
     assert!(!n.manifests.join("kube-scheduler.yaml").exists());
+}
+
+/// With the container runtime as evidence (the agent's), the switch is confirmed by a
+/// container of the manifest's uid that kubelet created after the write, and the record and
+/// outcomes are as without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runtime_confirms_the_pods_container() {
+    let (kcm, sched) = (common::free_port(), common::free_port());
+    let n = node();
+    let units = [
+        (Component::ControllerManager, kcm),
+        (Component::Scheduler, sched),
+    ];
+    let s = services(&units);
+    wait_up(kcm).await;
+    wait_up(sched).await;
+    let rt = FakeRuntime::new();
+    let _k = FakeKubelet::start_with(
+        n.manifests.clone(),
+        units.to_vec(),
+        vec![],
+        Some(rt.clone()),
+    );
+    let plan = migrate::plan(
+        &config(kcm, sched, 30),
+        &facts(&n),
+        vec![
+            unit(Component::ControllerManager, kcm),
+            unit(Component::Scheduler, sched),
+        ],
+        None,
+    )
+    .unwrap();
+    let outcomes = migrate::run(
+        &plan,
+        &s,
+        &PlainCheck,
+        Some(&rt),
+        timing(),
+        &mut |_: &str| {},
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(outcomes.len(), 2);
+    for step in &plan.steps {
+        let c = rt
+            .containers()
+            .into_iter()
+            .find(|c| c.name == step.unit.component.name())
+            .unwrap();
+        assert_eq!(c.pod_uid, step.uid, "the container runs the manifest's uid");
+        assert_eq!(c.state, ContainerRunState::Running);
+        assert_eq!(record(&n, step.unit.component)["phase"], "migrated");
+    }
+}
+
+/// Something else answers on the Pod's port (a leftover process) while kubelet's container
+/// for the new manifest crashes: by the endpoint alone that passes for a healthy Pod; with the
+/// container runtime it does not, and the way back keeps the unit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_answered_by_another_process_is_not_the_pod() {
+    for with_runtime in [false, true] {
+        let (pod_port, unit_port) = (common::free_port(), common::free_port());
+        let n = node();
+        let s = services(&[(Component::Scheduler, unit_port)]);
+        wait_up(unit_port).await;
+        let mut leftover = spawn_component(pod_port);
+        wait_up(pod_port).await;
+        let rt = FakeRuntime::new();
+        let _k = FakeKubelet::start_with(
+            n.manifests.clone(),
+            vec![(Component::Scheduler, pod_port)],
+            vec![Component::Scheduler],
+            Some(rt.clone()),
+        );
+        let plan = migrate::plan(
+            &config(common::free_port(), pod_port, 30),
+            &facts(&n),
+            vec![unit(Component::Scheduler, unit_port)],
+            Some(Duration::from_secs(3)),
+        )
+        .unwrap();
+        assert_eq!(plan.steps[0].order, Order::StartFirst);
+        let timing = Timing {
+            stop_timeout: Duration::from_secs(2),
+            poll: Duration::from_millis(100),
+        };
+        let runtime: Option<&dyn kubeplane::agent::runtime::ContainerRuntime> =
+            with_runtime.then_some(&rt);
+        let got = migrate::run(&plan, &s, &PlainCheck, runtime, timing, &mut |_: &str| {}).await;
+        let _ = leftover.kill();
+        let _ = leftover.wait();
+        if with_runtime {
+            let err = got.unwrap_err();
+            let MigrateError::Failed { reason, after, .. } = &err else {
+                panic!("{err}")
+            };
+            assert!(reason.contains("not healthy within 3 s"), "{reason}");
+            assert!(
+                reason.contains("exited"),
+                "names the runtime's evidence: {reason}"
+            );
+            assert!(after.contains("kept running"), "{after}");
+            assert!(s.is_active("kube-scheduler.service").unwrap());
+            assert!(s.is_enabled("kube-scheduler.service"));
+            assert!(!n.manifests.join("kube-scheduler.yaml").exists());
+        } else {
+            // What the endpoint alone concludes: the reason the runtime is asked.
+            assert!(got.is_ok(), "{got:?}");
+            assert!(!s.is_active("kube-scheduler.service").unwrap());
+        }
+    }
+}
+
+/// The way back waits until the runtime runs no container of the removed manifest's uid, not
+/// only until its endpoint stops answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_waits_for_the_runtime_too() {
+    let port = common::free_port(); // nothing listens
+    let ep = unit_endpoint(Component::Scheduler, &[format!("--secure-port={port}")]);
+    let rt = FakeRuntime::new();
+    rt.set(vec![container(
+        &Component::Scheduler,
+        "uid-1",
+        ContainerRunState::Running,
+    )]);
+    let poll = Duration::from_millis(50);
+    let err = migrate::evidence::stopped(
+        "uid-1",
+        &ep,
+        Duration::from_millis(500),
+        poll,
+        &PlainCheck,
+        Some(&rt),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.contains("still runs kube-scheduler of pod uid uid-1"),
+        "{err}"
+    );
+    // Another pod's container does not count; this one exiting ends the wait.
+    rt.update(|cs| {
+        cs[0].state = ContainerRunState::Exited;
+        cs.push(container(
+            &Component::Scheduler,
+            "uid-2",
+            ContainerRunState::Running,
+        ));
+    });
+    migrate::evidence::stopped(
+        "uid-1",
+        &ep,
+        Duration::from_secs(5),
+        poll,
+        &PlainCheck,
+        Some(&rt),
+    )
+    .await
+    .unwrap();
+    // Without a runtime the endpoint alone decides.
+    migrate::evidence::stopped(
+        "uid-1",
+        &ep,
+        Duration::from_secs(5),
+        poll,
+        &PlainCheck,
+        None,
+    )
+    .await
+    .unwrap();
 }

@@ -735,6 +735,29 @@ pub struct ControlPlaneConfigStatus {
     /// Current holders of the kube-controller-manager and kube-scheduler leader Leases.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub leaders: Vec<LeaderStatus>,
+
+    /// A minor version upgrade in progress, rolled in waves so that no kube-controller-manager
+    /// or kube-scheduler is ever newer than a kube-apiserver it can reach (the version-skew
+    /// policy, kubernetes.io/releases/version-skew-policy): wave 1 gives kube-apiserver the new
+    /// version on every node, one node at a time; wave 2 then the other components. Absent
+    /// when no minor upgrade is in progress (a patch or flag change rolls node by node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<UpgradeStatus>,
+}
+
+/// Where a minor version upgrade stands.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct UpgradeStatus {
+    /// The version the nodes ran when the upgrade started (the lowest one).
+    pub from_version: String,
+    /// The version of the spec.
+    pub to_version: String,
+    /// 1: kube-apiserver on every node; 2: kube-controller-manager and kube-scheduler on
+    /// every node.
+    pub wave: i32,
+    /// The revision the whole upgrade ends at (`status.revision` is the wave's).
+    pub revision: String,
 }
 
 /// A revision that rolled back or failed on a node.

@@ -55,6 +55,14 @@ pub struct MigrateArgs {
     /// Where to look for the running kubelet (tests).
     #[arg(long, value_name = "DIR", default_value = "/proc", hide = true)]
     pub proc_root: PathBuf,
+    /// The container runtime's CRI socket (kubelet's --container-runtime-endpoint), the
+    /// agent's local evidence: a static Pod counts as healthy only when the runtime runs a
+    /// container of its uid created after the write (an endpoint answered by the unit's
+    /// process does not count), and as stopped only when none runs. `none`: the endpoint
+    /// alone decides. Default: the running kubelet's (its --container-runtime-endpoint or
+    /// its config's containerRuntimeEndpoint), else containerd's socket.
+    #[arg(long, value_name = "ENDPOINT", env = "CONTAINER_RUNTIME_ENDPOINT")]
+    pub container_runtime_endpoint: Option<String>,
 }
 
 fn io(source: std::io::Error) -> CliError {
@@ -139,6 +147,15 @@ fn migrate_inner(
         });
     }
     let msg = kubelet_ok.map_err(CliError::Refused)?;
+    let runtime_endpoint = args
+        .container_runtime_endpoint
+        .clone()
+        .or_else(|| {
+            kubelets
+                .first()
+                .and_then(|argv| kubelet::runtime_endpoint(argv, &read))
+        })
+        .unwrap_or_else(|| crate::agent::runtime::DEFAULT_ENDPOINT.to_string());
     writeln!(out, "{msg}").map_err(io)?;
 
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -147,16 +164,31 @@ fn migrate_inner(
         .map_err(|e| CliError::Refused(format!("cannot start the async runtime: {e}")))?;
     let services = Systemctl::default();
     let health = HttpsCheck::new();
-    let result = {
+    let result = runtime.block_on(async {
         let mut log = |l: &str| eprintln!("{l}");
-        runtime.block_on(migrate::run(
+        let endpoint = runtime_endpoint;
+        let cri = crate::agent::runtime_from_arg(&endpoint);
+        match &cri {
+            Some(rt) => match rt.containers_of_pod("kubeplane-migrate-probe").await {
+                Ok(_) => log(&format!(
+                    "evidence: the container runtime at {endpoint} and each component's endpoint"
+                )),
+                Err(e) => log(&format!(
+                    "evidence: the container runtime at {endpoint} does not answer ({e}); each component's endpoint only (--container-runtime-endpoint names kubelet's runtime socket)"
+                )),
+            },
+            None => log("evidence: each component's endpoint only (no container runtime)"),
+        }
+        migrate::run(
             &plan,
             &services,
             &health,
+            cri.as_deref(),
             Timing::default(),
             &mut log,
-        ))
-    };
+        )
+        .await
+    });
     match result {
         Ok(outcomes) => {
             for o in outcomes {

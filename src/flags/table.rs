@@ -145,6 +145,11 @@ pub struct FlagInfo {
     /// What to do, in kubeplane's words.
     #[serde(default)]
     pub note: Option<String>,
+    /// Accepted but not listed by the binaries' `--help` (pflag `MarkDeprecated` or
+    /// `MarkHidden` in the source), where the release that first hid it is not verified; the
+    /// `--help` check (`tests/flag_help.rs`) expects it unlisted.
+    #[serde(default)]
+    pub hidden: bool,
 }
 
 impl FlagInfo {

@@ -53,6 +53,23 @@ pub fn static_pod_path(
     }
 }
 
+/// The CRI socket a kubelet uses: `--container-runtime-endpoint`, else the config file's
+/// `containerRuntimeEndpoint` (KubeletConfiguration v1beta1, a field since v1.27 when the flag
+/// was deprecated: kubernetes/kubernetes pkg/kubelet/apis/config/v1beta1 and CHANGELOG-1.27),
+/// else `None` (kubelet's own default, containerd's socket).
+pub fn runtime_endpoint(argv: &[String], read: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    if let Some(e) = flag(argv, "container-runtime-endpoint").filter(|e| !e.is_empty()) {
+        return Some(e.to_string());
+    }
+    let text = read(flag(argv, "config")?)?;
+    let value: serde_json::Value = serde_saphyr::from_str(&text).ok()?;
+    value
+        .get("containerRuntimeEndpoint")
+        .and_then(|v| v.as_str())
+        .filter(|e| !e.is_empty())
+        .map(str::to_string)
+}
+
 /// The argv of every running kubelet under a `/proc`.
 pub fn kubelet_processes(proc_root: &Path) -> Vec<Vec<String>> {
     let Ok(entries) = std::fs::read_dir(proc_root) else {
@@ -114,6 +131,43 @@ mod tests {
 
     fn argv(a: &[&str]) -> Vec<String> {
         a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn runtime_endpoint_from_flag_then_config() {
+        let config = |text: &'static str| move |p: &str| (p == "/k.yaml").then(|| text.to_string());
+        let with = config(
+            "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\ncontainerRuntimeEndpoint: unix:///run/crio/crio.sock\n",
+        );
+        assert_eq!(
+            runtime_endpoint(
+                &argv(&[
+                    "kubelet",
+                    "--config=/k.yaml",
+                    "--container-runtime-endpoint",
+                    "unix:///x.sock"
+                ]),
+                &with
+            )
+            .as_deref(),
+            Some("unix:///x.sock"),
+            "the flag wins"
+        );
+        assert_eq!(
+            runtime_endpoint(&argv(&["kubelet", "--config", "/k.yaml"]), &with).as_deref(),
+            Some("unix:///run/crio/crio.sock")
+        );
+        let without = config("kind: KubeletConfiguration\n");
+        assert_eq!(
+            runtime_endpoint(&argv(&["kubelet", "--config", "/k.yaml"]), &without),
+            None
+        );
+        assert_eq!(runtime_endpoint(&argv(&["kubelet"]), &without), None);
+        let unreadable = |_: &str| None;
+        assert_eq!(
+            runtime_endpoint(&argv(&["kubelet", "--config=/k.yaml"]), &unreadable),
+            None
+        );
     }
 
     #[test]

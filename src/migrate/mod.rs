@@ -13,9 +13,14 @@
 //!   endpoint stops answering), start the unit again if it ran before, wait until the unit's
 //!   endpoint is healthy, and stop there.
 //!
-//! "Healthy" is the agent's local evidence (`agent::kubelet_wait::wait` on the component's
-//! endpoint, for the config's `minReadySeconds`), which needs no API server: the API server
-//! itself is among the components moved. The calls into the agent are in [`evidence`].
+//! "Healthy" is the agent's local evidence (`agent::kubelet_wait::wait`), which needs no API
+//! server (the API server itself is among the components moved): the container runtime runs a
+//! container of the manifest's `metadata.uid` created after the write, and the component's
+//! endpoint answers for the config's `minReadySeconds`. An endpoint answered by something
+//! else (the unit's process, which a failed stop left running) does not count. "Stopped" is the
+//! runtime showing no running container of that uid and the endpoint no longer answering.
+//! Without a reachable runtime (`--container-runtime-endpoint`) the endpoint alone decides, as
+//! it does for the agent. The calls into the agent are in [`evidence`].
 
 pub mod kubelet;
 pub mod service;
@@ -25,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use crate::agent::files::{FileError, NodeDirs};
 use crate::agent::health::{Endpoint, HealthCheck};
+use crate::agent::runtime::ContainerRuntime;
 use crate::api::{Component, ControlPlaneConfig, NodeFacts};
 use crate::render::{self, RenderError, RenderInput, defaults};
 use crate::validation;
@@ -349,33 +355,56 @@ impl Default for Timing {
 
 /// The agent's evidence, in one place (the agent's API may change under it).
 pub mod evidence {
-    use std::time::{Duration, Instant};
+    use std::time::{Duration, Instant, SystemTime};
 
     use crate::agent::health::{Endpoint, HealthCheck};
     use crate::agent::kubelet_wait::{self, Expect, Verdict, WaitSpec};
+    use crate::agent::runtime::{ContainerRunState, ContainerRuntime};
     use crate::api::Component;
 
-    /// Waits until `endpoint` answers continuously for `min_ready`; returns when it first
-    /// answered.
+    /// What is waited for.
+    #[derive(Clone, Copy, Debug)]
+    pub enum Target<'a> {
+        /// The static Pod of this `metadata.uid`, written at this time: judged by the container
+        /// runtime (when there is one) and the endpoint.
+        Pod {
+            /// The manifest's uid.
+            uid: &'a str,
+            /// When the manifest was written.
+            written_at: SystemTime,
+        },
+        /// The unit's process: the endpoint alone (it is not a container).
+        Unit,
+    }
+
+    /// Waits until the target is up and its endpoint answers continuously for `min_ready`;
+    /// returns when it first answered.
+    #[allow(clippy::too_many_arguments)]
     pub async fn healthy(
         component: Component,
         node: &str,
+        target: Target<'_>,
         endpoint: &Endpoint,
         timeout: Duration,
         min_ready: Duration,
         health: &dyn HealthCheck,
+        runtime: Option<&dyn ContainerRuntime>,
     ) -> Result<Instant, String> {
+        let (expect, written_at, runtime) = match target {
+            Target::Pod { uid, written_at } => (Expect::Hash(uid.to_string()), written_at, runtime),
+            Target::Unit => (Expect::Any, SystemTime::now(), None),
+        };
         let spec = WaitSpec {
             component,
             pod_name: format!("{}-{}", component.name(), node.to_lowercase()),
-            expect: Expect::Any,
+            expect,
             endpoint: Some(endpoint.clone()),
             timeout,
             min_ready,
             use_api: false,
-            written_at: std::time::SystemTime::now(),
+            written_at,
         };
-        match kubelet_wait::wait(spec, None, None, health, |_| {}).await {
+        match kubelet_wait::wait(spec, None, runtime, health, |_| {}).await {
             Verdict::Updated { .. } => Ok(Instant::now()
                 .checked_sub(min_ready)
                 .unwrap_or_else(Instant::now)),
@@ -383,30 +412,53 @@ pub mod evidence {
         }
     }
 
-    /// Waits until `endpoint` has failed three checks in a row.
+    /// Waits until the runtime runs no container of `uid` (when there is a runtime that
+    /// answers) and `endpoint` has failed three checks in a row.
     pub async fn stopped(
+        uid: &str,
         endpoint: &Endpoint,
         timeout: Duration,
         poll: Duration,
         health: &dyn HealthCheck,
+        runtime: Option<&dyn ContainerRuntime>,
     ) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
         let mut failures = 0;
         loop {
+            let running = match runtime {
+                Some(rt) => match rt.containers_of_pod(uid).await {
+                    Ok(cs) => cs
+                        .iter()
+                        .filter(|c| c.state == ContainerRunState::Running)
+                        .map(|c| c.name.clone())
+                        .collect(),
+                    // Unreachable runtime: the endpoint alone decides.
+                    Err(_) => Vec::new(),
+                },
+                None => Vec::new(),
+            };
             if health.check(endpoint).await.is_err() {
                 failures += 1;
-                if failures >= 3 {
+                if failures >= 3 && running.is_empty() {
                     return Ok(());
                 }
             } else {
                 failures = 0;
             }
             if Instant::now() >= deadline {
-                return Err(format!(
-                    "{} still answers {} s after its manifest was removed",
-                    endpoint.url(),
-                    timeout.as_secs()
-                ));
+                return Err(if running.is_empty() {
+                    format!(
+                        "{} still answers {} s after its manifest was removed",
+                        endpoint.url(),
+                        timeout.as_secs()
+                    )
+                } else {
+                    format!(
+                        "the container runtime still runs {} of pod uid {uid} {} s after its manifest was removed",
+                        running.join(", "),
+                        timeout.as_secs()
+                    )
+                });
             }
             tokio::time::sleep(poll).await;
         }
@@ -467,6 +519,7 @@ pub async fn run(
     plan: &Plan,
     services: &dyn ServiceManager,
     health: &dyn HealthCheck,
+    runtime: Option<&dyn ContainerRuntime>,
     timing: Timing,
     log: &mut (dyn FnMut(&str) + Send),
 ) -> Result<Vec<Outcome>, MigrateError> {
@@ -484,9 +537,17 @@ pub async fn run(
     }
     let mut outcomes = Vec::new();
     for s in &plan.steps {
-        outcomes.push(switch(plan, &dirs, s, services, health, timing, log).await?);
+        let ev = Evidence { health, runtime };
+        outcomes.push(switch(plan, &dirs, s, services, ev, timing, log).await?);
     }
     Ok(outcomes)
+}
+
+/// Where migrate's evidence comes from.
+#[derive(Clone, Copy)]
+struct Evidence<'a> {
+    health: &'a dyn HealthCheck,
+    runtime: Option<&'a dyn ContainerRuntime>,
 }
 
 async fn switch(
@@ -494,7 +555,7 @@ async fn switch(
     dirs: &NodeDirs,
     s: &Step,
     services: &dyn ServiceManager,
-    health: &dyn HealthCheck,
+    ev: Evidence<'_>,
     timing: Timing,
     log: &mut (dyn FnMut(&str) + Send),
 ) -> Result<Outcome, MigrateError> {
@@ -514,11 +575,13 @@ async fn switch(
         "{c}: write {}",
         plan.manifest_dir.join(&s.manifest_file).display()
     ));
+    // Containers created from here on are the Pod's (the runtime's clock is this host's).
+    let written_at = std::time::SystemTime::now();
     if let Err(e) = dirs.write_manifest(&s.manifest_file, &managed, s.manifest.as_bytes()) {
         // The unit may be stopped already: go back to it.
         let reason = format!("could not write the manifest: {e}");
         log(&format!("{c}: {reason}; going back to {unit}"));
-        let after = match way_back(plan, dirs, s, services, health, timing, was_active, log).await {
+        let after = match way_back(plan, dirs, s, services, ev, timing, was_active, log).await {
             Ok(m) | Err(m) => m,
         };
         let _ = record(dirs, plan, s, "rolled back", &format!("{reason}; {after}"));
@@ -536,10 +599,15 @@ async fn switch(
     let waited = evidence::healthy(
         c,
         &plan.node,
+        evidence::Target::Pod {
+            uid: &s.uid,
+            written_at,
+        },
         &s.pod_endpoint,
         s.timeout,
         s.min_ready,
-        health,
+        ev.health,
+        ev.runtime,
     )
     .await;
     match waited {
@@ -580,7 +648,7 @@ async fn switch(
             log(&format!(
                 "{c}: not healthy ({reason}); going back to {unit}"
             ));
-            let after = way_back(plan, dirs, s, services, health, timing, was_active, log).await;
+            let after = way_back(plan, dirs, s, services, ev, timing, was_active, log).await;
             let (Ok(after) | Err(after)) = after;
             let _ = record(dirs, plan, s, "rolled back", &format!("{reason}; {after}"));
             Err(MigrateError::Failed {
@@ -601,7 +669,7 @@ async fn way_back(
     dirs: &NodeDirs,
     s: &Step,
     services: &dyn ServiceManager,
-    health: &dyn HealthCheck,
+    ev: Evidence<'_>,
     timing: Timing,
     was_active: bool,
     log: &mut (dyn FnMut(&str) + Send),
@@ -619,8 +687,15 @@ async fn way_back(
         "{c}: removed {}; wait until kubelet stops the Pod",
         path.display()
     ));
-    let stopped =
-        evidence::stopped(&s.pod_endpoint, timing.stop_timeout, timing.poll, health).await;
+    let stopped = evidence::stopped(
+        &s.uid,
+        &s.pod_endpoint,
+        timing.stop_timeout,
+        timing.poll,
+        ev.health,
+        ev.runtime,
+    )
+    .await;
     if let Err(e) = &stopped {
         log(&format!("{c}: {e}; starting {unit} anyway"));
     }
@@ -644,10 +719,12 @@ async fn way_back(
     match evidence::healthy(
         c,
         &plan.node,
+        evidence::Target::Unit,
         &s.unit.endpoint,
         s.timeout,
         s.min_ready,
-        health,
+        ev.health,
+        None,
     )
     .await
     {

@@ -193,6 +193,9 @@ pub enum Write {
     Start(&'static str),
     /// The same, answered with 409 Conflict (the ControlPlaneNode changed since it was read).
     StartConflict(&'static str),
+    /// SSA of a ControlPlaneNode with a revision the closure checks (a wave of an upgrade
+    /// has its own), with the whole body.
+    StartChecked(&'static str, Box<dyn FnOnce(&Value) + Send>),
     /// Merge patch of a ControlPlaneNode's `kubeplane.io/unselected` label: `true` sets it,
     /// `false` removes it.
     MarkUnselected(&'static str, bool),
@@ -495,6 +498,23 @@ impl ApiServerVerifier {
                     } else {
                         assert!(manifests.is_empty(), "no manifests before facts");
                     }
+                    send.send_response(response(StatusCode::OK, &body));
+                }
+                Write::StartChecked(node, check) => {
+                    let uri = format!(
+                        "/apis/kubeplane.io/v1alpha1/controlplanenodes/{node}?&force=true&fieldManager=kubeplane-operator"
+                    );
+                    let (body, send) = self.next(Method::PATCH, &uri).await;
+                    assert_json_subset(
+                        &body,
+                        &json!({
+                            "kind": "ControlPlaneNode",
+                            "metadata": {"name": node, "labels": {CONFIG_LABEL: "prod"}},
+                            "spec": {"configName": "prod"},
+                        }),
+                        "cpn",
+                    );
+                    check(&body);
                     send.send_response(response(StatusCode::OK, &body));
                 }
                 Write::MarkUnselected(node, unselected) => {

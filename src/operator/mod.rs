@@ -19,6 +19,7 @@ pub mod progress;
 pub mod reconcile;
 pub mod rollout;
 pub mod selection;
+pub mod waves;
 
 #[cfg(test)]
 mod fixtures;

@@ -28,6 +28,7 @@ use super::rollout::{
     RolloutPhase, condition, reason,
 };
 use super::selection::{self, CONFIG_LABEL, UNSELECTED_LABEL};
+use super::waves;
 use crate::api::{
     ControlPlaneConfig, ControlPlaneConfigStatus, ControlPlaneNode, ControlPlaneNodeSpec,
     LeaderStatus, NodeFacts, find_condition, set_condition,
@@ -298,12 +299,10 @@ async fn reconcile_inner(name: &str, ctx: &Context) -> Result<Action> {
             }
         }
     }
-    let revision = render::revision_of(rendered.iter().map(|(n, r)| (n.as_str(), r)));
-    tracing::Span::current().record("revision", revision.as_str());
+    let full_revision = render::revision_of(rendered.iter().map(|(n, r)| (n.as_str(), r)));
 
     let (leaders, holders) = read_leaders(ctx, &selected).await?;
 
-    // 5. Decide.
     let views: Vec<NodeView> = selected
         .iter()
         .map(|n| {
@@ -311,6 +310,37 @@ async fn reconcile_inner(name: &str, ctx: &Context) -> Result<Action> {
                 .map_or_else(|| NodeView::without_cpn(n), NodeView::from_cpn)
         })
         .collect();
+
+    // 5. A minor upgrade rolls in waves (operator::waves): wave 1 has a revision of its own.
+    let full_specs: BTreeMap<String, ControlPlaneNodeSpec> = rendered
+        .iter()
+        .map(|(n, r)| {
+            (
+                n.clone(),
+                render::node_spec(name, &cpc.spec, &full_revision, r),
+            )
+        })
+        .collect();
+    let current: BTreeMap<String, ControlPlaneNodeSpec> = ours
+        .iter()
+        .map(|(n, c)| (n.clone(), c.spec.clone()))
+        .collect();
+    let previous_upgrade = cpc.status.as_ref().and_then(|s| s.upgrade.clone());
+    let waves::Stage {
+        revision,
+        specs,
+        upgrade,
+    } = waves::stage(
+        &cpc.spec.kubernetes_version,
+        &full_revision,
+        full_specs,
+        &current,
+        &views,
+        previous_upgrade.as_ref(),
+    );
+    tracing::Span::current().record("revision", revision.as_str());
+
+    // 6. Decide.
     let previous = previous(&cpc);
     let paused = cpc
         .spec
@@ -318,7 +348,7 @@ async fn reconcile_inner(name: &str, ctx: &Context) -> Result<Action> {
         .as_ref()
         .and_then(|r| r.paused)
         .unwrap_or(false);
-    let decision = rollout::decide(&RolloutInput {
+    let mut decision = rollout::decide(&RolloutInput {
         revision: &revision,
         paused,
         nodes: &views,
@@ -327,13 +357,14 @@ async fn reconcile_inner(name: &str, ctx: &Context) -> Result<Action> {
         now: Timestamp::now(),
         progress_deadline_seconds: i64::from(render::progress_deadline_seconds(&cpc.spec)),
     });
+    waves::annotate(&mut decision, previous_upgrade.as_ref(), upgrade.as_ref());
     // A started node always has facts, so it was rendered.
-    let started: Option<(String, ControlPlaneNodeSpec)> = decision.start.as_ref().and_then(|n| {
-        let r = rendered.get(n)?;
-        Some((n.clone(), render::node_spec(name, &cpc.spec, &revision, r)))
-    });
+    let started: Option<(String, ControlPlaneNodeSpec)> = decision
+        .start
+        .as_ref()
+        .and_then(|n| Some((n.clone(), specs.get(n)?.clone())));
 
-    // 6. Status first: it claims the node that starts (status.nodeInFlight) with the config's
+    // 7. Status first: it claims the node that starts (status.nodeInFlight) with the config's
     // resourceVersion as precondition. A concurrent writer (a second operator leader, a user)
     // makes it fail with 409 Conflict, and then no ControlPlaneNode is written.
     let status = ControlPlaneConfigStatus {
@@ -349,6 +380,7 @@ async fn reconcile_inner(name: &str, ctx: &Context) -> Result<Action> {
         conditions: merge_conditions(&cpc, &decision.conditions, generation),
         warnings,
         leaders,
+        upgrade,
     };
     match apply_status(ctx, &cpc, &status).await {
         Ok(()) => {}
@@ -362,7 +394,7 @@ async fn reconcile_inner(name: &str, ctx: &Context) -> Result<Action> {
         Err(e) => return Err(e),
     }
 
-    // 7. ControlPlaneNodes: new ones (facts first), the started node, the selection marks.
+    // 8. ControlPlaneNodes: new ones (facts first), the started node, the selection marks.
     let owner = cpc
         .controller_owner_ref(&())
         .ok_or(Error::Incomplete("uid"))?;
@@ -410,12 +442,12 @@ async fn reconcile_inner(name: &str, ctx: &Context) -> Result<Action> {
         }
     }
 
-    // 8. Events, after the writes, so a failed write does not repeat them.
+    // 9. Events, after the writes, so a failed write does not repeat them.
     for ev in &decision.events {
         publish(ctx, &cpc, ev).await;
     }
 
-    // 9. Metrics.
+    // 10. Metrics.
     record_metrics(ctx, name, &decision, &views, &ours);
     debug!(phase = decision.phase.as_str(), in_flight = ?decision.node_in_flight, "reconciled");
     Ok(Action::requeue(ctx.resync))

@@ -880,3 +880,92 @@ async fn a_fix_replaces_the_revision_a_node_is_waiting_on() {
     )
     .await;
 }
+
+/// The nodes run v1.35.4 (their ControlPlaneNodes hold its rendered manifests), the spec says
+/// v1.36.2: the first node gets wave 1 — the new kube-apiserver beside the kube-controller-manager
+/// and kube-scheduler it runs — and the status says so.
+#[tokio::test]
+async fn a_minor_upgrade_starts_with_kube_apiserver_alone() {
+    let old_spec = crate::api::ControlPlaneConfigSpec {
+        kubernetes_version: "v1.35.4".into(),
+        ..valid_spec()
+    };
+    let old = World::new(config(1, old_spec.clone()), &["cp-1", "cp-2", "cp-3"]);
+    let old_rev = old.revision();
+    let cpns: Vec<_> = ["cp-1", "cp-2", "cp-3"]
+        .iter()
+        .map(|n| {
+            let mut c = cpn(n, &old_rev, Healthy);
+            let r = crate::render::render(&crate::render::RenderInput {
+                spec: &old_spec,
+                node: &facts(n, &fixture_ip(n)),
+                encryption_config_sha256: None,
+            })
+            .unwrap();
+            c.spec = crate::render::node_spec("prod", &old_spec, &old_rev, &r);
+            if let Some(s) = c.status.as_mut() {
+                s.applied_revision = Some(old_rev.clone());
+            }
+            c
+        })
+        .collect();
+    let world = World::new(config(2, valid_spec()), &["cp-1", "cp-2", "cp-3"]).with_cpns(cpns);
+    let full = world.revision();
+    let full_check = full.clone();
+    let check = with_check(status_says(Some("cp-1"), false, true, false), move |s| {
+        assert_eq!(s["upgrade"]["fromVersion"], "v1.35.4", "{s}");
+        assert_eq!(s["upgrade"]["toVersion"], "v1.36.2");
+        assert_eq!(s["upgrade"]["wave"], 1);
+        assert_eq!(s["upgrade"]["revision"], json!(full_check));
+        assert_ne!(
+            s["revision"],
+            json!(full_check),
+            "wave 1 has its own revision"
+        );
+        let msg = condition(s, "Progressing")["message"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            msg.contains("wave 1 of 2: kube-apiserver on every node"),
+            "{msg}"
+        );
+    });
+    let cpn_check = Box::new(move |body: &Value| {
+        assert_ne!(body["spec"]["revision"], json!(full));
+        assert_eq!(body["spec"]["kubernetesVersion"], "v1.36.2");
+        let images: Vec<String> = body["spec"]["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                let c = m["content"].as_str().unwrap();
+                c.lines()
+                    .find_map(|l| l.trim().strip_prefix("image: "))
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(
+            images,
+            [
+                "registry.k8s.io/kube-apiserver:v1.36.2",
+                "registry.k8s.io/kube-controller-manager:v1.35.4",
+                "registry.k8s.io/kube-scheduler:v1.35.4",
+            ]
+        );
+    });
+    play(
+        world.clone(),
+        Scenario::Reconcile(
+            world,
+            vec![
+                Write::Status(check),
+                Write::StartChecked("cp-1", cpn_check),
+                Write::Event(super::waves::reason::UPGRADE_WAVE_STARTED),
+                Write::Event(reason::NODE_UPDATE_STARTED),
+            ],
+        ),
+    )
+    .await;
+}

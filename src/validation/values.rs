@@ -391,6 +391,7 @@ mod tests {
             removed: None,
             replacement: None,
             note: None,
+            hidden: false,
         }
     }
 
