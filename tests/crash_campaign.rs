@@ -157,12 +157,17 @@ fn verbosity(bytes: &[u8]) -> Option<u32> {
         .find_map(|a| a.strip_prefix("--v=").and_then(|v| v.parse().ok()))
 }
 
-/// The manifest directory holds only complete managed manifests: `(partial, stray)`.
-fn check_dir(node: &Node) -> (usize, usize) {
+/// The manifest directory holds only complete managed manifests: `(partial, stray)`. Right
+/// after a kill (`after_kill`) a staging dot-file of kubeplane's may be left (kubelet ignores
+/// dot-files); after a completed run none may.
+fn check_dir(node: &Node, after_kill: bool) -> (usize, usize) {
     let (mut partial, mut stray) = (0, 0);
     for e in std::fs::read_dir(&node.manifests).unwrap() {
         let e = e.unwrap();
         let name = e.file_name().into_string().unwrap();
+        if after_kill && name.starts_with(kubeplane::agent::files::STAGING_PREFIX) {
+            continue;
+        }
         if name != "kube-scheduler.yaml" {
             stray += 1;
             continue;
@@ -198,10 +203,10 @@ fn worker(id: usize, runs: usize, seed: u64, out: Arc<Mutex<Counts>>) {
         let _ = child.kill();
         let _ = child.wait();
         let step = node.lifecycle_step();
-        let (partial_after_kill, stray_after_kill) = check_dir(&node);
+        let (partial_after_kill, stray_after_kill) = check_dir(&node, true);
         // The restart: the same failing revision again.
         let status = node.apply(&bad).status().unwrap();
-        let (partial, stray) = check_dir(&node);
+        let (partial, stray) = check_dir(&node, false);
         let disk = node.scheduler();
         let v_disk = disk.as_deref().and_then(verbosity);
         let mut c = out.lock().unwrap();

@@ -127,9 +127,15 @@ fn crash_safety_kill_apply_at_random_points_1000_times() {
         }
         // Only managed names, each complete: exactly the old or the new content.
         let mut versions = BTreeSet::new();
+        let mut staged_here = false;
         for e in std::fs::read_dir(&manifests).unwrap() {
             let e = e.unwrap();
             let name = e.file_name().into_string().unwrap();
+            // A staged manifest is a dot-file beside its target, which kubelet ignores.
+            if name.starts_with(kubeplane::agent::files::STAGING_PREFIX) {
+                staged_here = true;
+                continue;
+            }
             assert!(
                 names.contains(&name),
                 "iteration {i}: unexpected file {name} in the manifest directory"
@@ -149,10 +155,11 @@ fn crash_safety_kill_apply_at_random_points_1000_times() {
         if versions.len() > 1 {
             mixed += 1;
         }
-        if std::fs::read_dir(state.join("staging"))
-            .map(|d| d.count())
-            .unwrap_or(0)
-            > 0
+        if staged_here
+            || std::fs::read_dir(state.join("staging"))
+                .map(|d| d.count())
+                .unwrap_or(0)
+                > 0
         {
             staged_leftovers += 1;
         }
@@ -171,6 +178,11 @@ fn crash_safety_kill_apply_at_random_points_1000_times() {
             .success()
     );
     assert_eq!(std::fs::read_dir(state.join("staging")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(&manifests).unwrap().count(),
+        expected[0].len(),
+        "only the managed manifests, no staging dot-file left"
+    );
     for (name, bytes) in &expected[0] {
         assert_eq!(&std::fs::read(manifests.join(name)).unwrap(), bytes);
     }

@@ -113,3 +113,85 @@ fn a_bad_argument_is_refused_by_the_check() {
     ];
     assert!(matches!(accepted(&good), Some(Ok(()))));
 }
+
+/// Whether `path` is `parent` or lies below it.
+fn inside(path: &str, parent: &str) -> bool {
+    path == parent || path.starts_with(&format!("{}/", parent.trim_end_matches('/')))
+}
+
+/// The agent's hostPath mounts as (host path, mount path, read-only), and its mount paths
+/// backed by something else than a hostPath.
+fn agent_mounts(ds: &Json) -> (Vec<(String, String, bool)>, Vec<String>) {
+    let spec = &ds["spec"]["template"]["spec"];
+    let volumes = spec["volumes"].as_array().unwrap();
+    let (mut host, mut other) = (Vec::new(), Vec::new());
+    for m in spec["containers"][0]["volumeMounts"].as_array().unwrap() {
+        let v = volumes
+            .iter()
+            .find(|v| v["name"] == m["name"])
+            .unwrap_or_else(|| panic!("no volume {}", m["name"]));
+        let at = m["mountPath"].as_str().unwrap().to_string();
+        match v["hostPath"]["path"].as_str() {
+            Some(p) => host.push((p.to_string(), at, m["readOnly"] == true)),
+            None => other.push(at),
+        }
+    }
+    (host, other)
+}
+
+/// The hostPath mounts that expose `kdir` (its kubeconfigs): the directory or a parent,
+/// unless a non-hostPath volume covers the kubernetes directory's place in the mount.
+fn exposing(ds: &Json, kdir: &str) -> Vec<String> {
+    let (host, other) = agent_mounts(ds);
+    host.iter()
+        .filter(|(h, at, _)| {
+            inside(kdir, h) && {
+                let rel = kdir[h.trim_end_matches('/').len()..].trim_start_matches('/');
+                let covered = format!("{}/{rel}", at.trim_end_matches('/'));
+                !other.contains(&covered)
+            }
+        })
+        .map(|(h, at, _)| format!("{h} at {at}"))
+        .collect()
+}
+
+#[test]
+fn the_agent_mounts_the_manifest_and_state_dirs_but_never_the_kubeconfigs() {
+    let all = docs(&read("deploy/kubeplane.yaml"));
+    let ds = all.iter().find(|d| d["kind"] == "DaemonSet").unwrap();
+    assert_eq!(
+        exposing(ds, "/etc/kubernetes"),
+        Vec::<String>::new(),
+        "the agent can read /etc/kubernetes/admin.conf"
+    );
+    let (host, _) = agent_mounts(ds);
+    for dir in ["/etc/kubernetes/manifests", "/etc/kubernetes/kubeplane"] {
+        assert!(
+            host.iter().any(|(h, at, ro)| h == dir && at == dir && !ro),
+            "{dir} is mounted read-write at the same path: {host:?}"
+        );
+    }
+    assert!(
+        host.iter()
+            .any(|(h, _, ro)| h == "/etc/kubernetes/pki" && *ro),
+        "certificates read-only: {host:?}"
+    );
+
+    // The check itself sees the old layout and a missing mask.
+    let mut old = ds.clone();
+    old["spec"]["template"]["spec"]["volumes"][1]["hostPath"]["path"] = "/etc/kubernetes".into();
+    assert_eq!(
+        old["spec"]["template"]["spec"]["volumes"][1]["name"], "state-dir",
+        "volume order of the chart changed; adjust this test"
+    );
+    assert_eq!(exposing(&old, "/etc/kubernetes").len(), 1);
+    let mut unmasked = ds.clone();
+    unmasked["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|m| m["name"] != "kubernetes-dir-mask");
+    assert_eq!(
+        exposing(&unmasked, "/etc/kubernetes"),
+        vec!["/etc at /host/etc".to_string()]
+    );
+}

@@ -74,7 +74,19 @@ fn read_file(path: &Path) -> Result<Vec<u8>, String> {
 /// The PEM client certificate of a kubeconfig's current user: `client-certificate-data`, or
 /// the file `client-certificate` names (relative to the kubeconfig's directory).
 fn kubeconfig_client_cert(path: &Path, watch: &mut Vec<PathBuf>) -> Result<Vec<u8>, String> {
-    let bytes = read_file(path)?;
+    let bytes = match files::read_nofollow(path) {
+        Ok(Some(b)) => b,
+        // The chart keeps every kubeconfig out of the agent's pod (they sit beside the
+        // cluster-admin ones): the expiry is unknown to the agent, which is not an error of
+        // the node.
+        Ok(None) => {
+            return Err(format!(
+                "{}: not visible to the agent (kubeconfigs are not mounted into its pod; check this certificate's expiry with kubeadm certs check-expiration)",
+                path.display()
+            ));
+        }
+        Err(e) => return Err(e.to_string()),
+    };
     let doc: serde_json::Value = serde_saphyr::from_slice(&bytes)
         .map_err(|e| format!("{}: not a kubeconfig: {e}", path.display()))?;
     let users = doc["users"].as_array().cloned().unwrap_or_default();
@@ -327,6 +339,18 @@ pub(crate) mod tests {
             false,
         ));
         assert!(i.error.unwrap().contains("no such file"));
+        let i = read(&cref(
+            Component::Scheduler,
+            &t.path().join("scheduler.conf"),
+            true,
+        ));
+        assert!(
+            i.error
+                .as_deref()
+                .unwrap()
+                .contains("not visible to the agent"),
+            "{i:?}"
+        );
         let bad = t.path().join("bad.crt");
         std::fs::write(&bad, "garbage").unwrap();
         let i = read(&cref(Component::ApiServer, &bad, false));

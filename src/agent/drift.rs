@@ -236,6 +236,8 @@ impl DriftHandler {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let desired = self.desired.lock();
         let want = desired.get(c)?;
+        // A file listed as unmanaged before kubeplane took it over is no longer one.
+        self.set_unmanaged(name, false);
         let have = self.dirs.read_manifest(name);
         let (differs, how) = match &have {
             Ok(Some(b)) if b.as_slice() == want => (false, ""),
@@ -694,6 +696,41 @@ mod tests {
         assert_eq!(h.scan(), vec![Finding::Unmanaged("kube-vip.yaml".into())]);
         fs::remove_file(m.join("kube-vip.yaml")).unwrap();
         h.scan();
+        assert!(board.snapshot().unmanaged.is_empty());
+    }
+
+    #[test]
+    fn a_file_that_becomes_managed_leaves_the_unmanaged_list() {
+        // Issue 11: status.unmanaged (and kubeplane_agent_unmanaged_files) kept listing a
+        // file after kubeplane took it over, because check() returned early for managed
+        // files and never cleared the entry.
+        let (_t, d, desired, board, h) = setup(DriftMode::Enforce);
+        let m = d.manifest_dir();
+        let api = b"apiVersion: v1\nkind: Pod\nmetadata:\n  name: my-apiserver\n";
+        fs::write(m.join("kube-apiserver.yaml"), api).unwrap();
+        assert_eq!(
+            h.check("kube-apiserver.yaml"),
+            Some(Finding::Unmanaged("kube-apiserver.yaml".into()))
+        );
+        assert_eq!(board.snapshot().unmanaged, vec!["kube-apiserver.yaml"]);
+        // kubeplane takes kube-apiserver over (the engine sets it and writes it).
+        {
+            let mut g = desired.lock();
+            g.set(Component::ApiServer, api.to_vec());
+        }
+        // By an event on the file ...
+        assert_eq!(h.check("kube-apiserver.yaml"), None);
+        assert!(
+            board.snapshot().unmanaged.is_empty(),
+            "{:?}",
+            board.snapshot().unmanaged
+        );
+        // ... and by a scan.
+        desired.lock().remove(Component::ApiServer);
+        h.scan();
+        assert_eq!(board.snapshot().unmanaged, vec!["kube-apiserver.yaml"]);
+        desired.lock().set(Component::ApiServer, api.to_vec());
+        assert!(h.scan().is_empty());
         assert!(board.snapshot().unmanaged.is_empty());
     }
 

@@ -411,6 +411,28 @@ impl Engine {
         self.spec.as_ref()
     }
 
+    /// The node is no longer managed: its `ControlPlaneNode` is gone (the config was deleted,
+    /// no longer selects the node, or kubeplane was uninstalled). The manifests stay exactly
+    /// as they are, so the control plane keeps running; from now on hand edits are not
+    /// reverted and renewed certificates restart nothing, until a ControlPlaneNode appears
+    /// again ([`Engine::reclaim`]). State and history are kept (the `pre-kubeplane` entry
+    /// hands the node back). Returns the revision on disk, if kubeplane wrote one.
+    pub fn release(&mut self) -> Option<String> {
+        let mut g = self.desired.lock();
+        for c in g.managed() {
+            g.remove(c);
+        }
+        drop(g);
+        self.spec = None;
+        self.state.applied_revision.clone()
+    }
+
+    /// Managed again after [`Engine::release`]: drift is enforced from state and history as
+    /// at start, until the next apply.
+    pub fn reclaim(&mut self) {
+        self.restore_desired();
+    }
+
     /// The desired bytes of each component, from state and history. During a rollback they
     /// are the restored revision's (as [`restore_set`] computes them), never the failed one's.
     fn restore_desired(&mut self) {

@@ -1,17 +1,24 @@
 //! Files on the node: the directories the agent owns and atomic, symlink-refusing writes.
 //!
 //! Every write goes through [`NodeDirs::write_manifest`] or [`NodeDirs::write_side_file`]:
-//! the content is staged under `<state-dir>/staging` (same filesystem as the target, checked
-//! at start), written and fsynced, renamed into place, and the target directory is fsynced.
-//! kubelet parses every non-dot file in the manifest directory, so nothing but a complete
-//! managed manifest ever appears there. Files are opened with `O_NOFOLLOW`, a manifest
+//! the content is staged beside its target, written and fsynced, renamed into place, and the
+//! target directory is fsynced. A manifest is staged as a dot-file in the manifest directory
+//! itself ([`STAGING_PREFIX`]): kubelet ignores dot-files there (`pkg/kubelet/config/file.go`
+//! lists the directory with the glob `[^.]*`, and `file_linux.go` `produceWatchEvent` drops
+//! events of names starting with a dot), and the rename stays within one directory, so one
+//! mount. That is what lets the agent's pod mount the manifest directory and its state
+//! directory as two separate hostPaths (rename(2) fails with `EXDEV` across mounts) and never
+//! the kubernetes directory holding the cluster-admin kubeconfigs. Side files and the agent's
+//! own files are staged under `<state-dir>/staging`. A dot-file of kubeplane's own left by a
+//! crash is removed at start. kubelet parses every non-dot file in the manifest directory, so
+//! nothing but a complete managed manifest ever appears there. Files are opened with `O_NOFOLLOW`, a manifest
 //! directory or target that is a symlink is refused, managed files get mode 0600, and only
 //! the managed names (`<component>.yaml`) and paths under `<state-dir>/files/` are writable.
 
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component as PathPart, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -73,6 +80,11 @@ pub struct NodeDirs {
 
 static STAGING_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// Name prefix of every staged file: a dot-file (kubelet ignores those in its manifest
+/// directory), and recognisably kubeplane's, so [`NodeDirs::prepare`] removes only its own
+/// leftovers from the manifest directory.
+pub const STAGING_PREFIX: &str = ".kubeplane-staging.";
+
 impl NodeDirs {
     /// The two directories; nothing is touched until [`NodeDirs::prepare`].
     pub fn new(manifest_dir: impl Into<PathBuf>, state_dir: impl Into<PathBuf>) -> Self {
@@ -122,9 +134,10 @@ impl NodeDirs {
         self.manifest_dir.join(component.manifest_file())
     }
 
-    /// Creates the state directory layout, refuses a manifest directory that is a symlink or
-    /// on another filesystem than the staging directory, and removes staging files a crash
-    /// left behind. Returns how many stale staging files were removed.
+    /// Creates the state directory layout, refuses a manifest directory that is a symlink,
+    /// and removes staging files a crash left behind (in `<state-dir>/staging`, and
+    /// kubeplane's own dot-files in the manifest directory). The two directories may be on
+    /// different filesystems or mounts. Returns how many stale staging files were removed.
     pub fn prepare(&self) -> Result<usize> {
         ensure_real_dir(&self.manifest_dir, false)?;
         ensure_real_dir(&self.state_dir, true)?;
@@ -137,21 +150,6 @@ impl NodeDirs {
             ensure_real_dir(&dir, true)?;
         }
         let staging = self.staging_dir();
-        let dev_manifest = fs::metadata(&self.manifest_dir)
-            .map_err(io_err("stat", &self.manifest_dir))?
-            .dev();
-        let dev_staging = fs::metadata(&staging)
-            .map_err(io_err("stat", &staging))?
-            .dev();
-        if dev_manifest != dev_staging {
-            return Err(refused(
-                &self.manifest_dir,
-                format!(
-                    "the manifest directory and the staging directory {} are on different filesystems, so a write could not be an atomic rename; put --state-dir on the manifest directory's filesystem (default /etc/kubernetes/kubeplane)",
-                    staging.display()
-                ),
-            ));
-        }
         let mut removed = 0;
         for entry in fs::read_dir(&staging).map_err(io_err("read", &staging))? {
             let entry = entry.map_err(io_err("read", &staging))?;
@@ -167,7 +165,25 @@ impl NodeDirs {
         if removed > 0 {
             fsync_dir(&staging)?;
         }
-        Ok(removed)
+        let mut removed_here = 0;
+        let dir = &self.manifest_dir;
+        for entry in fs::read_dir(dir).map_err(io_err("read", dir))? {
+            let entry = entry.map_err(io_err("read", dir))?;
+            let own = entry
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(STAGING_PREFIX));
+            let path = entry.path();
+            // Only regular files (or symlinks, removed as links): never a directory.
+            if own && !entry.file_type().map_err(io_err("stat", &path))?.is_dir() {
+                fs::remove_file(&path).map_err(io_err("remove", &path))?;
+                removed_here += 1;
+            }
+        }
+        if removed_here > 0 {
+            fsync_dir(dir)?;
+        }
+        Ok(removed + removed_here)
     }
 
     /// Writes a managed manifest atomically. `file_name` must be the manifest file of one of
@@ -181,7 +197,8 @@ impl NodeDirs {
         let target = self.manifest_dir.join(file_name);
         check_managed_name(&target, file_name, managed)?;
         ensure_real_dir(&self.manifest_dir, false)?;
-        atomic_write(&self.staging_dir(), &target, content)?;
+        // Staged as a dot-file beside the target: one directory, one mount.
+        atomic_write(&self.manifest_dir, &target, content)?;
         Ok(target)
     }
 
@@ -343,8 +360,9 @@ pub fn read_nofollow(path: &Path) -> Result<Option<Vec<u8>>> {
     Ok(Some(buf))
 }
 
-/// Writes `content` to `target` atomically through `staging_dir` (same filesystem): stage
-/// with `O_CREAT|O_EXCL|O_NOFOLLOW` and mode 0600, write, fsync, rename, fsync the target's
+/// Writes `content` to `target` atomically through `staging_dir` (same mount as the
+/// target, or the target's own directory): stage a dot-file named [`STAGING_PREFIX`]… with
+/// `O_CREAT|O_EXCL|O_NOFOLLOW` and mode 0600, write, fsync, rename, fsync the target's
 /// directory. A target that is a symlink is refused.
 pub fn atomic_write(staging_dir: &Path, target: &Path, content: &[u8]) -> Result<()> {
     let dir = target
@@ -365,7 +383,7 @@ pub fn atomic_write(staging_dir: &Path, target: &Path, content: &[u8]) -> Result
         _ => {}
     }
     let staged = staging_dir.join(format!(
-        "{}.{}.{}",
+        "{STAGING_PREFIX}{}.{}.{}",
         std::process::id(),
         STAGING_COUNTER.fetch_add(1, Ordering::Relaxed),
         name
@@ -393,6 +411,47 @@ pub fn atomic_write(staging_dir: &Path, target: &Path, content: &[u8]) -> Result
     result
 }
 
+/// Moves the file `from` to `to`, which must not exist. A rename when both are on one mount;
+/// across mounts (the manifest directory and the state directory are two hostPath mounts in
+/// the agent's pod) rename(2) fails with `EXDEV`, and the file is copied instead: written
+/// atomically to `to` through `staging_dir` (on `to`'s mount) and fsynced, then `from` is
+/// unlinked and its directory fsynced. A crash in between leaves both copies, never none.
+pub fn move_file(from: &Path, to: &Path, staging_dir: &Path) -> Result<()> {
+    match fs::symlink_metadata(to) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Ok(_) => return Err(refused(to, "exists already; a move never overwrites")),
+        Err(e) => return Err(io_err("stat", to)(e)),
+    }
+    match fs::rename(from, to) {
+        Ok(()) => {
+            if let Some(dir) = to.parent() {
+                fsync_dir(dir)?;
+            }
+            if let Some(dir) = from.parent() {
+                fsync_dir(dir)?;
+            }
+            Ok(())
+        }
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => copy_then_remove(from, to, staging_dir),
+        Err(e) => Err(io_err("rename", to)(e)),
+    }
+}
+
+/// The cross-mount half of [`move_file`]: copy (durably), then unlink the source.
+fn copy_then_remove(from: &Path, to: &Path, staging_dir: &Path) -> Result<()> {
+    let bytes = read_nofollow(from)?.ok_or_else(|| FileError::Io {
+        op: "read",
+        path: from.display().to_string(),
+        source: io::Error::from(io::ErrorKind::NotFound),
+    })?;
+    atomic_write(staging_dir, to, &bytes)?;
+    fs::remove_file(from).map_err(io_err("remove", from))?;
+    if let Some(dir) = from.parent() {
+        fsync_dir(dir)?;
+    }
+    Ok(())
+}
+
 /// fsyncs a directory, so a rename or unlink in it is durable.
 pub fn fsync_dir(dir: &Path) -> Result<()> {
     let f = OpenOptions::new()
@@ -406,7 +465,7 @@ pub fn fsync_dir(dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::symlink;
+    use std::os::unix::fs::{MetadataExt, symlink};
 
     fn dirs() -> (tempfile::TempDir, NodeDirs) {
         let tmp = tempfile::tempdir().unwrap();
@@ -531,10 +590,114 @@ mod tests {
     #[test]
     fn prepare_cleans_stale_staging_files() {
         let (_t, d) = dirs();
-        fs::write(d.staging_dir().join("123.0.kube-apiserver.yaml"), "half").unwrap();
+        fs::write(
+            d.staging_dir()
+                .join(format!("{STAGING_PREFIX}123.0.kube-apiserver.yaml")),
+            "half",
+        )
+        .unwrap();
         fs::create_dir(d.staging_dir().join("dir")).unwrap();
         assert_eq!(d.prepare().unwrap(), 2);
         assert_eq!(fs::read_dir(d.staging_dir()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn manifests_are_staged_beside_their_target_not_in_the_state_dir() {
+        // The agent's pod mounts the manifest directory and the state directory separately:
+        // a manifest write must not go through <state-dir>/staging (rename(2) across two
+        // mounts fails with EXDEV). Make the state staging directory unusable: manifest
+        // writes still work, side files (staged in the state dir) do not.
+        let (_t, d) = dirs();
+        fs::remove_dir(d.staging_dir()).unwrap();
+        fs::write(d.staging_dir(), "not a directory").unwrap();
+        let p = d
+            .write_manifest("kube-apiserver.yaml", ALL, b"a: 1\n")
+            .unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"a: 1\n");
+        let names: Vec<_> = fs::read_dir(d.manifest_dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, vec!["kube-apiserver.yaml"], "no staging file left");
+        assert!(
+            d.write_side_file(&d.files_dir().join("x/y.yaml"), b"x")
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn prepare_removes_only_its_own_dot_files_from_the_manifest_dir() {
+        let (_t, d) = dirs();
+        let m = d.manifest_dir();
+        let own = format!("{STAGING_PREFIX}123.0.kube-apiserver.yaml");
+        fs::write(m.join(&own), "half a manifest").unwrap();
+        fs::write(m.join(".kube-apiserver.yaml.swp"), "an editor's").unwrap();
+        fs::write(m.join("kube-vip.yaml"), "someone else's").unwrap();
+        fs::create_dir(m.join(format!("{STAGING_PREFIX}dir"))).unwrap();
+        assert_eq!(d.prepare().unwrap(), 1);
+        assert!(!m.join(&own).exists());
+        assert!(m.join(".kube-apiserver.yaml.swp").exists());
+        assert!(m.join("kube-vip.yaml").exists());
+        assert!(m.join(format!("{STAGING_PREFIX}dir")).is_dir());
+        assert!(STAGING_PREFIX.starts_with('.'), "kubelet must ignore it");
+    }
+
+    #[test]
+    fn directories_on_different_filesystems_are_fine() {
+        // /dev/shm (tmpfs) and the temporary directory are different filesystems on Linux
+        // hosts and CI; the agent's two hostPath mounts are different mounts in any case.
+        let shm = Path::new("/dev/shm");
+        let t = tempfile::tempdir().unwrap();
+        let Ok(s) = tempfile::tempdir_in(shm) else {
+            eprintln!("skipped: no /dev/shm");
+            return;
+        };
+        let d = NodeDirs::new(t.path().join("manifests"), s.path().join("state"));
+        fs::create_dir(d.manifest_dir()).unwrap();
+        d.prepare().unwrap();
+        d.write_manifest("kube-scheduler.yaml", ALL, b"s\n")
+            .unwrap();
+        d.write_side_file(&d.files_dir().join("a/b.yaml"), b"b")
+            .unwrap();
+        // A move across them is a copy, then an unlink.
+        let from = d.manifest_dir().join("kube-scheduler.yaml.bak");
+        fs::write(&from, "stray").unwrap();
+        let to = d.quarantine_dir().join("stray");
+        move_file(&from, &to, &d.staging_dir()).unwrap();
+        assert!(!from.exists());
+        assert_eq!(fs::read_to_string(&to).unwrap(), "stray");
+        assert_eq!(fs::read_dir(d.staging_dir()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn copy_then_remove_is_a_move_and_never_overwrites() {
+        let (t, d) = dirs();
+        let from = d.manifest_dir().join("kube-apiserver.yaml~");
+        fs::write(&from, "copy").unwrap();
+        let to = d.quarantine_dir().join("q1");
+        copy_then_remove(&from, &to, &d.staging_dir()).unwrap();
+        assert!(!from.exists());
+        assert_eq!(fs::read_to_string(&to).unwrap(), "copy");
+        assert_eq!(
+            fs::metadata(&to).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        // A missing or symlinked source is an error and creates nothing.
+        assert!(copy_then_remove(&from, &d.quarantine_dir().join("q2"), &d.staging_dir()).is_err());
+        let outside = t.path().join("outside");
+        fs::write(&outside, "x").unwrap();
+        symlink(&outside, &from).unwrap();
+        let e =
+            copy_then_remove(&from, &d.quarantine_dir().join("q3"), &d.staging_dir()).unwrap_err();
+        assert!(e.to_string().contains("symlink"), "{e}");
+        assert!(!d.quarantine_dir().join("q3").exists());
+        // move_file refuses an existing target.
+        fs::remove_file(&from).unwrap();
+        fs::write(&from, "again").unwrap();
+        let e = move_file(&from, &to, &d.staging_dir()).unwrap_err();
+        assert!(e.to_string().contains("exists"), "{e}");
+        assert_eq!(fs::read_to_string(&to).unwrap(), "copy");
+        assert!(from.exists());
     }
 
     #[test]

@@ -172,6 +172,16 @@ impl Cluster {
         self.bump();
     }
 
+    /// Deletes the node's `ControlPlaneNode` (a `DELETED` watch event).
+    pub fn delete_cpn(&self) {
+        {
+            let mut g = self.lock();
+            g.rv += 1;
+            g.cpn = None;
+        }
+        self.bump();
+    }
+
     /// Starts or ends an API outage.
     pub fn set_api_down(&self, down: bool) {
         self.lock().api_down = down;
@@ -375,11 +385,14 @@ impl Cluster {
                     return None;
                 }
                 if cur != last {
+                    let gone = last.take();
                     last = cur.clone();
-                    if let Some(obj) = cur {
-                        let ev = json!({"type": "MODIFIED", "object": obj});
-                        return Some((frame(&ev), (me, rx, last)));
-                    }
+                    let ev = match (cur, gone) {
+                        (Some(obj), _) => json!({"type": "MODIFIED", "object": obj}),
+                        (None, Some(obj)) => json!({"type": "DELETED", "object": obj}),
+                        (None, None) => continue,
+                    };
+                    return Some((frame(&ev), (me, rx, last)));
                 }
                 if rx.changed().await.is_err() {
                     return None;

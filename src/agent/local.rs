@@ -37,8 +37,7 @@ pub struct ApplyArgs {
     /// The directory kubelet reads static Pod manifests from.
     #[arg(long, value_name = "DIR", env = "KUBEPLANE_MANIFEST_DIR")]
     pub manifest_dir: PathBuf,
-    /// The state directory (history, state.json, side files); on the manifest directory's
-    /// filesystem.
+    /// The state directory (history, state.json, side files); any filesystem.
     #[arg(long, value_name = "DIR", default_value = defaults::STATE_DIR, env = "KUBEPLANE_STATE_DIR")]
     pub state_dir: PathBuf,
     /// Address kube-apiserver advertises, unless the config's spec.nodes sets one. Default:

@@ -1,7 +1,8 @@
 //! The node agent (`kubeplane agent`) and its local twin (`kubeplane apply`).
 //!
-//! The agent runs on every control-plane node (DaemonSet, hostNetwork, hostPath
-//! `/etc/kubernetes`). It watches its own `ControlPlaneNode` (field selector
+//! The agent runs on every control-plane node (DaemonSet, hostNetwork, hostPaths of the
+//! manifest directory and its state directory only: never the kubeconfigs beside them). It
+//! watches its own `ControlPlaneNode` (field selector
 //! `metadata.name=<node>`), reports node facts, and makes the manifest directory match the
 //! spec following the protocol of `docs/architecture.md`:
 //!
@@ -54,7 +55,7 @@ use self::engine::{Engine, EngineError, EngineParts, KubeSecrets, Outcome};
 use self::files::NodeDirs;
 use self::health::HttpsCheck;
 use self::kubelet_wait::KubeMirrorPods;
-use self::status::StatusBoard;
+use self::status::{AgentEvent, StatusBoard};
 use crate::api::ControlPlaneNode;
 use crate::render::defaults;
 use crate::telemetry::{self, Health, TelemetryError};
@@ -81,8 +82,9 @@ pub struct AgentArgs {
         env = "KUBEPLANE_MANIFEST_DIR"
     )]
     pub manifest_dir: PathBuf,
-    /// The agent's state directory (history, state.json, side files, quarantine). Must be on
-    /// the manifest directory's filesystem.
+    /// The agent's state directory (history, state.json, side files, quarantine). May be on
+    /// another filesystem or mount than the manifest directory (manifests are staged as
+    /// dot-files beside their target).
     #[arg(long, value_name = "DIR", default_value = defaults::STATE_DIR, env = "KUBEPLANE_STATE_DIR")]
     pub state_dir: PathBuf,
     /// What to do with a managed manifest changed by hand: restore it, or only report it.
@@ -294,34 +296,40 @@ pub async fn run_with(
 
     let (mut cert_watch, mut cert_rx) = certs::CertWatcher::new();
 
-    let (cpn_tx, mut cpn_rx) = watch::channel::<Option<ControlPlaneNode>>(None);
+    let (cpn_tx, mut cpn_rx) = watch::channel(Watched::Listing);
     // The digest of the newest spec, so a newer revision can cut a forward wait short.
     let (digest_tx, digest_rx) = watch::channel::<Option<String>>(None);
     engine.watch_newer(digest_rx);
     let api: Api<ControlPlaneNode> = Api::all(client.clone());
     let config = watcher::Config::default().fields(&format!("metadata.name={node}"));
     tokio::spawn(async move {
-        let mut stream = watcher(api, config)
-            .backoff(quick_backoff())
-            .applied_objects()
-            .boxed();
+        let mut stream = watcher(api, config).backoff(quick_backoff()).boxed();
+        let mut listed = NodeWatch::default();
         while let Some(ev) = stream.next().await {
             match ev {
-                Ok(cpn) => {
-                    digest_tx.send_replace(Some(engine::spec_digest(&cpn.spec)));
-                    cpn_tx.send_replace(Some(cpn));
+                Ok(ev) => {
+                    if let Some(w) = listed.next(ev) {
+                        if let Watched::Present(cpn) = &w {
+                            digest_tx.send_replace(Some(engine::spec_digest(&cpn.spec)));
+                        }
+                        cpn_tx.send_replace(w);
+                    }
                 }
                 Err(e) => tracing::warn!(error = %e, "watching the ControlPlaneNode"),
             }
         }
     });
     tracing::info!(node = %node, manifest_dir = %dirs.manifest_dir().display(), "agent started");
-    readiness.set_not_ready(format!("waiting for ControlPlaneNode {node}"));
+    readiness.set_not_ready(format!(
+        "listing ControlPlaneNode {node} (the API server is not reachable yet, or the agent may not list it)"
+    ));
 
     let mut retry_at: Option<tokio::time::Instant> = None;
     let mut seeded = false;
+    // Whether a ControlPlaneNode drives this node; `None` until the first list.
+    let mut managed: Option<bool> = None;
     loop {
-        let cpn = tokio::select! {
+        let watched = tokio::select! {
             changed = cpn_rx.changed() => {
                 if changed.is_err() {
                     break;
@@ -332,7 +340,7 @@ pub async fn run_with(
                 retry_at = None;
                 cpn_rx.borrow().clone()
             }
-            Some(()) = cert_rx.recv() => {
+            Some(()) = cert_rx.recv(), if managed != Some(false) => {
                 tokio::time::sleep(CERT_DEBOUNCE).await;
                 while cert_rx.try_recv().is_ok() {}
                 tokio::select! {
@@ -343,7 +351,32 @@ pub async fn run_with(
             }
             _ = &mut shutdown => break,
         };
-        let Some(cpn) = cpn else { continue };
+        let cpn = match watched {
+            Watched::Listing => continue,
+            Watched::Absent => {
+                retry_at = None;
+                let message = unmanaged_message(&node, managed, engine.release());
+                if managed == Some(true) {
+                    tracing::info!(node = %node, "{message}");
+                    board.event(AgentEvent::normal(
+                        "NodeUnmanaged",
+                        "Release",
+                        message.clone(),
+                    ));
+                } else if managed.is_none() {
+                    tracing::info!(node = %node, "{message}");
+                }
+                managed = Some(false);
+                readiness.set_ready(message);
+                continue;
+            }
+            Watched::Present(cpn) => cpn,
+        };
+        if managed == Some(false) {
+            engine.reclaim();
+            tracing::info!(node = %node, "ControlPlaneNode {node} appeared: kubeplane manages this node again");
+        }
+        managed = Some(true);
         readiness.set_ready(format!("watching ControlPlaneNode {node}"));
         board.set_object(cpn.object_ref(&()));
         if !seeded {
@@ -373,4 +406,61 @@ pub async fn run_with(
     board.flush(Duration::from_secs(5)).await;
     reporter.abort();
     Ok(())
+}
+
+/// What the agent knows of its node's `ControlPlaneNode`.
+#[derive(Clone, Debug)]
+pub enum Watched {
+    /// Not listed yet (the API is not reachable, or the list is under way).
+    Listing,
+    /// Listed, and there is none: no ControlPlaneConfig selects the node (or kubeplane's
+    /// operator is gone).
+    Absent,
+    /// The object.
+    Present(Box<ControlPlaneNode>),
+}
+
+/// Turns the watch events of the node's `ControlPlaneNode` into [`Watched`] states: a
+/// (re)list that ends without the object, or its deletion, means `Absent`.
+#[derive(Debug, Default)]
+pub struct NodeWatch {
+    /// Whether the list under way has seen the object.
+    seen_in_list: bool,
+}
+
+impl NodeWatch {
+    /// The state after `ev`, when it tells one.
+    pub fn next(&mut self, ev: watcher::Event<ControlPlaneNode>) -> Option<Watched> {
+        match ev {
+            watcher::Event::Init => {
+                self.seen_in_list = false;
+                None
+            }
+            watcher::Event::InitApply(cpn) => {
+                self.seen_in_list = true;
+                Some(Watched::Present(Box::new(cpn)))
+            }
+            watcher::Event::InitDone => (!self.seen_in_list).then_some(Watched::Absent),
+            watcher::Event::Apply(cpn) => Some(Watched::Present(Box::new(cpn))),
+            watcher::Event::Delete(_) => Some(Watched::Absent),
+        }
+    }
+}
+
+/// What the agent says when no `ControlPlaneNode` drives its node: `managed` is whether one
+/// did until now (`None`: the agent just started), `revision` what kubeplane last wrote.
+pub fn unmanaged_message(node: &str, managed: Option<bool>, revision: Option<String>) -> String {
+    let kept = match &revision {
+        Some(r) => format!("the manifests stay as they are (revision {r}) and keep running"),
+        None => "the manifests stay as they are".to_string(),
+    };
+    if managed == Some(true) {
+        format!(
+            "ControlPlaneNode {node} was deleted (with its ControlPlaneConfig, by hand, or by uninstalling kubeplane with its CRDs): node {node} is no longer managed; {kept}, hand edits are no longer reverted. To hand the node back to kubeadm, see docs/operator.md (\"Deleting a ControlPlaneConfig, uninstalling\")"
+        )
+    } else {
+        format!(
+            "no ControlPlaneConfig selects node {node} (there is no ControlPlaneNode {node}); {kept}. Waiting for one"
+        )
+    }
 }

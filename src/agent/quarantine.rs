@@ -3,13 +3,14 @@
 //! clash). Each file keeps its name behind a UTC timestamp, so nothing is lost.
 
 use std::fs;
-use std::io;
 use std::path::PathBuf;
 
 use super::files::{self, FileError, NodeDirs};
 
 /// Moves `name` from the manifest directory to the quarantine directory and returns where it
-/// went. A rename when both are on one filesystem; else copy, fsync, remove.
+/// went. A rename when both are on one mount; else (the agent's pod mounts the manifest
+/// directory and the state directory separately) copy, fsync, remove
+/// ([`files::move_file`]).
 pub fn quarantine(
     dirs: &NodeDirs,
     name: &str,
@@ -24,25 +25,7 @@ pub fn quarantine(
         to = qdir.join(format!("{stamp}-{n}-{name}"));
         n += 1;
     }
-    let io_err = |op: &'static str, p: &PathBuf| {
-        let path = p.display().to_string();
-        move |source: io::Error| FileError::Io { op, path, source }
-    };
-    match fs::rename(&from, &to) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
-            let bytes = files::read_nofollow(&from)?.ok_or_else(|| FileError::Io {
-                op: "read",
-                path: from.display().to_string(),
-                source: io::Error::from(io::ErrorKind::NotFound),
-            })?;
-            files::atomic_write(&dirs.staging_dir(), &to, &bytes)?;
-            fs::remove_file(&from).map_err(io_err("remove", &from))?;
-        }
-        Err(e) => return Err(io_err("rename", &to)(e)),
-    }
-    files::fsync_dir(dirs.manifest_dir())?;
-    files::fsync_dir(&qdir)?;
+    files::move_file(&from, &to, &dirs.staging_dir())?;
     Ok(to)
 }
 

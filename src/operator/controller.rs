@@ -257,22 +257,77 @@ pub async fn run(
         })
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
-        .for_each(|res| {
-            match res {
-                Ok((obj, action)) => debug!(config = %obj.name, ?action, "reconciled"),
-                Err(kube::runtime::controller::Error::ReconcilerFailed(..)) => {} // logged by error_policy
-                Err(e) => warn!(error = %e, "controller"),
+        .for_each({
+            let mut deleted = Deleted::default();
+            move |res| {
+                match res {
+                    Ok((obj, action)) => {
+                        deleted.reconciled(&obj.name);
+                        debug!(config = %obj.name, ?action, "reconciled");
+                    }
+                    Err(kube::runtime::controller::Error::ReconcilerFailed(..)) => {} // logged by error_policy
+                    // A config deleted while triggers for it were queued (its ControlPlaneNodes
+                    // going away with it trigger it again): nothing to do, said once.
+                    Err(kube::runtime::controller::Error::ObjectNotFound(obj)) => {
+                        if let Some(line) = deleted.gone(&obj.name) {
+                            info!(config = %obj.name, "{line}");
+                        }
+                    }
+                    Err(e) => warn!(error = %e, "controller"),
+                }
+                future::ready(())
             }
-            future::ready(())
         });
     futures::join!(controller, ready);
     info!("controller stopped");
     Ok(())
 }
 
+/// The configs reported as deleted, so a deletion is one log line however many triggers
+/// for it were queued.
+#[derive(Debug, Default)]
+pub struct Deleted {
+    names: std::collections::BTreeSet<String>,
+}
+
+impl Deleted {
+    /// A trigger found `name` gone from the cache: the line to log, the first time.
+    pub fn gone(&mut self, name: &str) -> Option<String> {
+        self.names.insert(name.to_string()).then(|| {
+            format!(
+                "ControlPlaneConfig {name} was deleted: its ControlPlaneNodes go with it (garbage collection) and every node keeps the manifests it runs; the agents log that their nodes are no longer managed"
+            )
+        })
+    }
+
+    /// `name` exists (again).
+    pub fn reconciled(&mut self, name: &str) {
+        self.names.remove(name);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_deleted_config_is_one_info_line() {
+        let mut d = Deleted::default();
+        let first = d.gone("prod").expect("a line the first time");
+        assert!(
+            first.contains("ControlPlaneConfig prod was deleted"),
+            "{first}"
+        );
+        assert!(first.contains("keeps the manifests"), "{first}");
+        // Its three ControlPlaneNodes going away trigger it three more times: quiet.
+        for _ in 0..3 {
+            assert_eq!(d.gone("prod"), None);
+        }
+        assert!(d.gone("other").is_some(), "per config");
+        // Created again and deleted again: said again.
+        d.reconciled("prod");
+        assert!(d.gone("prod").is_some());
+    }
     use futures::stream;
 
     fn node(name: &str, labels: &[(&str, &str)]) -> PartialObjectMeta<Node> {
