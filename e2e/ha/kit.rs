@@ -334,10 +334,9 @@ impl Seen {
     /// The node is claimed for a revision it has not settled at: the operator has set a
     /// target it is not `Healthy` at, and it has not stopped (`RolledBack`, `Failed`).
     pub fn in_flight(&self) -> bool {
-        !self.spec_revision.is_empty()
-            && !(self.phase == "Healthy" && self.applied == self.spec_revision)
-            && self.phase != "RolledBack"
-            && self.phase != "Failed"
+        let settled = self.phase == "Healthy" && self.applied == self.spec_revision;
+        let halted = self.phase == "RolledBack" || self.phase == "Failed";
+        !self.spec_revision.is_empty() && !settled && !halted
     }
 }
 
