@@ -6,6 +6,9 @@ the per-component floor (issue 11, item 4).
       e2e/measure-ha-rollout.py [--config kubernetes] [--cluster-dir /var/lib/kubeplane-cluster]
                                 [--profiles kubeadm,fast] [--kubectl kubectl]
 
+(`--profiles unset` measures the config's probes without setting the field, for a kubeplane
+that predates spec.rollout.probeProfile.)
+
 Runs against the cluster of `e2e/cluster/cluster.sh up 3` with kubeplane installed and a
 ControlPlaneConfig managing every node (e2e/README.md, "HA scenarios"). For each profile:
 1. sets `spec.rollout.probeProfile` (its own rollout, not measured) and waits until it is
@@ -109,7 +112,8 @@ def main():
     value = "3"
     for profile in a.profiles.split(","):
         spec = json.loads(json.dumps(base))
-        spec.setdefault("rollout", {})["probeProfile"] = profile
+        if profile != "unset":  # "unset": the config's probes as they are (no probeProfile field)
+            spec.setdefault("rollout", {})["probeProfile"] = profile
         spec = set_flag(spec, "apiServer", "v", value)
         g = set_spec(name, spec, kc)
         print(f"[{profile}] probeProfile set (and --v={value}); waiting for that rollout (not measured)", flush=True)
