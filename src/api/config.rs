@@ -656,6 +656,29 @@ pub struct Rollout {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 60, max = 86400))]
     pub progress_deadline_seconds: Option<i32>,
+
+    /// Start-up probes of the control-plane Pods. `kubeadm` (default): kubeadm's startup
+    /// probe (`initialDelaySeconds: 10`, `periodSeconds: 10`, `failureThreshold: 24`), so a
+    /// restarted component counts as started up to 10 s after it already serves. `fast`: the
+    /// same failure budget (250 s: delay + period × threshold) probed every second from the
+    /// start (`periodSeconds: 1`, `failureThreshold: 250`, no initial delay), so a restart is
+    /// detected within about a second and each node of a rollout finishes sooner. Liveness
+    /// and readiness probes are kubeadm's either way, and per-component `probes.startup`
+    /// overrides win over both profiles. It changes the rendered manifests, so switching it is
+    /// a new revision (rolled out like any other change).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_profile: Option<ProbeProfile>,
+}
+
+/// Start-up probe timing of the control-plane Pods (`spec.rollout.probeProfile`).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum ProbeProfile {
+    /// kubeadm's startup probe: first check after 10 s, then every 10 s, 24 failures allowed.
+    #[default]
+    Kubeadm,
+    /// The same 250 s budget checked every second from the start.
+    Fast,
 }
 
 /// Per-component health timeouts in seconds. Default for each: `300`.

@@ -109,3 +109,29 @@ pub const STARTUP: Timing = Timing {
     timeout: 15,
     failure_threshold: 24,
 };
+
+/// Startup probe of `spec.rollout.probeProfile: fast`: kubeadm's failure budget
+/// ([`STARTUP`]: 10 s delay + 24 × 10 s = 250 s) checked every second from the start, so a
+/// component that serves counts as started within about a second instead of up to 10 s
+/// later. Same timeout.
+pub const STARTUP_FAST: Timing = Timing {
+    initial_delay: None,
+    period: 1,
+    timeout: 15,
+    failure_threshold: 250,
+};
+
+impl Timing {
+    /// Seconds of failed probes before kubelet gives up: initial delay + period × threshold.
+    pub fn budget(self) -> i32 {
+        self.initial_delay.unwrap_or(0) + self.period * self.failure_threshold
+    }
+}
+
+/// The startup probe timing of a profile.
+pub fn startup(profile: crate::api::ProbeProfile) -> Timing {
+    match profile {
+        crate::api::ProbeProfile::Kubeadm => STARTUP,
+        crate::api::ProbeProfile::Fast => STARTUP_FAST,
+    }
+}

@@ -75,8 +75,17 @@ pub const RENDERER_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// digest of the encryption configuration. The operator names revisions with [`revision_of`],
 /// which also covers the node facts.
 pub fn revision(spec: &ControlPlaneConfigSpec, encryption_config_sha256: Option<&str>) -> String {
+    // Rollout settings change no file, except a probe profile other than the default.
+    let probe_profile = spec
+        .rollout
+        .as_ref()
+        .and_then(|r| r.probe_profile)
+        .filter(|p| *p != crate::api::ProbeProfile::Kubeadm);
     let spec = ControlPlaneConfigSpec {
-        rollout: None,
+        rollout: probe_profile.map(|p| crate::api::Rollout {
+            probe_profile: Some(p),
+            ..Default::default()
+        }),
         ..spec.clone()
     };
     let renderer = [b"\0renderer=".as_slice(), RENDERER_VERSION.as_bytes()];
@@ -177,6 +186,11 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(r1, revision(&spec, None));
+        // Except the fast probe profile, which changes the manifests.
+        spec.rollout.as_mut().unwrap().probe_profile = Some(crate::api::ProbeProfile::Kubeadm);
+        assert_eq!(r1, revision(&spec, None));
+        spec.rollout.as_mut().unwrap().probe_profile = Some(crate::api::ProbeProfile::Fast);
+        assert_ne!(r1, revision(&spec, None));
     }
 
     #[test]

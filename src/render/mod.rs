@@ -789,6 +789,13 @@ impl<'a> Context<'a> {
             flags: &plan.flags,
             mounts: &plan.mounts,
             probe: plan.probe,
+            startup: defaults::startup(
+                self.spec
+                    .rollout
+                    .as_ref()
+                    .and_then(|r| r.probe_profile)
+                    .unwrap_or_default(),
+            ),
             settings,
             annotations: plan.annotations,
         });

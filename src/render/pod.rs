@@ -79,6 +79,8 @@ pub struct PodParts<'a> {
     pub mounts: &'a [Mount],
     /// Probe target.
     pub probe: ProbeTarget,
+    /// Startup probe timing (`defaults::startup` of the probe profile).
+    pub startup: Timing,
     /// Shared settings (env, resources, probe overrides).
     pub settings: CommonSettings<'a>,
     /// Pod annotations.
@@ -139,7 +141,7 @@ pub fn build(parts: PodParts<'_>) -> Pod {
             .map(|p| probe(p, defaults::READINESS, overrides.readiness)),
         startup_probe: Some(probe(
             parts.probe.live_path,
-            defaults::STARTUP,
+            parts.startup,
             overrides.startup,
         )),
         ports: Some(vec![ContainerPort {

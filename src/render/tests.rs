@@ -1180,8 +1180,16 @@ fn the_revision_names_the_rendered_bytes_of_every_node() {
             api_server: Some(600),
             ..Default::default()
         }),
+        probe_profile: Some(ProbeProfile::Kubeadm),
     });
     assert_eq!(r, rev(&quiet, &[a.clone(), b.clone()]));
+    // The fast probe profile changes every manifest: part of it.
+    let mut fast = s.clone();
+    fast.rollout = Some(Rollout {
+        probe_profile: Some(ProbeProfile::Fast),
+        ..Default::default()
+    });
+    assert_ne!(r, rev(&fast, &[a.clone(), b.clone()]));
 
     // A node fact that changes the rendered manifest changes it.
     let moved = NodeFacts {
@@ -1206,4 +1214,68 @@ fn the_revision_names_the_rendered_bytes_of_every_node() {
     let d1 = revision_for(&enc, Some("aaaa"), std::slice::from_ref(&a)).unwrap();
     let d2 = revision_for(&enc, Some("bbbb"), std::slice::from_ref(&a)).unwrap();
     assert_ne!(d1, d2);
+}
+
+#[test]
+fn fast_probe_profile_keeps_kubeadms_startup_budget_and_probes_every_second() {
+    // kubeadm (cmd/kubeadm/app/util/staticpod/utils.go, StartupProbe): initialDelaySeconds
+    // 10, periodSeconds 10, failureThreshold ceil(240 s / 10 s) = 24: 250 s in all.
+    assert_eq!(defaults::STARTUP.budget(), 250);
+    assert_eq!(defaults::STARTUP_FAST.budget(), defaults::STARTUP.budget());
+    assert_eq!(defaults::STARTUP_FAST.period, 1);
+
+    let kubeadm = render_ok(&spec(), &node("cp-1"));
+    let mut s = spec();
+    s.rollout = Some(Rollout {
+        probe_profile: Some(ProbeProfile::Kubeadm),
+        ..Default::default()
+    });
+    let explicit = render_ok(&s, &node("cp-1"));
+    for c in Component::ALL {
+        assert_eq!(
+            pod(&kubeadm, c).yaml,
+            pod(&explicit, c).yaml,
+            "kubeadm is the default"
+        );
+    }
+
+    s.rollout = Some(Rollout {
+        probe_profile: Some(ProbeProfile::Fast),
+        ..Default::default()
+    });
+    s.scheduler = Some(Scheduler {
+        probes: Some(Probes {
+            startup: Some(ProbeTiming {
+                failure_threshold: Some(100),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let fast = render_ok(&s, &node("cp-1"));
+    for c in Component::ALL {
+        let (k, f) = (container(pod(&kubeadm, c)), container(pod(&fast, c)));
+        let start = f.startup_probe.as_ref().unwrap();
+        assert_eq!(start.initial_delay_seconds, None, "{c}");
+        assert_eq!(start.period_seconds, Some(1), "{c}");
+        assert_eq!(start.timeout_seconds, Some(15), "{c}");
+        let threshold = if c == Component::Scheduler { 100 } else { 250 };
+        assert_eq!(
+            start.failure_threshold,
+            Some(threshold),
+            "{c}: a per-component override wins"
+        );
+        let same = |p: &Option<Probe>| p.as_ref().map(|p| p.http_get.clone());
+        assert_eq!(same(&f.startup_probe), same(&k.startup_probe), "{c}");
+        assert_eq!(
+            f.liveness_probe, k.liveness_probe,
+            "{c}: liveness is kubeadm's"
+        );
+        assert_eq!(
+            f.readiness_probe, k.readiness_probe,
+            "{c}: readiness is kubeadm's"
+        );
+        assert_ne!(pod(&fast, c).uid, pod(&kubeadm, c).uid);
+    }
 }
