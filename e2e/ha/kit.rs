@@ -629,6 +629,9 @@ fn restore(env: &Env, baseline: &Value) -> Result<(), String> {
             env.cluster(&["start", &n])?;
         }
     }
+    for n in env.nodes() {
+        env.kubectl(&["uncordon", &n])?;
+    }
     let current = env.cpc()?;
     if current["spec"] == *baseline {
         return Ok(());

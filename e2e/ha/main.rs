@@ -336,23 +336,54 @@ fn c_operator_leader_deleted_mid_rollout_standby_takes_over() {
         let first = wait_in_flight(&rec, &rev)?;
         let holder = operator_holder(env)?;
         let pod = holder.split('_').next().unwrap_or_default().to_string();
+        let pods = env.get(&[
+            "-n",
+            &env.namespace,
+            "pods",
+            "-l",
+            "app.kubernetes.io/component=operator",
+        ])?;
+        let standby: Vec<String> = pods["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_string))
+            .filter(|n| *n != pod)
+            .collect();
+        check(standby.len() == 1, || {
+            format!("expected one standby beside the leader {pod}: {standby:?}")
+        })?;
+        let standby = standby[0].clone();
+        // The replacement pod the Deployment creates must not win the race for the Lease:
+        // every node is cordoned until the standby holds it (uncordoned in the cleanup too).
+        for n in env.nodes() {
+            env.kubectl(&["cordon", &n])?;
+        }
         env.log(&format!(
-            "{first} in flight for {rev}; deleting the leader pod {pod} (holder {holder})"
+            "{first} in flight for {rev}; nodes cordoned; deleting the leader pod {pod} (holder {holder}); standby {standby}"
         ));
         let t0 = Instant::now();
         env.kubectl(&["-n", &env.namespace, "delete", "pod", &pod, "--wait=false"])?;
-        let (takeover, new_holder) = loop {
+        let waited = loop {
             let h = operator_holder(env)?;
             if !h.is_empty() && !h.starts_with(&format!("{pod}_")) {
-                break (t0.elapsed(), h);
+                break Ok((t0.elapsed(), h));
             }
             if t0.elapsed() > Duration::from_secs(60) {
-                return Err(format!(
+                break Err(format!(
                     "no other operator holds the Lease 60 s after the leader was deleted (holder {h})"
                 ));
             }
             thread::sleep(Duration::from_millis(100));
         };
+        for n in env.nodes() {
+            env.kubectl(&["uncordon", &n])?;
+        }
+        let (takeover, new_holder) = waited?;
+        check(new_holder.starts_with(&format!("{standby}_")), || {
+            format!("the Lease went to {new_holder}, not to the standby {standby}")
+        })?;
         env.log(&format!("FIGURES c: standby {new_holder} took the Lease {:.1} s after the leader pod was deleted", takeover.as_secs_f64()));
         let done = env.wait_rolled_out(generation, ROLLOUT_TIMEOUT);
         let history = rec.stop();
