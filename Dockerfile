@@ -4,8 +4,10 @@
 #   docker build -t kubeplane:0.1.0 .
 #
 # The builder stage makes a static musl binary; .ci/run builds the same binary with the same
-# cargo command (there is no container engine in CI), so the recipe is checked even though
-# the image is not built there.
+# cargo command (there is no container engine in CI) and then this file's final stage with
+# scripts/build-image.sh (buildah, daemonless; it reads the stage below and applies each
+# instruction, refusing any it does not know), and checks the image's config and files with
+# scripts/check-image.py.
 
 ARG RUST_VERSION=1.95
 

@@ -23,6 +23,10 @@ VIP=${NET_PREFIX}.1
 ETCD_URL=https://${VIP}:2379
 SERVICE_CIDR=10.96.0.0/12
 KUBERNETES_SVC_IP=10.96.0.1
+# Where each node sees its own etc/kubernetes (a bind mount in the node's mount namespace),
+# and its containerd's state directory (so the CRI socket is at containerd's default path).
+NODE_K8S_DIR=/etc/kubernetes
+NODE_CONTAINERD_DIR=/run/containerd
 DNS_IP=10.96.0.10
 
 # What 'up' was given is remembered in the cluster directory, for the other commands.
@@ -46,6 +50,9 @@ usage: $PROG COMMAND
   stop NODE           stop a node: its kubelet, containerd and every container of it
   start NODE          start a stopped node again
   exec NODE -- CMD... run CMD in NODE's network, mount and UTS namespaces
+  load-image ARCHIVE [NODE...]
+                      import a docker-archive/oci-archive into every (given) node's
+                      containerd (namespace k8s.io) and check its refs are there after
   kubeconfig          print the path of the admin kubeconfig (server: the haproxy VIP)
 environment:
   KUBEPLANE_CLUSTER_BIN_DIR     (required) kubelet kubectl containerd containerd-shim-runc-v2
@@ -320,14 +327,17 @@ probe() {
   echo "        scheme: HTTPS"
 }
 
-node_manifests() { # NODE: kubeadm v1.36.2 defaults with this node's paths and addresses
-  local n=$1 ip etc p cav
+node_manifests() { # NODE: kubeadm v1.36.2 defaults with this node's address
+  local n=$1 ip etc out p cav
   ip=$(node_ip "$n")
-  etc=$(node_etc "$n")
+  out=$(node_etc "$n")
+  # Paths as the node sees them: its etc/kubernetes is bind-mounted at /etc/kubernetes in its
+  # mount namespace (start_node), so every node has kubeadm's paths and one config fits all.
+  etc=$NODE_K8S_DIR
   p=$etc/pki
   cav=$(ca_volumes | sed 's/$/:DirectoryOrCreate/')
-  [[ -f $etc/manifests/kube-apiserver.yaml ]] ||
-    write_manifest "$etc/manifests/kube-apiserver.yaml" kube-apiserver 250m 6443 "$ip" /livez /readyz "$ip:6443" \
+  [[ -f $out/manifests/kube-apiserver.yaml ]] ||
+    write_manifest "$out/manifests/kube-apiserver.yaml" kube-apiserver 250m 6443 "$ip" /livez /readyz "$ip:6443" \
       kube-apiserver \
       --advertise-address="$ip" \
       --allow-privileged=true \
@@ -361,8 +371,8 @@ $(printf '%s\n' "$cav" | grep etc-ca-certificates)
 $p:k8s-certs:DirectoryOrCreate
 $(printf '%s\n' "$cav" | grep -e usr-local -e usr-share)
 EOF
-  [[ -f $etc/manifests/kube-controller-manager.yaml ]] ||
-    write_manifest "$etc/manifests/kube-controller-manager.yaml" kube-controller-manager 200m 10257 127.0.0.1 /healthz "" "" \
+  [[ -f $out/manifests/kube-controller-manager.yaml ]] ||
+    write_manifest "$out/manifests/kube-controller-manager.yaml" kube-controller-manager 200m 10257 127.0.0.1 /healthz "" "" \
       kube-controller-manager \
       --authentication-kubeconfig="$etc/controller-manager.conf" \
       --authorization-kubeconfig="$etc/controller-manager.conf" \
@@ -384,8 +394,8 @@ $p:k8s-certs:DirectoryOrCreate
 $etc/controller-manager.conf:kubeconfig:FileOrCreate
 $(printf '%s\n' "$cav" | grep -e usr-local -e usr-share)
 EOF
-  [[ -f $etc/manifests/kube-scheduler.yaml ]] ||
-    write_manifest "$etc/manifests/kube-scheduler.yaml" kube-scheduler 100m 10259 127.0.0.1 /livez /readyz "" \
+  [[ -f $out/manifests/kube-scheduler.yaml ]] ||
+    write_manifest "$out/manifests/kube-scheduler.yaml" kube-scheduler 100m 10259 127.0.0.1 /livez /readyz "" \
       kube-scheduler \
       --authentication-kubeconfig="$etc/scheduler.conf" \
       --authorization-kubeconfig="$etc/scheduler.conf" \
@@ -565,6 +575,10 @@ ensure_netns() {
     ip -n "$ns" link set eth0 up
     ip -n "$ns" route add default via "$VIP"
   fi
+  # Pods reach the VIP (haproxy on the host): the node forwards from its CNI bridge, and the
+  # host routes the answers to the node's pod subnet (no masquerading, no kube-proxy).
+  nsenter --net="/run/netns/$ns" sysctl -qw net.ipv4.ip_forward=1
+  ip route replace "10.244.$(node_index "$n").0/24" via "$ip" dev "$BRIDGE"
 }
 
 # ---------------------------------------------------------------- host services
@@ -673,7 +687,9 @@ start_node() {
   ensure_bridge
   ensure_netns "$n"
   node_cgroups "$n"
-  mkdir -p "$(shim_dir "$n")" /var/lib/kubelet/device-plugins /var/log/containers /var/lib/cni
+  # Mount points on the host (empty there; only the nodes' mount namespaces bind onto them).
+  mkdir -p "$(shim_dir "$n")" /var/lib/kubelet/device-plugins /var/log/containers /var/lib/cni \
+    "$NODE_K8S_DIR" "$NODE_CONTAINERD_DIR"
   if ! pid_alive "$d/containerd.pid"; then
     if [[ -n $(node_cgroup_pids "$n") ]]; then
       # containerd died (killed from outside?) but kubelet, shims or containers are left:
@@ -693,7 +709,9 @@ start_node() {
       mount --bind "$2/device-plugins" /var/lib/kubelet/device-plugins
       mount --bind "$2/var/log/containers" /var/log/containers
       mount --bind "$2/var/lib/cni" /var/lib/cni
-      exec "$3/containerd" --config "$2/containerd/config.toml"' sh "$n" "$d" "$BIN_DIR" \
+      mount --bind "$2/etc/kubernetes" "$4"
+      mount --bind "$2/run/containerd" "$5"
+      exec "$3/containerd" --config "$2/containerd/config.toml"' sh "$n" "$d" "$BIN_DIR" "$NODE_K8S_DIR" "$NODE_CONTAINERD_DIR" \
       </dev/null >>"$d/log/containerd.log" 2>&1 &
     echo $! >"$d/containerd.pid"
     wait_for 60 "$n containerd to answer" "$BIN_DIR/ctr" --address "$(node_sock "$n")" version
@@ -857,6 +875,7 @@ cmd_down() {
     grep " $CLUSTER_DIR/" /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r umount -l
   fi
   rm -rf "$CLUSTER_DIR"
+  rmdir "$NODE_K8S_DIR" "$NODE_CONTAINERD_DIR" 2>/dev/null || true # the mount points, if empty
   log "down: removed $CLUSTER_DIR"
 }
 
@@ -894,6 +913,65 @@ cmd_exec() {
   local cpid
   cpid=$(containerd_pid "$n")
   exec nsenter --net="/run/netns/$(node_netns "$n")" --mount="/proc/$cpid/ns/mnt" --uts="/proc/$cpid/ns/uts" --wd="$PWD" -- "$@"
+}
+
+archive_refs() { # ARCHIVE: the image refs a docker-archive or oci-archive names, as containerd stores them
+  python3 - "$1" <<'PY'
+import json, sys, tarfile
+def full(ref):  # docker's normalization, as containerd's import applies it to RepoTags
+    name, _, tag = ref.rpartition(":") if ":" in ref.rsplit("/", 1)[-1] else (ref, "", "latest")
+    first = name.split("/", 1)[0]
+    if "/" not in name or ("." not in first and ":" not in first and first != "localhost"):
+        name = ("docker.io/library/" if "/" not in name else "docker.io/") + name
+    return f"{name}:{tag}"
+with tarfile.open(sys.argv[1]) as t:
+    names = t.getnames()
+    refs = []
+    if "manifest.json" in names:  # docker-archive
+        for m in json.load(t.extractfile("manifest.json")):
+            refs += [full(r) for r in m.get("RepoTags") or []]
+    elif "index.json" in names:  # oci-archive: containerd names it by io.containerd.image.name, else ref.name
+        for m in json.load(t.extractfile("index.json")).get("manifests", []):
+            a = m.get("annotations") or {}
+            r = a.get("io.containerd.image.name") or a.get("org.opencontainers.image.ref.name")
+            if r and r != full(r):
+                sys.exit(f"{sys.argv[1]}: oci-archive ref {r!r} is not fully qualified: containerd "
+                         f"imports it as {r!r}, but kubelet asks for {full(r)!r}; build it with "
+                         f"that ref, or as a docker-archive (scripts/build-image.sh's default)")
+            if r:
+                refs.append(r)
+    print("\n".join(refs))
+PY
+}
+
+cmd_load_image() { # ARCHIVE [NODE...]: import into every (given) node's containerd, k8s.io namespace
+  local archive=${1:-} n sock out refs have r nodes=() failed=0
+  [[ -n $archive ]] || die "load-image: usage: load-image ARCHIVE [NODE...]"
+  [[ -f $archive ]] || die "load-image: $archive is not a file"
+  shift
+  check_host
+  check_bins
+  refs=$(archive_refs "$archive") || die "load-image: cannot load $archive (above)"
+  [[ -n $refs ]] || die "load-image: $archive names no image (docker-archive without RepoTags, or oci-archive without a ref annotation): containerd would import it under no name; build it with a ref"
+  if (($# > 0)); then nodes=("$@"); else mapfile -t nodes < <(cluster_nodes); fi
+  for n in "${nodes[@]}"; do
+    [[ -d $(node_dir "$n") ]] || die "no node $n in $CLUSTER_DIR"
+    pid_alive "$(node_dir "$n")/containerd.pid" || die "node $n is not running (start it: $PROG start $n)"
+    sock=$(node_sock "$n")
+    # No --base-name: with it, ctr silently skips every image whose ref is not under that name.
+    out=$("$BIN_DIR/ctr" --address "$sock" -n k8s.io images import --local "$archive" 2>&1 >/dev/null) ||
+      die "ctr images import $archive into $n failed: $out"
+    have=$("$BIN_DIR/ctr" --address "$sock" -n k8s.io images ls -q 2>/dev/null || true)
+    while read -r r; do
+      if grep -qxF "$r" <<<"$have"; then
+        log "$n: $r present"
+      else
+        log "$n: $r MISSING after the import (the node has: $(tr '\n' ' ' <<<"$have"))"
+        failed=1
+      fi
+    done <<<"$refs"
+  done
+  ((failed == 0)) || die "load-image: an image is missing on a node after the import"
 }
 
 pss_mib() { # PIDS...: summed proportional set size
@@ -938,9 +1016,9 @@ cmd_status() {
     mapfile -t pids < <(node_cgroup_pids "$n")
     echo "  memory (PSS of containerd, kubelet, shims, containers): $(pss_mib "${pids[@]}") MiB"
     echo "  KUBEPLANE_E2E_NODE=$n"
-    echo "  KUBEPLANE_E2E_MANIFEST_DIR=$(node_etc "$n")/manifests"
-    echo "  KUBEPLANE_E2E_CERTIFICATES_DIR=$(node_etc "$n")/pki"
-    echo "  KUBEPLANE_E2E_KUBECONFIG_DIR=$(node_etc "$n")"
+    echo "  KUBEPLANE_E2E_MANIFEST_DIR=$NODE_K8S_DIR/manifests"
+    echo "  KUBEPLANE_E2E_CERTIFICATES_DIR=$NODE_K8S_DIR/pki"
+    echo "  KUBEPLANE_E2E_KUBECONFIG_DIR=$NODE_K8S_DIR"
     echo "  KUBEPLANE_E2E_PULL_POLICY=Never"
     echo "  CONTAINER_RUNTIME_ENDPOINT=unix://$(node_sock "$n")"
   done < <(cluster_nodes)
@@ -956,6 +1034,7 @@ main() {
     stop) cmd_stop "$@" ;;
     start) cmd_start "$@" ;;
     exec) cmd_exec "$@" ;;
+    load-image) cmd_load_image "$@" ;;
     kubeconfig)
       [[ -f $CLUSTER_DIR/admin.conf ]] || die "no cluster in $CLUSTER_DIR (run: $PROG up)"
       echo "$CLUSTER_DIR/admin.conf"
