@@ -237,3 +237,33 @@ fn the_agent_mounts_the_manifest_and_state_dirs_but_never_the_kubeconfigs() {
         vec!["/etc at /host/etc".to_string()]
     );
 }
+
+/// The agent's local evidence and image pulls need the container runtime's socket: the bundle
+/// mounts it read-only at the path the agent's `--container-runtime-endpoint` names.
+#[test]
+fn the_agent_reaches_the_container_runtime_socket_it_is_told_about() {
+    let all = docs(&read("deploy/kubeplane.yaml"));
+    let ds = all.iter().find(|d| d["kind"] == "DaemonSet").unwrap();
+    let container = &ds["spec"]["template"]["spec"]["containers"][0];
+    let endpoint = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a.as_str()?.strip_prefix("--container-runtime-endpoint="))
+        .next_back()
+        .expect("the agent is given --container-runtime-endpoint");
+    let socket = endpoint.strip_prefix("unix://").expect("a unix socket");
+    let (host, _) = agent_mounts(ds);
+    assert!(
+        host.iter()
+            .any(|(h, at, ro)| h == socket && at == socket && *ro),
+        "{socket} mounted read-only at the same path: {host:?}"
+    );
+    let volume = ds["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["hostPath"]["path"] == socket)
+        .unwrap();
+    assert_eq!(volume["hostPath"]["type"], "Socket");
+}

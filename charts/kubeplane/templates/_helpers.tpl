@@ -65,3 +65,21 @@ app.kubernetes.io/component: {{ .component }}
 {{- fail (printf "%s: %q must not contain . or .. segments" .name .value) }}
 {{- end }}
 {{- end }}
+
+{{/*
+The agent's CRI endpoint and the socket path to mount: agent.containerRuntimeEndpoint is
+"none" (no socket) or unix:///ABSOLUTE/PATH (or a plain absolute path); anything else is refused.
+*/}}
+{{- define "kubeplane.criSocket" -}}
+{{- $e := .Values.agent.containerRuntimeEndpoint | default "none" | toString | trim -}}
+{{- if eq $e "none" -}}
+endpoint: none
+{{- else -}}
+{{- $path := trimPrefix "unix://" $e -}}
+{{- if or (contains "://" $path) (not (hasPrefix "/" $path)) -}}
+{{- fail (printf "agent.containerRuntimeEndpoint %q: expected unix:///absolute/path.sock or none" $e) -}}
+{{- end -}}
+endpoint: {{ printf "unix://%s" $path | quote }}
+socket: {{ $path | quote }}
+{{- end -}}
+{{- end }}
