@@ -630,7 +630,19 @@ impl Engine {
         }
         if spec.manifests.is_empty() {
             let message = "no manifests rendered for this node yet: node facts reported, waiting for the operator";
-            self.set_phase(NodePhase::Pending, "NoManifests", message);
+            if matches!(self.state.lifecycle, Lifecycle::Settled { .. }) {
+                // A re-created ControlPlaneNode (its config deleted and applied again) starts
+                // empty. Only the status says so: the state keeps the settled phase, reason and
+                // message, so the same revision given again is settled at once, with its own
+                // story, instead of staying `Pending` forever.
+                self.board.update(|s| {
+                    s.phase = Some(NodePhase::Pending);
+                    s.reason = Some("NoManifests".into());
+                    s.message = Some(message.into());
+                });
+            } else {
+                self.set_phase(NodePhase::Pending, "NoManifests", message);
+            }
             return Outcome::Pending {
                 reason: "NoManifests".into(),
                 message: message.into(),

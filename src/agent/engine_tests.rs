@@ -1885,3 +1885,39 @@ spec:
     );
     assert!(super::engine::images_to_pull(b"not yaml: [").is_empty());
 }
+
+/// Found on the HA cluster: the config deleted and applied again re-creates each
+/// ControlPlaneNode empty first, then with the same revision. The node must come back
+/// `Healthy` at once (before the fix it stayed `Pending`/`NoManifests` and the rollout waited
+/// for it forever).
+#[tokio::test(start_paused = true)]
+async fn a_recreated_empty_controlplanenode_then_the_same_revision_is_healthy_again() {
+    let env = env();
+    let mut engine = env.engine();
+    let spec = node_spec(&[], &[], &env);
+    assert_eq!(engine.apply(&spec, Some(1), true).await, Outcome::Healthy);
+    let inode = env.inode(Component::ApiServer);
+    let empty = ControlPlaneNodeSpec {
+        config_name: spec.config_name.clone(),
+        ..Default::default()
+    };
+    let out = engine.apply(&empty, Some(1), true).await;
+    assert!(matches!(out, Outcome::Pending { .. }), "{out:?}");
+    assert_eq!(env.last_status().await["reason"], "NoManifests");
+    assert_eq!(engine.apply(&spec, Some(2), true).await, Outcome::Healthy);
+    let status = env.last_status().await;
+    assert_eq!(status["phase"], "Healthy", "{status}");
+    assert_eq!(status["targetRevision"], spec.revision.as_str());
+    assert_eq!(env.inode(Component::ApiServer), inode, "nothing rewritten");
+    // And after a restart of the agent in between.
+    drop(engine);
+    let mut engine = env.engine();
+    assert!(matches!(
+        engine.apply(&empty, Some(3), true).await,
+        Outcome::Pending { .. }
+    ));
+    drop(engine);
+    let mut engine = env.engine();
+    assert_eq!(engine.apply(&spec, Some(4), true).await, Outcome::Healthy);
+    assert_eq!(env.last_status().await["phase"], "Healthy");
+}
