@@ -655,6 +655,11 @@ impl Engine {
         self.spec = Some(spec.clone());
         let infos = self.read_certificates();
         if same_attempt && matches!(self.state.lifecycle, Lifecycle::Settled { .. }) {
+            // A state an earlier agent wrote may say `Pending` under a settled lifecycle (an
+            // empty re-created ControlPlaneNode overwrote it): tell the settlement again.
+            if self.state.phase == Some(NodePhase::Pending) {
+                self.restate_settlement();
+            }
             self.publish();
             return self.settled_outcome();
         }
@@ -1061,6 +1066,40 @@ impl Engine {
             tracing::info!(%image, seconds = started.elapsed().as_secs_f64(), "image pulled");
         }
         Ok(())
+    }
+
+    /// Sets the phase the settled lifecycle stands for (its detailed message was overwritten).
+    fn restate_settlement(&mut self) {
+        let Lifecycle::Settled {
+            revision,
+            settlement,
+        } = self.state.lifecycle.clone()
+        else {
+            return;
+        };
+        match settlement {
+            Settlement::Healthy => self.set_phase(
+                NodePhase::Healthy,
+                "Healthy",
+                format!("revision {revision}: every component updated and healthy"),
+            ),
+            Settlement::RolledBack {
+                failed_component,
+                reason,
+                restored,
+            } => self.set_phase(
+                NodePhase::RolledBack,
+                reason.as_str(),
+                format!(
+                    "revision {revision}: {failed_component} did not become healthy ({reason}); revision {restored} was restored"
+                ),
+            ),
+            Settlement::Failed { reason } => self.set_phase(
+                NodePhase::Failed,
+                reason.as_str(),
+                format!("revision {revision} failed ({reason})"),
+            ),
+        }
     }
 
     fn healthy(&mut self, rev: &str, message: impl Into<String>) -> Outcome {

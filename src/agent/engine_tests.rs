@@ -1920,4 +1920,17 @@ async fn a_recreated_empty_controlplanenode_then_the_same_revision_is_healthy_ag
     let mut engine = env.engine();
     assert_eq!(engine.apply(&spec, Some(4), true).await, Outcome::Healthy);
     assert_eq!(env.last_status().await["phase"], "Healthy");
+    // A state an agent without the fix wrote (`Pending`/`NoManifests` under a settled
+    // lifecycle) is repaired when the same revision comes.
+    drop(engine);
+    let path = env.dirs.state_file();
+    let mut state: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    state["phase"] = "Pending".into();
+    state["reason"] = "NoManifests".into();
+    std::fs::write(&path, serde_json::to_vec(&state).unwrap()).unwrap();
+    let mut engine = env.engine();
+    assert_eq!(engine.apply(&spec, Some(5), true).await, Outcome::Healthy);
+    let status = env.last_status().await;
+    assert_eq!(status["phase"], "Healthy", "{status}");
+    assert_eq!(status["reason"], "Healthy");
 }
