@@ -13,7 +13,7 @@
 //! - [`cli`]: the subcommands `main.rs` wires up;
 //! - `testkit` (tests, benches and the e2e suite only; feature `testkit`): fakes and builders.
 
-pub use kubeplane_core::{adopt, api, flags, render, validation};
+pub use kubeplane_core::{adopt, api, encryption, flags, render, validation};
 
 pub mod agent;
 pub mod cli;

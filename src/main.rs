@@ -55,6 +55,8 @@ enum Command {
     Operator(cli::OperatorArgs),
     /// Follow the rollout of a ControlPlaneConfig.
     Rollout(cli::RolloutArgs),
+    /// Managed encryption at rest: `encryption status NAME` shows the key lifecycle's step.
+    Encryption(cli::EncryptionArgs),
     /// Run the node agent: keep this node's manifest directory in line with its ControlPlaneNode.
     Agent(cli::AgentArgs),
     /// Render a ControlPlaneConfig for this node, write it, wait for it, roll back on failure (no API).
@@ -115,6 +117,10 @@ fn main() -> ExitCode {
         Command::Rollout(args) => {
             drop(out);
             runtime(None).block_on(cli::rollout(&args, &mut stdout, &mut err))
+        }
+        Command::Encryption(args) => {
+            drop(out);
+            runtime(None).block_on(cli::encryption(&args, &mut stdout, &mut err))
         }
         Command::Agent(args) => runtime(NODE_WORKERS).block_on(cli::agent(&args)),
         Command::Apply(args) => {

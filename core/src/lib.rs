@@ -15,6 +15,7 @@
 
 pub mod adopt;
 pub mod api;
+pub mod encryption;
 pub mod flags;
 pub mod render;
 pub mod validation;

@@ -4,6 +4,7 @@
 //! structs of [`crate::operator`] and [`crate::agent`]. No clap below this layer.
 
 mod adopt;
+mod encryption;
 mod flags;
 mod hardway;
 mod migrate;
@@ -22,6 +23,7 @@ use crate::render::{self, RenderInput, Rendered, defaults, sha256_hex};
 use crate::validation::{self, Report};
 
 pub use self::adopt::{DiffArgs, ImportArgs, diff, import};
+pub use self::encryption::{EncryptionArgs, EncryptionCommand, EncryptionStatusArgs, encryption};
 pub use self::flags::{FlagsArgs, FlagsError, flags, flags_table};
 pub use self::migrate::{MigrateArgs, migrate};
 pub use self::node::{

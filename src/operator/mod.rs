@@ -13,6 +13,7 @@
 //! [`run`] is `kubeplane operator`.
 
 pub mod controller;
+pub mod encryption;
 pub mod leader;
 pub mod metrics;
 pub mod progress;

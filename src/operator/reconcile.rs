@@ -214,8 +214,16 @@ async fn reconcile_inner(name: &str, ctx: &Context) -> Result<Action> {
 
     // 2. The encryption configuration's digest (part of the rendered side file, so of the
     // revision).
-    let digest = match render::encryption_secret(&cpc.spec) {
+    let managed_encryption = cpc
+        .spec
+        .api_server
+        .as_ref()
+        .and_then(|a| a.encryption.as_ref())
+        .and_then(|e| e.managed.clone());
+    let mut digest = match render::encryption_secret(&cpc.spec) {
         None => None,
+        // Managed: the keys Secret is read (and written) once the nodes are known (3b).
+        Some(_) if managed_encryption.is_some() => None,
         Some(r) => match encryption_digest(ctx, &r).await? {
             Ok(d) => Some(d),
             Err(message) => {
@@ -270,6 +278,33 @@ async fn reconcile_inner(name: &str, ctx: &Context) -> Result<Action> {
         );
         block(ctx, &cpc, "NodeConflict", &message, warnings).await?;
         return Ok(Action::requeue(ctx.resync));
+    }
+    // 3b. Managed encryption: the key lifecycle's step (operator::encryption), whose rendered
+    // configuration goes into the revision like any side file.
+    let mut encryption_status = None;
+    let mut encryption_requeue = None;
+    if let Some(managed) = &managed_encryption {
+        let prepared = super::encryption::reconcile(ctx, &cpc, managed, &selected, &ours).await?;
+        digest = prepared.digest;
+        encryption_requeue = prepared.requeue;
+        if let Some((warning, reason, note)) = prepared.event {
+            publish(
+                ctx,
+                &cpc,
+                &PlannedEvent {
+                    kind: if warning {
+                        EventKind::Warning
+                    } else {
+                        EventKind::Normal
+                    },
+                    reason,
+                    note,
+                    node: None,
+                },
+            )
+            .await;
+        }
+        encryption_status = Some(prepared.status);
     }
     // The version-skew policy (kubernetes.io/releases/version-skew-policy) against the versions
     // each node was last given (every manifest's image tag): more than one minor forward, or a
@@ -435,6 +470,7 @@ async fn reconcile_inner(name: &str, ctx: &Context) -> Result<Action> {
         warnings,
         leaders,
         upgrade,
+        encryption: encryption_status,
     };
     match apply_status(ctx, &cpc, &status).await {
         Ok(()) => {}
@@ -504,7 +540,9 @@ async fn reconcile_inner(name: &str, ctx: &Context) -> Result<Action> {
     // 10. Metrics.
     record_metrics(ctx, name, &decision, &views, &ours);
     debug!(phase = decision.phase.as_str(), in_flight = ?decision.node_in_flight, "reconciled");
-    Ok(Action::requeue(ctx.resync))
+    Ok(Action::requeue(
+        encryption_requeue.map_or(ctx.resync, |r| r.min(ctx.resync)),
+    ))
 }
 
 fn observed_generation(cpc: &ControlPlaneConfig) -> Option<i64> {

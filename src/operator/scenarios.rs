@@ -413,10 +413,11 @@ async fn missing_encryption_secret_degrades_with_a_clear_message() {
     let mut spec = valid_spec();
     spec.api_server = Some(ApiServer {
         encryption: Some(Encryption {
-            secret_ref: SecretKeyRef {
+            secret_ref: Some(SecretKeyRef {
                 name: "encryption".into(),
                 ..Default::default()
-            },
+            }),
+            managed: None,
         }),
         ..Default::default()
     });
@@ -444,10 +445,11 @@ async fn encryption_secret_digest_is_part_of_the_revision() {
     let mut spec = valid_spec();
     spec.api_server = Some(ApiServer {
         encryption: Some(Encryption {
-            secret_ref: SecretKeyRef {
+            secret_ref: Some(SecretKeyRef {
                 name: "encryption".into(),
                 ..Default::default()
-            },
+            }),
+            managed: None,
         }),
         ..Default::default()
     });

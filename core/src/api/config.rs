@@ -10,6 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{Condition, date_time_schema};
+pub use super::encryption::Encryption;
 
 /// The desired control plane of a cluster: versions, networking, etcd, and per-component
 /// settings for kube-apiserver, kube-controller-manager and kube-scheduler. The operator renders
@@ -35,6 +36,17 @@ use super::common::{Condition, date_time_schema};
         json_path = ".status.updatedNodes"
     ),
     printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyNodes"),
+    printcolumn(
+        name = "Encryption",
+        type_ = "string",
+        json_path = ".status.encryption.step"
+    ),
+    printcolumn(
+        name = "Key",
+        type_ = "string",
+        priority = 1,
+        json_path = ".status.encryption.activeKey"
+    ),
     printcolumn(
         name = "Age",
         type_ = "date",
@@ -569,15 +581,6 @@ pub struct Audit {
     pub max_size: Option<i32>,
 }
 
-/// Encryption at rest.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct Encryption {
-    /// The Secret holding the EncryptionConfiguration YAML. The agent on each node reads it,
-    /// writes it to a managed file (mode 0600) and passes it as `--encryption-provider-config`.
-    pub secret_ref: SecretKeyRef,
-}
-
 /// A key of a Secret.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -774,6 +777,11 @@ pub struct ControlPlaneConfigStatus {
     /// when no minor upgrade is in progress (a patch or flag change rolls node by node).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upgrade: Option<UpgradeStatus>,
+
+    /// Managed encryption at rest (`spec.apiServer.encryption.managed`): the step of the key
+    /// lifecycle, the active key's name, each node's configuration, the rewrite's progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<super::encryption::EncryptionStatus>,
 }
 
 /// Where a minor version upgrade stands.

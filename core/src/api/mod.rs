@@ -6,6 +6,7 @@ mod common;
 mod component;
 mod config;
 mod document;
+mod encryption;
 mod node;
 mod upgrade;
 
@@ -13,6 +14,10 @@ pub use common::{Condition, find_condition, set_condition};
 pub use component::Component;
 pub use config::*;
 pub use document::{API_VERSION, DocumentError, parse_config};
+pub use encryption::{
+    EncryptionProvider, EncryptionStatus, EtcdAccess, KeyCount, KeyRotation, ManagedEncryption,
+    Migration, MigrationStatus, NodeEncryption, Verification, VerificationStatus,
+};
 pub use node::*;
 pub use upgrade::UpgradePolicy;
 

@@ -124,20 +124,27 @@ pub fn settings(spec: &ControlPlaneConfigSpec, component: Component) -> CommonSe
     common.unwrap_or_default()
 }
 
-/// The encryption Secret reference with defaults applied.
+/// The encryption Secret reference with defaults applied: the user's Secret (`secretRef`), or
+/// the keys Secret kubeplane manages (`managed`, its rendered configuration's key).
 pub fn encryption_secret(spec: &ControlPlaneConfigSpec) -> Option<SecretKeyRef> {
     let e = spec.api_server.as_ref()?.encryption.as_ref()?;
+    if let Some(m) = &e.managed {
+        return Some(SecretKeyRef {
+            name: crate::encryption::Desired::from_spec(m).secret_name,
+            namespace: Some(defaults::NAMESPACE.to_string()),
+            key: Some(crate::encryption::CONFIG_KEY.to_string()),
+        });
+    }
+    let r = e.secret_ref.as_ref()?;
     Some(SecretKeyRef {
-        name: e.secret_ref.name.clone(),
+        name: r.name.clone(),
         namespace: Some(
-            e.secret_ref
-                .namespace
+            r.namespace
                 .clone()
                 .unwrap_or_else(|| defaults::ENCRYPTION_SECRET_NAMESPACE.to_string()),
         ),
         key: Some(
-            e.secret_ref
-                .key
+            r.key
                 .clone()
                 .unwrap_or_else(|| defaults::ENCRYPTION_SECRET_KEY.to_string()),
         ),

@@ -706,11 +706,12 @@ fn audit_and_encryption_make_side_files_flags_and_mounts() {
             max_size: Some(100),
         }),
         encryption: Some(Encryption {
-            secret_ref: SecretKeyRef {
+            secret_ref: Some(SecretKeyRef {
                 name: "enc".into(),
                 namespace: None,
                 key: None,
-            },
+            }),
+            managed: None,
         }),
         ..Default::default()
     });
@@ -1204,10 +1205,11 @@ fn the_revision_names_the_rendered_bytes_of_every_node() {
     let mut enc = s.clone();
     enc.api_server = Some(ApiServer {
         encryption: Some(Encryption {
-            secret_ref: SecretKeyRef {
+            secret_ref: Some(SecretKeyRef {
                 name: "encryption".into(),
                 ..Default::default()
-            },
+            }),
+            managed: None,
         }),
         ..Default::default()
     });

@@ -5,12 +5,14 @@
 mod args;
 mod cross;
 mod effective;
+mod encryption;
 mod spec;
 pub mod upgrade;
 pub mod upgrade_plan;
 mod values;
 
 pub(crate) use args::{WRITTEN_FLAGS, paths_of};
+pub use spec::parse_url_host_port;
 pub(crate) use values::check_value;
 
 use std::fmt;

@@ -52,34 +52,7 @@ pub(super) fn check(spec: &ControlPlaneConfigSpec, r: &mut Report) {
             check_audit(audit, r);
         }
         if let Some(enc) = &api.encryption {
-            let f = "spec.apiServer.encryption.secretRef";
-            if !is_dns_subdomain(&enc.secret_ref.name) {
-                r.push(
-                    Problem::error(format!("{f}.name"), "not a valid Secret name")
-                        .value(&enc.secret_ref.name)
-                        .fix("use a DNS subdomain: lower-case letters, digits, '-' and '.'"),
-                );
-            }
-            if let Some(ns) = &enc.secret_ref.namespace
-                && !is_dns_label(ns)
-            {
-                r.push(
-                    Problem::error(format!("{f}.namespace"), "not a valid namespace name")
-                        .value(ns),
-                );
-            }
-            if let Some(key) = &enc.secret_ref.key
-                && (key.is_empty()
-                    || !key
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b)))
-            {
-                r.push(
-                    Problem::error(format!("{f}.key"), "not a valid Secret key")
-                        .value(key)
-                        .fix("use letters, digits, '-', '_' and '.'"),
-                );
-            }
+            super::encryption::check(spec, enc, r);
         }
     }
     if let Some(kc) = spec

@@ -120,10 +120,11 @@ fn full_spec(minor: u32) -> ControlPlaneConfigSpec {
                 ..Default::default()
             }),
             encryption: Some(Encryption {
-                secret_ref: SecretKeyRef {
+                secret_ref: Some(SecretKeyRef {
                     name: "enc".into(),
                     ..Default::default()
-                },
+                }),
+                managed: None,
             }),
             ..Default::default()
         }),
