@@ -71,7 +71,7 @@ class Cluster:
             value = base64.b64decode(kv.get("value", ""))
             name = key.rsplit("/", 1)[1]
             if value.startswith(b"k8s:enc:"):
-                found[name] = ":".join(value.split(b":")[:5]).decode(errors="replace")
+                found[name] = b":".join(value.split(b":")[:5]).decode(errors="replace")
             else:
                 found[name] = "plain"
         return {n: found.get(n, "missing") for n in names}
@@ -160,6 +160,8 @@ def main():
     p.add_argument("--vip", default="https://10.88.0.1:6443")
     p.add_argument("--state-dir", default="/etc/kubernetes/kubeplane")
     p.add_argument("--timeout", type=int, default=1800)
+    p.add_argument("--logs-only", action="store_true",
+                   help="only search the logs, Events and objects for key material")
     a = p.parse_args()
     node1 = f"{a.cluster_dir}/nodes/cp1/etc/kubernetes/pki"
     a.etcd_ca = a.etcd_ca or f"{a.cluster_dir}/pki/etcd/ca.crt"
@@ -167,6 +169,8 @@ def main():
     a.etcd_key = a.etcd_key or f"{node1}/apiserver-etcd-client.key"
     c = Cluster(a)
     failures = []
+    if a.logs_only:
+        sys.exit(1 if check_logs(c) else 0)
 
     # 1. N Secrets with random data.
     names = [f"s-{i}" for i in range(a.secrets)]
@@ -245,12 +249,45 @@ def main():
     if first not in [k["name"] for k in retired]:
         failures.append(f"old key {first} not in the backup Secret")
 
+    failures += check_logs(c)
     print(f"VIP prober: {prober.failed} of {prober.total} GETs failed; longest run of failures "
           f"{prober.longest} requests ({prober.longest_s:.1f} s)")
     if failures:
         print("FAILED:\n  " + "\n  ".join(failures))
         sys.exit(1)
     print("OK")
+
+
+def check_logs(c):
+    """Every key kubeplane generated (the keys Secret and its backup) searched for, as base64
+    and as the raw bytes' hex, in every kubeplane pod's log, the Events and the
+    ControlPlaneConfig/ControlPlaneNode objects."""
+    keys = []
+    for name in ("kubeplane-encryption", "kubeplane-encryption-retired"):
+        s = c.get("secret", "-n", "kube-system", name)
+        for field in ("state.json", "retired.json"):
+            if field in s.get("data", {}):
+                doc = json.loads(base64.b64decode(s["data"][field]))
+                for k in doc["keys"] if isinstance(doc, dict) else doc:
+                    if k.get("secret"):
+                        keys.append(k["secret"])
+    texts = {}
+    for pod in c.get("pods", "-n", "kubeplane-system")["items"]:
+        n = pod["metadata"]["name"]
+        texts[f"log of {n}"] = c.kubectl("logs", "-n", "kubeplane-system", n, "--all-containers")
+    texts["events"] = c.kubectl("get", "events", "-A", "-o", "json")
+    texts["controlplaneconfigs"] = c.kubectl("get", "controlplaneconfigs", "-o", "json")
+    texts["controlplanenodes"] = c.kubectl("get", "controlplanenodes", "-o", "json")
+    found = []
+    for k in set(keys):
+        raw_hex = base64.b64decode(k).hex()
+        for where, text in texts.items():
+            if k in text or raw_hex in text:
+                found.append(f"key material found in {where}")
+    lines = sum(t.count("\n") for t in texts.values())
+    print(f"key material: {len(set(keys))} keys searched in {len(texts)} sources ({lines} lines): "
+          f"{'FOUND' if found else 'absent'}")
+    return found
 
 
 def summary(prefixes):

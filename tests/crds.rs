@@ -33,7 +33,15 @@ fn crd_command_prints_both_crds_with_names_columns_and_status() {
         (
             cpc,
             "cpc",
-            vec!["Version", "Revision", "Updated", "Ready", "Age"],
+            vec![
+                "Version",
+                "Revision",
+                "Updated",
+                "Ready",
+                "Encryption",
+                "Key",
+                "Age",
+            ],
         ),
         (cpn, "cpn", vec!["Revision", "Applied", "Phase", "Age"]),
     ] {

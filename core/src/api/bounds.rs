@@ -122,8 +122,30 @@ pub const PROBE_FAILURE_THRESHOLD: Bound = Bound {
     unit: "failures",
 };
 
+/// `spec.apiServer.encryption.managed.rotation.generation`.
+pub const ENCRYPTION_ROTATION_GENERATION: Bound = Bound {
+    path: "spec.apiServer.encryption.managed.rotation.generation",
+    min: 0,
+    max: 1_000_000_000,
+    unit: "(a number you change to rotate)",
+};
+/// `spec.apiServer.encryption.managed.rotation.intervalDays`.
+pub const ENCRYPTION_INTERVAL_DAYS: Bound = Bound {
+    path: "spec.apiServer.encryption.managed.rotation.intervalDays",
+    min: 1,
+    max: 3650,
+    unit: "days",
+};
+/// `spec.apiServer.encryption.managed.migration.objectsPerSecond`.
+pub const ENCRYPTION_OBJECTS_PER_SECOND: Bound = Bound {
+    path: "spec.apiServer.encryption.managed.migration.objectsPerSecond",
+    min: 1,
+    max: 10_000,
+    unit: "objects per second",
+};
+
 /// Every bound of `ControlPlaneConfig`.
-pub const BOUNDS: [Bound; 11] = [
+pub const BOUNDS: [Bound; 14] = [
     MIN_READY_SECONDS,
     HEALTH_TIMEOUT_SECONDS,
     PROGRESS_DEADLINE_SECONDS,
@@ -135,6 +157,9 @@ pub const BOUNDS: [Bound; 11] = [
     PROBE_PERIOD_SECONDS,
     PROBE_TIMEOUT_SECONDS,
     PROBE_FAILURE_THRESHOLD,
+    ENCRYPTION_ROTATION_GENERATION,
+    ENCRYPTION_INTERVAL_DAYS,
+    ENCRYPTION_OBJECTS_PER_SECOND,
 ];
 
 /// The bound of a concrete field path, if it has one.

@@ -121,7 +121,7 @@ pub struct KeyRotation {
     /// Change this number (for example add one) to rotate once: a new key is generated and the
     /// old one retired through every step. A change while a rotation runs is taken up after it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0, max = 1_000_000_000))]
     pub generation: Option<i64>,
 
     /// Rotate automatically this many days after the last rotation finished.

@@ -3,7 +3,7 @@
 use super::spec::{is_dns_label, is_dns_subdomain};
 use super::{Problem, Report};
 use crate::api::{
-    Component, ControlPlaneConfigSpec, Encryption, EncryptionProvider, ManagedEncryption,
+    Component, ControlPlaneConfigSpec, Encryption, EncryptionProvider, ManagedEncryption, bounds,
 };
 use crate::render::is_managed;
 
@@ -78,6 +78,37 @@ fn check_managed(spec: &ControlPlaneConfigSpec, m: &ManagedEncryption, r: &mut R
                 .value("aesgcm")
                 .fix("set rotation.intervalDays, or use secretbox"),
         );
+    }
+    let numbers = [
+        (
+            bounds::ENCRYPTION_ROTATION_GENERATION,
+            m.rotation.as_ref().and_then(|r| r.generation),
+        ),
+        (
+            bounds::ENCRYPTION_INTERVAL_DAYS,
+            m.rotation
+                .as_ref()
+                .and_then(|r| r.interval_days)
+                .map(i64::from),
+        ),
+        (
+            bounds::ENCRYPTION_OBJECTS_PER_SECOND,
+            m.migration
+                .as_ref()
+                .and_then(|x| x.objects_per_second)
+                .map(i64::from),
+        ),
+    ];
+    for (bound, value) in numbers {
+        if let Some(v) = value
+            && !bound.contains(v)
+        {
+            r.push(
+                Problem::error(bound.path, "out of range")
+                    .value(v.to_string())
+                    .fix(bound.fix()),
+            );
+        }
     }
     for (i, res) in m.resources.iter().enumerate() {
         if !is_dns_subdomain(res) || res.contains('*') {
@@ -220,6 +251,34 @@ mod tests {
                 "spec.apiServer.encryption.managed.secretName",
                 "spec.apiServer.encryption.managed.verification.etcd.endpoints",
             ]
+        );
+    }
+
+    #[test]
+    fn numbers_out_of_their_bounds_are_named_with_the_range() {
+        let m = ManagedEncryption {
+            rotation: Some(KeyRotation {
+                generation: Some(-1),
+                interval_days: Some(0),
+            }),
+            migration: Some(Migration {
+                objects_per_second: Some(20_000),
+            }),
+            ..Default::default()
+        };
+        let e = errors(&managed(m));
+        let fields: Vec<&str> = e.iter().map(|x| x.0.as_str()).collect();
+        assert_eq!(
+            fields,
+            vec![
+                "spec.apiServer.encryption.managed.rotation.generation",
+                "spec.apiServer.encryption.managed.rotation.intervalDays",
+                "spec.apiServer.encryption.managed.migration.objectsPerSecond",
+            ]
+        );
+        assert!(
+            e[2].1.contains("use 1 to 10000 objects per second"),
+            "{e:?}"
         );
     }
 

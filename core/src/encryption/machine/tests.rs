@@ -538,3 +538,68 @@ proptest! {
         }
     }
 }
+
+/// The configuration every node gets at each step of turning encryption on and one rotation,
+/// byte for byte.
+#[test]
+fn the_configuration_at_each_step() {
+    let d0 = desired(EncryptionProvider::Secretbox, 0);
+    let all = nodes(&[true]);
+    let header = "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n- resources:\n  - secrets\n  providers:\n";
+    let k = |n: &str| {
+        format!("  - secretbox:\n      keys:\n      - name: {n}-{NOW}\n        secret: {FRESH}\n")
+    };
+    let id = "  - identity: {}\n";
+    let mut s = written(next(&input(
+        &d0,
+        None,
+        &all,
+        Rewrite::Pending,
+        Check::NotRead,
+    )))
+    .0;
+    let mut seen = vec![(s.step, s.render())];
+    let mut d = d0.clone();
+    for _ in 0..10 {
+        let o = next(&input(
+            &d,
+            Some(&s),
+            &all,
+            Rewrite::Complete,
+            Check::NotConfigured,
+        ));
+        match o {
+            Outcome::Write { state, .. } => s = state,
+            Outcome::Stable(_) => d = desired(EncryptionProvider::Secretbox, 1),
+            other => panic!("{other:?}"),
+        }
+        if seen.last().map(|x| x.0) != Some(s.step) {
+            seen.push((s.step, s.render()));
+        }
+    }
+    let expected = vec![
+        (Step::KeyAdded, format!("{header}{id}{}", k("key1"))),
+        (Step::KeyPrimary, format!("{header}{}{id}", k("key1"))),
+        (Step::Migrating, format!("{header}{}{id}", k("key1"))),
+        (Step::Migrated, format!("{header}{}{id}", k("key1"))),
+        (Step::OldKeyRetired, format!("{header}{}", k("key1"))),
+        (
+            Step::KeyAdded,
+            format!("{header}{}{}", k("key1"), k("key2")),
+        ),
+        (
+            Step::KeyPrimary,
+            format!("{header}{}{}", k("key2"), k("key1")),
+        ),
+        (
+            Step::Migrating,
+            format!("{header}{}{}", k("key2"), k("key1")),
+        ),
+        (
+            Step::Migrated,
+            format!("{header}{}{}", k("key2"), k("key1")),
+        ),
+        (Step::OldKeyRetired, format!("{header}{}", k("key2"))),
+    ];
+    assert_eq!(seen, expected);
+}
