@@ -28,6 +28,8 @@ use axum::serve::ListenerExt;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
+use super::mock;
+
 /// Key of a stored object: resource (plural), namespace (empty for cluster-scoped), name.
 type Key = (String, String, String);
 
@@ -93,11 +95,9 @@ fn kind_of(resource: &str) -> (&'static str, &'static str) {
 }
 
 fn status_error(code: u16, reason: &str, message: &str) -> Response {
-    let body = json!({"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure",
-                      "message": message, "reason": reason, "code": code});
     json_response(
         StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        &body,
+        &mock::status(code, reason, message),
     )
 }
 
@@ -108,42 +108,6 @@ fn json_response(code: StatusCode, body: &Value) -> Response {
         body.to_string(),
     )
         .into_response()
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' if i + 2 < b.len() => {
-                let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("");
-                out.push(u8::from_str_radix(hex, 16).unwrap_or(b'?'));
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn query(uri: &Uri) -> BTreeMap<String, String> {
-    uri.query()
-        .unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect()
 }
 
 /// Label selector terms: `k=v`, `k==v`, `k!=v`, `k`, `!k`.
@@ -570,7 +534,7 @@ impl Fake {
         let Some(t) = parse_path(uri.path()) else {
             return status_error(404, "NotFound", &format!("no route {}", uri.path()));
         };
-        let q = query(&uri);
+        let q = mock::query(uri.query().unwrap_or(""));
         let meta = headers
             .get("accept")
             .and_then(|v| v.to_str().ok())
