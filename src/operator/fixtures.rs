@@ -198,6 +198,25 @@ impl ApiServerVerifier {
         mock::expect(&mut self.0, method, uri).await
     }
 
+    /// The next request, which must be the operator's server-side apply of ControlPlaneNode
+    /// `node`.
+    async fn next_cpn_apply(&mut self, node: &str) -> (Value, mock::Send) {
+        let uri = format!(
+            "/apis/kubeplane.io/v1alpha1/controlplanenodes/{node}?&force=true&fieldManager=kubeplane-operator"
+        );
+        self.next(Method::PATCH, &uri).await
+    }
+
+    /// The next request, which must be the operator's server-side apply of the config's
+    /// status.
+    async fn next_status_apply(&mut self) -> (Value, mock::Send) {
+        self.next(
+            Method::PATCH,
+            "/apis/kubeplane.io/v1alpha1/controlplaneconfigs/prod/status?&force=true&fieldManager=kubeplane-operator",
+        )
+        .await
+    }
+
     async fn get_config(&mut self, world: &World) {
         let (_, send) = self
             .next(
@@ -296,10 +315,7 @@ impl ApiServerVerifier {
         for w in writes {
             match w {
                 Write::StartConflict(node) => {
-                    let uri = format!(
-                        "/apis/kubeplane.io/v1alpha1/controlplanenodes/{node}?&force=true&fieldManager=kubeplane-operator"
-                    );
-                    let (body, send) = self.next(Method::PATCH, &uri).await;
+                    let (body, send) = self.next_cpn_apply(node).await;
                     assert_eq!(body["spec"]["revision"], json!(revision));
                     assert!(body["metadata"]["resourceVersion"].is_string());
                     send.send_response(response(
@@ -309,10 +325,7 @@ impl ApiServerVerifier {
                 }
                 Write::CreateEmpty(node) | Write::Start(node) => {
                     let starting = matches!(w, Write::Start(_));
-                    let uri = format!(
-                        "/apis/kubeplane.io/v1alpha1/controlplanenodes/{node}?&force=true&fieldManager=kubeplane-operator"
-                    );
-                    let (body, send) = self.next(Method::PATCH, &uri).await;
+                    let (body, send) = self.next_cpn_apply(node).await;
                     assert_json_subset(
                         &body,
                         &json!({
@@ -383,10 +396,7 @@ impl ApiServerVerifier {
                     send.send_response(response(StatusCode::OK, &body));
                 }
                 Write::StartChecked(node, check) => {
-                    let uri = format!(
-                        "/apis/kubeplane.io/v1alpha1/controlplanenodes/{node}?&force=true&fieldManager=kubeplane-operator"
-                    );
-                    let (body, send) = self.next(Method::PATCH, &uri).await;
+                    let (body, send) = self.next_cpn_apply(node).await;
                     assert_json_subset(
                         &body,
                         &json!({
@@ -425,12 +435,7 @@ impl ApiServerVerifier {
                     send.send_response(response(StatusCode::OK, &json!(cpn)));
                 }
                 Write::StatusConflict => {
-                    let (body, send) = self
-                        .next(
-                            Method::PATCH,
-                            "/apis/kubeplane.io/v1alpha1/controlplaneconfigs/prod/status?&force=true&fieldManager=kubeplane-operator",
-                        )
-                        .await;
+                    let (body, send) = self.next_status_apply().await;
                     assert_eq!(
                         body["metadata"]["resourceVersion"],
                         json!(world.cpc.metadata.resource_version),
@@ -446,12 +451,7 @@ impl ApiServerVerifier {
                     ));
                 }
                 Write::Status(check) => {
-                    let (body, send) = self
-                        .next(
-                            Method::PATCH,
-                            "/apis/kubeplane.io/v1alpha1/controlplaneconfigs/prod/status?&force=true&fieldManager=kubeplane-operator",
-                        )
-                        .await;
+                    let (body, send) = self.next_status_apply().await;
                     assert_json_subset(
                         &body,
                         &json!({"apiVersion": "kubeplane.io/v1alpha1", "kind": "ControlPlaneConfig"}),

@@ -75,6 +75,15 @@ fn frame(v: &Value) -> Result<Frame<Bytes>, Infallible> {
     Ok(Frame::data(Bytes::from(b)))
 }
 
+/// A watch response: `200`, then the events of `s` as they come.
+fn streaming(s: BoxStream<'static, Result<Frame<Bytes>, Infallible>>) -> Response<MockBody> {
+    Response::builder()
+        .status(200)
+        .header("content-type", "application/json")
+        .body(StreamBody::new(s))
+        .unwrap()
+}
+
 fn one(status: u16, v: Value) -> Response<MockBody> {
     Response::builder()
         .status(status)
@@ -368,11 +377,7 @@ impl Cluster {
                 }
             }
         });
-        Response::builder()
-            .status(200)
-            .header("content-type", "application/json")
-            .body(StreamBody::new(s.boxed()))
-            .unwrap()
+        streaming(s.boxed())
     }
 
     /// A watch on one mirror pod: the current state, then every change, until an outage
@@ -410,10 +415,6 @@ impl Cluster {
                 }
             }
         });
-        Response::builder()
-            .status(200)
-            .header("content-type", "application/json")
-            .body(StreamBody::new(s.boxed()))
-            .unwrap()
+        streaming(s.boxed())
     }
 }

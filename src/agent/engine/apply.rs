@@ -10,9 +10,9 @@ use super::rollback::restore_timeout;
 use super::side_files::FileProblem;
 use super::wait::RESUME_GRACE;
 use super::{Engine, Outcome, format_time, parse_time, spec_digest};
-use crate::agent::certs;
+use crate::agent::certs::{self, CertInfo};
 use crate::agent::history::{BASELINE, RevisionFiles};
-use crate::agent::kubelet_wait::{Expect, Verdict};
+use crate::agent::kubelet_wait::Verdict;
 use crate::agent::plan::{self, Action, Step};
 use crate::agent::state::{ComponentState, FailureReason, Lifecycle, Settlement};
 use crate::api::{Component, ComponentStatus, ControlPlaneNodeSpec, NodePhase};
@@ -277,17 +277,8 @@ impl Engine {
                         self.state.components.insert(
                             c,
                             ComponentState {
-                                revision: rev.clone(),
-                                content_sha256: sha256_hex(&step.bytes),
-                                rendered_hash: Some(step.rendered_hash.clone()),
-                                config_hash: match &step.expect {
-                                    Expect::Hash(h) => Some(h.clone()),
-                                    _ => None,
-                                },
-                                adopted: false,
-                                confirmed: false,
                                 restart_annotation: step.restart_annotation.clone(),
-                                certificates: certs::digests(c, &infos),
+                                ..on_disk(&rev, step, &infos)
                             },
                         );
                     }
@@ -297,14 +288,9 @@ impl Engine {
                         self.state.components.insert(
                             c,
                             ComponentState {
-                                revision: rev.clone(),
-                                content_sha256: sha256_hex(&step.bytes),
-                                rendered_hash: Some(step.rendered_hash.clone()),
                                 config_hash: None,
                                 adopted: true,
-                                confirmed: false,
-                                restart_annotation: None,
-                                certificates: certs::digests(c, &infos),
+                                ..on_disk(&rev, step, &infos)
                             },
                         );
                     }
@@ -327,20 +313,7 @@ impl Engine {
                         if previous.as_ref().is_none_or(|p| {
                             p.content_sha256 != sha256_hex(&step.bytes) || p.revision != rev
                         }) {
-                            self.state.components.insert(
-                                c,
-                                ComponentState {
-                                    revision: rev.clone(),
-                                    content_sha256: sha256_hex(&step.bytes),
-                                    rendered_hash: Some(step.rendered_hash.clone()),
-                                    config_hash: match &step.expect {
-                                        Expect::Hash(h) => Some(h.clone()),
-                                        _ => None,
-                                    },
-                                    certificates: certs::digests(c, &infos),
-                                    ..Default::default()
-                                },
-                            );
+                            self.state.components.insert(c, on_disk(&rev, step, &infos));
                         }
                     }
                 }
@@ -354,10 +327,7 @@ impl Engine {
                 self.save();
                 self.component_status(ComponentStatus {
                     name: c.name().to_string(),
-                    expected_hash: match &step.expect {
-                        Expect::Hash(h) => Some(h.clone()),
-                        _ => None,
-                    },
+                    expected_hash: step.expect.expected(),
                     message: matches!(step.action, Action::Adopt).then(|| {
                         "adopted: the manifest on disk already means this Pod".to_string()
                     }),
@@ -473,6 +443,19 @@ impl Engine {
         self.state.baseline_revision = Some(BASELINE.into());
         tracing::info!("recorded the manifests found on disk as history entry {BASELINE}");
         Ok(())
+    }
+}
+
+/// What the state records for the file of `step`, of revision `rev`, once it is on disk: not
+/// yet confirmed, not adopted, no restart annotation.
+fn on_disk(rev: &str, step: &Step, infos: &[CertInfo]) -> ComponentState {
+    ComponentState {
+        revision: rev.to_string(),
+        content_sha256: sha256_hex(&step.bytes),
+        rendered_hash: Some(step.rendered_hash.clone()),
+        config_hash: step.expect.expected(),
+        certificates: certs::digests(step.component, infos),
+        ..Default::default()
     }
 }
 

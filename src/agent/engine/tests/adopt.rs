@@ -4,16 +4,18 @@
 use super::*;
 
 fn kubeadm_facts(env: &Env) -> NodeFacts {
+    kubeadm_facts_in(env.dirs.state_dir())
+}
+
+/// The facts of a kubeadm node whose state directory is `state_dir`.
+fn kubeadm_facts_in(state_dir: &Path) -> NodeFacts {
     NodeFacts {
-        node_name: NODE.into(),
-        advertise_address: Some("10.0.0.11".into()),
         host_ca_directories: vec![
             "/etc/ca-certificates".into(),
             "/usr/local/share/ca-certificates".into(),
             "/usr/share/ca-certificates".into(),
         ],
-        state_dir: Some(env.dirs.state_dir().display().to_string()),
-        ..Default::default()
+        ..facts_in(state_dir)
     }
 }
 
@@ -41,19 +43,7 @@ fn copy_kubeadm_fixtures(dir: &Path) {
 #[test]
 fn kubeadm_manifests_are_equivalent_to_the_kubeadm_defaults_render() {
     let tmp = tempfile::tempdir().unwrap();
-    let facts = NodeFacts {
-        state_dir: Some(tmp.path().display().to_string()),
-        ..NodeFacts {
-            node_name: NODE.into(),
-            advertise_address: Some("10.0.0.11".into()),
-            host_ca_directories: vec![
-                "/etc/ca-certificates".into(),
-                "/usr/local/share/ca-certificates".into(),
-                "/usr/share/ca-certificates".into(),
-            ],
-            ..Default::default()
-        }
-    };
+    let facts = kubeadm_facts_in(tmp.path());
     let r = render::render(&RenderInput {
         spec: &kubeadm_defaults(),
         node: &facts,

@@ -6,20 +6,10 @@ use super::*;
 #[tokio::test(start_paused = true)]
 async fn the_agent_reports_facts_and_pending_then_applies_its_control_plane_node() {
     let env = env();
-    let root = env.dirs.state_dir().parent().unwrap().join("root");
-    std::fs::create_dir_all(root.join("etc/pki/ca-trust")).unwrap();
+    let args = agent_args(&env);
+    std::fs::create_dir_all(args.host_root.join("etc/pki/ca-trust")).unwrap();
     let empty = serde_json::json!({"configName": "test", "revision": ""});
     env.cluster.set_cpn(NODE, 1, empty);
-    let args = crate::agent::AgentConfig {
-        node_name: NODE.into(),
-        manifest_dir: env.dirs.manifest_dir().to_path_buf(),
-        state_dir: env.dirs.state_dir().to_path_buf(),
-        drift_mode: crate::agent::drift::DriftMode::Enforce,
-        history: 5,
-        host_root: root,
-        metrics_addr: "127.0.0.1:0".into(),
-        container_runtime_endpoint: "none".into(),
-    };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let health = Arc::new(FakeHealth(env.kubelet.clone()));
     let readiness = crate::telemetry::Health::new();

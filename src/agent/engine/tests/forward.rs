@@ -106,12 +106,7 @@ async fn a_failing_controller_manager_rolls_back_the_scheduler_written_with_it()
     let good = node_spec(&[], &[], &env);
     assert_eq!(engine.apply(&good, Some(1), true).await, Outcome::Healthy);
     let api_inode = env.inode(Component::ApiServer);
-    let facts = NodeFacts {
-        node_name: NODE.into(),
-        advertise_address: Some("10.0.0.11".into()),
-        state_dir: Some(env.dirs.state_dir().display().to_string()),
-        ..Default::default()
-    };
+    let facts = facts_in(env.dirs.state_dir());
     let mut cfg = config(&[], &[("v", "4")]);
     cfg.controller_manager = Some(
         serde_json::from_value(serde_json::json!({"extraArgs": [{"name": "v", "value": "4"}]}))
@@ -123,10 +118,7 @@ async fn a_failing_controller_manager_rolls_back_the_scheduler_written_with_it()
         Behaviour::ignored(),
     );
     let out = engine.apply(&bad, Some(2), true).await;
-    let Outcome::RolledBack { reason, message } = &out else {
-        panic!("{out:?}")
-    };
-    assert_eq!(reason, "HashNeverChanged");
+    let message = rolled_back(&out, "HashNeverChanged");
     assert!(
         message.starts_with("kube-controller-manager not updated within 60s"),
         "{message}"
@@ -187,8 +179,7 @@ async fn a_restart_during_the_two_component_step_resumes_both_waits() {
 async fn api_unavailable_while_apiserver_restarts_relies_on_endpoint_and_reports_after() {
     let env = env();
     let mut engine = env.engine();
-    let good = node_spec(&[], &[], &env);
-    assert_eq!(engine.apply(&good, None, true).await, Outcome::Healthy);
+    apply_good(&mut engine, &env).await;
     assert!(env.board.flush(Duration::from_secs(60)).await);
     *env.kubelet.apiserver_outage.lock().unwrap() = Some(Duration::from_secs(40));
 

@@ -61,12 +61,7 @@ fn image_of(spec: &ControlPlaneNodeSpec, c: Component) -> String {
 
 /// The test's spec with the images from another registry.
 fn node_spec_from(repo: &str, api_args: &[(&str, &str)], env: &Env) -> ControlPlaneNodeSpec {
-    let facts = NodeFacts {
-        node_name: NODE.into(),
-        advertise_address: Some("10.0.0.11".into()),
-        state_dir: Some(env.dirs.state_dir().display().to_string()),
-        ..Default::default()
-    };
+    let facts = facts_in(env.dirs.state_dir());
     let mut spec = config(api_args, &[]);
     spec.image_repository = Some(repo.into());
     node_spec_for(&spec, &facts)
@@ -78,15 +73,22 @@ const COMPONENTS: [Component; 3] = [
     Component::Scheduler,
 ];
 
-#[tokio::test(start_paused = true)]
-async fn missing_images_are_pulled_before_the_write() {
-    let env = env();
+/// An engine with an image store holding every image of the test's spec, and that spec
+/// applied.
+async fn healthy_with_every_image(env: &Env) -> (crate::agent::runtime::fake::FakeRuntime, Engine) {
     let images = crate::agent::runtime::fake::FakeRuntime::new();
-    let good = node_spec(&[], &[], &env);
-    // Every image present: nothing pulled.
+    let good = node_spec(&[], &[], env);
     images.images(|i| i.present.extend(COMPONENTS.map(|c| image_of(&good, c))));
     let mut engine = env.engine_with_images(&images);
     assert_eq!(engine.apply(&good, None, true).await, Outcome::Healthy);
+    (images, engine)
+}
+
+#[tokio::test(start_paused = true)]
+async fn missing_images_are_pulled_before_the_write() {
+    let env = env();
+    let (images, mut engine) = healthy_with_every_image(&env).await;
+    // Every image present: nothing pulled.
     assert!(images.images(|i| i.pulls.is_empty()));
     // A revision whose images come from another registry: pulled, in apply order, then
     // written.
@@ -104,11 +106,7 @@ async fn missing_images_are_pulled_before_the_write() {
 #[tokio::test(start_paused = true)]
 async fn a_failed_pull_writes_nothing_and_fails_the_revision() {
     let env = env();
-    let images = crate::agent::runtime::fake::FakeRuntime::new();
-    let good = node_spec(&[], &[], &env);
-    images.images(|i| i.present.extend(COMPONENTS.map(|c| image_of(&good, c))));
-    let mut engine = env.engine_with_images(&images);
-    assert_eq!(engine.apply(&good, None, true).await, Outcome::Healthy);
+    let (images, mut engine) = healthy_with_every_image(&env).await;
     let before = COMPONENTS.map(|c| (env.manifest(c), env.inode(c)));
     let next = node_spec_from("registry.example", &[], &env);
     // kube-apiserver's image pulls, kube-controller-manager's does not.
@@ -119,10 +117,7 @@ async fn a_failed_pull_writes_nothing_and_fails_the_revision() {
         )
     });
     let out = engine.apply(&next, None, true).await;
-    let Outcome::Failed { reason, message } = &out else {
-        panic!("{out:?}")
-    };
-    assert_eq!(reason, "ImagePullFailed");
+    let message = failed(&out, "ImagePullFailed");
     assert!(
         message.contains("manifest unknown") && message.contains("nothing was written"),
         "{message}"

@@ -150,13 +150,43 @@ fn node_spec(
     sched_args: &[(&str, &str)],
     env: &Env,
 ) -> ControlPlaneNodeSpec {
-    let facts = NodeFacts {
+    let facts = facts_in(env.dirs.state_dir());
+    node_spec_for(&config(api_args, sched_args), &facts)
+}
+
+/// The test node's facts, its state directory `state_dir`.
+fn facts_in(state_dir: &Path) -> NodeFacts {
+    NodeFacts {
         node_name: NODE.into(),
         advertise_address: Some("10.0.0.11".into()),
-        state_dir: Some(env.dirs.state_dir().display().to_string()),
+        state_dir: Some(state_dir.display().to_string()),
         ..Default::default()
+    }
+}
+
+/// Applies the test's spec (no extra flags), which must end healthy; returns it.
+async fn apply_good(engine: &mut Engine, env: &Env) -> ControlPlaneNodeSpec {
+    let good = node_spec(&[], &[], env);
+    assert_eq!(engine.apply(&good, None, true).await, Outcome::Healthy);
+    good
+}
+
+/// The message of `out`, which must be `RolledBack` for `want`.
+fn rolled_back<'a>(out: &'a Outcome, want: &str) -> &'a str {
+    let Outcome::RolledBack { reason, message } = out else {
+        panic!("{out:?}")
     };
-    node_spec_for(&config(api_args, sched_args), &facts)
+    assert_eq!(reason, want, "{message}");
+    message
+}
+
+/// The message of `out`, which must be `Failed` for `want`.
+fn failed<'a>(out: &'a Outcome, want: &str) -> &'a str {
+    let Outcome::Failed { reason, message } = out else {
+        panic!("{out:?}")
+    };
+    assert_eq!(reason, want, "{message}");
+    message
 }
 
 fn hash_of(spec: &ControlPlaneNodeSpec, c: Component) -> String {

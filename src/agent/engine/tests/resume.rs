@@ -36,11 +36,8 @@ async fn an_agent_killed_during_the_rollback_finishes_it_and_never_writes_the_fa
         "drift must restore last-known-good, never the failed revision"
     );
     let out = engine.resume().await.expect("a rollback to resume");
-    let Outcome::RolledBack { reason, message } = &out else {
-        panic!("{out:?}")
-    };
     // The failed component is named (not the first managed one).
-    assert_eq!(reason, "PodNotReady");
+    let message = rolled_back(&out, "PodNotReady");
     assert!(
         message.starts_with("kube-scheduler not updated"),
         "{message}"
@@ -98,8 +95,7 @@ async fn a_rollback_interrupted_before_its_write_is_finished_by_the_next_start()
 async fn without_the_api_a_failing_write_is_rolled_back_by_local_evidence_after_a_restart() {
     let env = env();
     let mut engine = env.local_engine();
-    let good = node_spec(&[], &[], &env);
-    assert_eq!(engine.apply(&good, None, true).await, Outcome::Healthy);
+    let good = apply_good(&mut engine, &env).await;
     let bad = node_spec(&[], &[("v", "9")], &env);
     let bad_hash = hash_of(&bad, Component::Scheduler);
     env.kubelet.fail(bad_hash.clone(), Behaviour::crashing());
@@ -123,10 +119,7 @@ async fn without_the_api_a_failing_write_is_rolled_back_by_local_evidence_after_
         .resume()
         .await
         .expect("the interrupted wait is resumed");
-    let Outcome::RolledBack { reason, message } = &out else {
-        panic!("{out:?}")
-    };
-    assert_eq!(reason, "ContainerExited", "{message}");
+    let message = rolled_back(&out, "ContainerExited");
     assert!(message.contains("exited (code 1)"), "{message}");
     assert_eq!(
         env.manifest(Component::Scheduler),
@@ -138,8 +131,7 @@ async fn without_the_api_a_failing_write_is_rolled_back_by_local_evidence_after_
 async fn local_evidence_does_not_take_the_old_process_for_the_new_one() {
     let env = env();
     let mut engine = env.local_engine();
-    let good = node_spec(&[], &[], &env);
-    assert_eq!(engine.apply(&good, None, true).await, Outcome::Healthy);
+    apply_good(&mut engine, &env).await;
     // kubelet never picks the new scheduler up: the old one keeps answering its endpoint.
     let bad = node_spec(&[], &[("v", "5")], &env);
     let bad_hash = hash_of(&bad, Component::Scheduler);
@@ -290,12 +282,7 @@ async fn an_interrupted_rollback_is_finished_before_a_new_spec_waits_on_a_secret
         )
         .unwrap(),
     );
-    let facts = NodeFacts {
-        node_name: NODE.into(),
-        advertise_address: Some("10.0.0.11".into()),
-        state_dir: Some(env.dirs.state_dir().display().to_string()),
-        ..Default::default()
-    };
+    let facts = facts_in(env.dirs.state_dir());
     let digest = render::sha256_hex(b"kind: EncryptionConfiguration\n");
     let r = render::render(&RenderInput {
         spec: &cfg,

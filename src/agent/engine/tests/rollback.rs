@@ -16,10 +16,7 @@ async fn hash_never_changes_rolls_back_with_hash_never_changed() {
     let h = bad_hash.clone();
     env.kubelet.fail(h.clone(), Behaviour::ignored());
     let out = engine.apply(&bad, Some(2), true).await;
-    let Outcome::RolledBack { reason, message } = &out else {
-        panic!("{out:?}")
-    };
-    assert_eq!(reason, "HashNeverChanged");
+    let message = rolled_back(&out, "HashNeverChanged");
     assert!(
         message.starts_with("kube-scheduler not updated within 60s"),
         "{message}"
@@ -56,7 +53,7 @@ async fn hash_never_changes_rolls_back_with_hash_never_changed() {
     assert_eq!(status["targetRevision"], bad.revision.as_str());
     assert_eq!(status["appliedRevision"], good.revision.as_str());
     assert_eq!(status["lastKnownGoodRevision"], good.revision.as_str());
-    assert_eq!(status["message"], message.as_str());
+    assert_eq!(status["message"], message);
     let reasons = env.event_reasons();
     assert!(reasons.contains(&"RollingBack".to_string()), "{reasons:?}");
     assert!(reasons.contains(&"RolledBack".to_string()), "{reasons:?}");
@@ -78,16 +75,12 @@ async fn hash_never_changes_rolls_back_with_hash_never_changed() {
 async fn pod_not_ready_rolls_back_naming_restart_count_and_last_state() {
     let env = env();
     let mut engine = env.engine();
-    let good = node_spec(&[], &[], &env);
-    assert_eq!(engine.apply(&good, None, true).await, Outcome::Healthy);
+    let good = apply_good(&mut engine, &env).await;
     let bad = node_spec(&[], &[("v", "4")], &env);
     let h = hash_of(&bad, Component::Scheduler);
     env.kubelet.fail(h.clone(), Behaviour::crashing());
     let out = engine.apply(&bad, None, true).await;
-    let Outcome::RolledBack { reason, message } = &out else {
-        panic!("{out:?}")
-    };
-    assert_eq!(reason, "PodNotReady");
+    let message = rolled_back(&out, "PodNotReady");
     assert!(message.contains("pod not Ready: mirror pod kube-system/kube-scheduler-cp-1 has the new hash but is not Ready"), "{message}");
     assert!(message.contains("restartCount 5"), "{message}");
     assert!(
@@ -123,8 +116,7 @@ async fn pod_not_ready_rolls_back_naming_restart_count_and_last_state() {
 async fn last_known_good_failing_too_is_failed() {
     let env = env();
     let mut engine = env.engine();
-    let good = node_spec(&[], &[], &env);
-    assert_eq!(engine.apply(&good, None, true).await, Outcome::Healthy);
+    let good = apply_good(&mut engine, &env).await;
     let bad = node_spec(&[], &[("v", "4")], &env);
     let h = hash_of(&bad, Component::Scheduler);
     let broken = Arc::new(AtomicBool::new(false));
@@ -139,10 +131,7 @@ async fn last_known_good_failing_too_is_failed() {
         }
     });
     let out = engine.apply(&bad, None, true).await;
-    let Outcome::Failed { reason, message } = &out else {
-        panic!("{out:?}")
-    };
-    assert_eq!(reason, "LastKnownGoodUnhealthy");
+    let message = failed(&out, "LastKnownGoodUnhealthy");
     assert!(message.contains("pod not Ready"), "{message}");
     assert!(
         message.contains(&format!(
@@ -166,20 +155,14 @@ async fn last_known_good_failing_too_is_failed() {
 async fn a_short_timeout_of_the_bad_revision_does_not_cut_the_wait_for_last_known_good() {
     let env = env();
     let mut engine = env.engine();
-    let good = node_spec(&[], &[], &env);
-    assert_eq!(engine.apply(&good, None, true).await, Outcome::Healthy);
+    let good = apply_good(&mut engine, &env).await;
     let mut spec = config(&[], &[("v", "4")]);
     spec.rollout
         .as_mut()
         .and_then(|r| r.health_timeout_seconds.as_mut())
         .unwrap()
         .scheduler = Some(10);
-    let facts = NodeFacts {
-        node_name: NODE.into(),
-        advertise_address: Some("10.0.0.11".into()),
-        state_dir: Some(env.dirs.state_dir().display().to_string()),
-        ..Default::default()
-    };
+    let facts = facts_in(env.dirs.state_dir());
     let bad = node_spec_for(&spec, &facts);
     assert_eq!(
         bad.manifests
@@ -218,10 +201,7 @@ async fn a_short_timeout_of_the_bad_revision_does_not_cut_the_wait_for_last_know
     });
     let start = tokio::time::Instant::now();
     let out = engine.apply(&bad, None, true).await;
-    let Outcome::RolledBack { reason, message } = &out else {
-        panic!("{out:?}")
-    };
-    assert_eq!(reason, "PodNotReady");
+    let message = rolled_back(&out, "PodNotReady");
     assert!(
         message.contains("kube-scheduler not updated within 10s"),
         "{message}"
@@ -251,10 +231,7 @@ async fn first_revision_failing_without_last_known_good_is_failed() {
     });
     let spec = node_spec(&[], &[], &env);
     let out = engine.apply(&spec, None, true).await;
-    let Outcome::Failed { reason, message } = &out else {
-        panic!("{out:?}")
-    };
-    assert_eq!(reason, "PodNotReady");
+    let message = failed(&out, "PodNotReady");
     assert!(
         message.contains("there is no last-known-good revision to restore"),
         "{message}"

@@ -10,12 +10,7 @@ async fn secret_backed_file_is_written_when_its_digest_matches_and_refused_when_
         serde_json::from_value(serde_json::json!({"encryption": {"secretRef": {"name": "enc"}}}))
             .unwrap(),
     );
-    let facts = NodeFacts {
-        node_name: NODE.into(),
-        advertise_address: Some("10.0.0.11".into()),
-        state_dir: Some(env.dirs.state_dir().display().to_string()),
-        ..Default::default()
-    };
+    let facts = facts_in(env.dirs.state_dir());
     let content = b"kind: EncryptionConfiguration\n";
     let digest = render::sha256_hex(content);
     let r = render::render(&RenderInput {
