@@ -228,7 +228,10 @@ impl ApiServerVerifier {
     }
 
     async fn get_secret(&mut self, world: &World, r: &crate::api::SecretKeyRef) {
-        let ns = r.namespace.as_deref().unwrap_or("kube-system");
+        let ns = r
+            .namespace
+            .as_deref()
+            .unwrap_or(crate::render::defaults::ENCRYPTION_SECRET_NAMESPACE);
         let uri = format!("/api/v1/namespaces/{ns}/secrets/{}", r.name);
         let (_, send) = self.next(Method::GET, &uri).await;
         match &world.secret {
@@ -291,7 +294,7 @@ impl ApiServerVerifier {
                     let lease = Lease {
                         metadata: kube::api::ObjectMeta {
                             name: Some(component.into()),
-                            namespace: Some("kube-system".into()),
+                            namespace: Some(super::reconcile::COMPONENT_LEASE_NAMESPACE.into()),
                             ..Default::default()
                         },
                         spec: Some(LeaseSpec {

@@ -751,7 +751,7 @@ pub fn seed(fake: &Fake, nodes: usize) {
     ] {
         fake.put(
             "leases",
-            "kube-system",
+            crate::render::defaults::NAMESPACE,
             json!({"metadata": {"name": lease},
                    "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15, "leaseTransitions": 3,
                             "acquireTime": "2026-01-01T00:00:00.000000Z", "renewTime": "2026-01-01T00:00:00.000000Z"}}),

@@ -233,7 +233,7 @@ impl Cluster {
         }
         json!({
             "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": "kube-system", "resourceVersion": rv.to_string(),
+            "metadata": {"name": name, "namespace": crate::render::defaults::NAMESPACE, "resourceVersion": rv.to_string(),
                          "annotations": {"kubernetes.io/config.hash": p.hash}},
             "status": {"conditions": [{"type": "Ready", "status": if p.ready {"True"} else {"False"}}],
                        "containerStatuses": [cs]}

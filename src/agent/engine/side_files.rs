@@ -43,17 +43,12 @@ impl Engine {
                             })?;
                             let got = sha256_hex(&b);
                             if got != f.sha256 {
+                                let (ns, key) = secret_location(r);
                                 return Err(FileProblem::Wait(
                                     "SecretChanged",
                                     format!(
-                                        "Secret {}/{} key {} now has SHA-256 {got}, but revision {} was rendered with {}: the Secret changed after rendering; nothing was written, waiting for a revision rendered from the current Secret",
-                                        r.namespace.as_deref().unwrap_or("kube-system"),
-                                        r.name,
-                                        r.key
-                                            .as_deref()
-                                            .unwrap_or(render::defaults::ENCRYPTION_SECRET_KEY),
-                                        spec.revision,
-                                        f.sha256
+                                        "Secret {ns}/{} key {key} now has SHA-256 {got}, but revision {} was rendered with {}: the Secret changed after rendering; nothing was written, waiting for a revision rendered from the current Secret",
+                                        r.name, spec.revision, f.sha256
                                     ),
                                 ));
                             }
@@ -89,11 +84,7 @@ impl KubeSecrets {
 impl Secrets for KubeSecrets {
     fn get<'a>(&'a self, r: &'a SecretKeyRef) -> BoxFuture<'a, Result<Vec<u8>, String>> {
         Box::pin(async move {
-            let ns = r.namespace.as_deref().unwrap_or("kube-system");
-            let key = r
-                .key
-                .as_deref()
-                .unwrap_or(render::defaults::ENCRYPTION_SECRET_KEY);
+            let (ns, key) = secret_location(r);
             let api: Api<Secret> = Api::namespaced(self.client.clone(), ns);
             let s = api
                 .get(&r.name)
@@ -114,16 +105,25 @@ pub struct NoSecrets;
 impl Secrets for NoSecrets {
     fn get<'a>(&'a self, r: &'a SecretKeyRef) -> BoxFuture<'a, Result<Vec<u8>, String>> {
         Box::pin(async move {
+            let (ns, key) = secret_location(r);
             Err(format!(
-                "kubeplane apply has no API to read Secret {}/{} (key {}); put the file in place first",
-                r.namespace.as_deref().unwrap_or("kube-system"),
-                r.name,
-                r.key
-                    .as_deref()
-                    .unwrap_or(render::defaults::ENCRYPTION_SECRET_KEY)
+                "kubeplane apply has no API to read Secret {ns}/{} (key {key}); put the file in place first",
+                r.name
             ))
         })
     }
+}
+
+/// The namespace and key a Secret reference means, the defaults filled in.
+fn secret_location(r: &SecretKeyRef) -> (&str, &str) {
+    (
+        r.namespace
+            .as_deref()
+            .unwrap_or(render::defaults::ENCRYPTION_SECRET_NAMESPACE),
+        r.key
+            .as_deref()
+            .unwrap_or(render::defaults::ENCRYPTION_SECRET_KEY),
+    )
 }
 
 pub(super) enum FileProblem {

@@ -192,7 +192,11 @@ impl Tracker {
 
     /// Why the component is not updated, from everything seen.
     pub fn diagnose(&self) -> Diagnosis {
-        let pod_name = format!("kube-system/{}", self.spec.pod_name);
+        let pod_name = format!(
+            "{}/{}",
+            crate::render::defaults::NAMESPACE,
+            self.spec.pod_name
+        );
         let mut parts: Vec<String> = Vec::new();
         let mut reason: Option<FailureReason> = None;
         let runtime_view = match &self.runtime {
