@@ -3,7 +3,7 @@
 
 use ipnet::IpNet;
 
-use super::{check_abs_path, is_dns_subdomain};
+use super::{check_abs_path, is_dns_subdomain, parse_url_host_port};
 use crate::api::{ControlPlaneConfigSpec, ExternalEtcd};
 use crate::validation::{Problem, Report};
 
@@ -152,32 +152,4 @@ pub(super) fn check_external_etcd(ext: &ExternalEtcd, r: &mut Report) {
                 .fix("set caFile to the CA that signed the etcd serving certificates"),
         );
     }
-}
-
-/// Splits `scheme://host:port[/]` (host may be a bracketed IPv6 address).
-pub fn parse_url_host_port(url: &str) -> Option<(&str, &str, u16)> {
-    let (scheme, rest) = url.split_once("://")?;
-    if !matches!(scheme, "http" | "https") {
-        return None;
-    }
-    let rest = rest.strip_suffix('/').unwrap_or(rest);
-    if rest.contains('/') || rest.contains('@') {
-        return None;
-    }
-    let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
-        let (h, p) = v6.split_once("]:")?;
-        h.parse::<std::net::Ipv6Addr>().ok()?;
-        (h, p)
-    } else {
-        rest.rsplit_once(':')?
-    };
-    if host.is_empty()
-        || !host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b".-:".contains(&b))
-    {
-        return None;
-    }
-    let port: u16 = port.parse().ok()?;
-    (port > 0).then_some((scheme, host, port))
 }

@@ -1,4 +1,4 @@
-use super::network::{parse_port_range, parse_url_host_port};
+use super::network::parse_port_range;
 use super::*;
 
 #[test]
