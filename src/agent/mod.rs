@@ -35,8 +35,6 @@ pub mod state;
 pub mod status;
 
 #[cfg(test)]
-mod engine_tests;
-#[cfg(test)]
 pub(crate) mod fixtures;
 
 use std::path::PathBuf;

@@ -374,6 +374,7 @@ pub fn spawn_local_printer(board: StatusBoard, mut out: Box<dyn Write + Send>) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testkit::mock;
 
     #[test]
     fn seed_fills_only_what_is_missing() {
@@ -430,32 +431,12 @@ mod tests {
         assert_eq!(text, "warning: RolledBack: kube-scheduler failed\n");
     }
 
-    type Handle = tower_test::mock::Handle<
-        http::Request<kube::client::Body>,
-        http::Response<kube::client::Body>,
-    >;
-
-    fn respond(
-        send: tower_test::mock::SendResponse<http::Response<kube::client::Body>>,
-        code: u16,
-        body: serde_json::Value,
-    ) {
-        send.send_response(
-            http::Response::builder()
-                .status(code)
-                .header("content-type", "application/json")
-                .body(kube::client::Body::from(serde_json::to_vec(&body).unwrap()))
-                .unwrap(),
-        );
+    fn respond(send: mock::Send, code: u16, body: serde_json::Value) {
+        send.send_response(mock::json_response(code, &body));
     }
 
     /// The next status patch: asserts method, path and field manager; returns the status sent.
-    async fn next_patch(
-        handle: &mut Handle,
-    ) -> (
-        serde_json::Value,
-        tower_test::mock::SendResponse<http::Response<kube::client::Body>>,
-    ) {
+    async fn next_patch(handle: &mut mock::Handle) -> (serde_json::Value, mock::Send) {
         let (req, send) = handle.next_request().await.expect("a request");
         assert_eq!(req.method(), http::Method::PATCH);
         assert_eq!(
@@ -487,22 +468,20 @@ mod tests {
     /// object sends the status at once; other errors are still retried.
     #[tokio::test(start_paused = true)]
     async fn a_missing_object_is_not_retried_and_gets_the_status_when_it_appears() {
-        let (svc, mut handle) = tower_test::mock::pair::<
-            http::Request<kube::client::Body>,
-            http::Response<kube::client::Body>,
-        >();
+        let (client, mut handle) = mock::pair();
         let board = StatusBoard::new();
-        let reporter =
-            spawn_api_reporter(board.clone(), Client::new(svc, "default"), "cp-1".into());
+        let reporter = spawn_api_reporter(board.clone(), client, "cp-1".into());
         board.update(|s| s.reason = Some("NoManifests".into()));
         let (status, send) = next_patch(&mut handle).await;
         assert_eq!(status["reason"], "NoManifests");
         respond(
             send,
             404,
-            serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                "reason": "NotFound", "code": 404,
-                "message": "controlplanenodes.kubeplane.io \"cp-1\" not found"}),
+            mock::status(
+                404,
+                "NotFound",
+                "controlplanenodes.kubeplane.io \"cp-1\" not found",
+            ),
         );
         assert!(
             tokio::time::timeout(Duration::from_secs(120), handle.next_request())

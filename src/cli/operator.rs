@@ -22,7 +22,7 @@ pub struct OperatorArgs {
         long,
         value_name = "NS",
         env = "POD_NAMESPACE",
-        default_value = "kube-system"
+        default_value = crate::render::defaults::NAMESPACE
     )]
     pub lease_namespace: String,
 }

@@ -7,21 +7,22 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Response, StatusCode};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
 use kube::client::Body;
-use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
 use super::metrics::Metrics;
 use super::reconcile::Context;
 use super::selection::{self, CONFIG_LABEL, CONTROL_PLANE_LABEL};
 use crate::api::{ControlPlaneConfig, ControlPlaneConfigStatus, ControlPlaneNode};
+use crate::testkit::mock;
 
 /// The mocked API server's side of the channel.
-pub type ApiServerHandle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+pub type ApiServerHandle = mock::Handle;
 
 pub use crate::testkit::builders::{
     assert_json_subset, condition, config, cpn, cpn_moving, facts, fixture_ip, valid_spec,
@@ -29,8 +30,7 @@ pub use crate::testkit::builders::{
 
 /// A context whose client talks to the returned verifier.
 pub fn test_context() -> (Arc<Context>, ApiServerVerifier) {
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = Client::new(service, "default");
+    let (client, handle) = mock::pair();
     let metrics = Metrics::register(&mut crate::telemetry::registry());
     let ctx = Context::new(client, metrics, Some("test".into()));
     (Arc::new(ctx), ApiServerVerifier(handle))
@@ -155,18 +155,13 @@ pub enum Scenario {
 pub struct ApiServerVerifier(pub ApiServerHandle);
 
 fn response(status: StatusCode, body: &Value) -> Response<Body> {
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .body(Body::from(serde_json::to_vec(body).expect("json")))
-        .expect("response")
+    mock::json_response(status.as_u16(), body)
 }
 
 fn not_found(what: &str) -> Response<Body> {
     response(
         StatusCode::NOT_FOUND,
-        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                "message": format!("{what} not found"), "reason": "NotFound", "code": 404}),
+        &mock::status(404, "NotFound", &format!("{what} not found")),
     )
 }
 
@@ -199,28 +194,27 @@ impl ApiServerVerifier {
         })
     }
 
-    async fn next(
-        &mut self,
-        method: Method,
-        uri: &str,
-    ) -> (Value, tower_test::mock::SendResponse<Response<Body>>) {
-        let (req, send) = self
-            .0
-            .next_request()
-            .await
-            .unwrap_or_else(|| panic!("expected {method} {uri}, but the operator stopped"));
-        assert_eq!(
-            (req.method(), req.uri().to_string().as_str()),
-            (&method, uri),
-            "unexpected request"
+    async fn next(&mut self, method: Method, uri: &str) -> (Value, mock::Send) {
+        mock::expect(&mut self.0, method, uri).await
+    }
+
+    /// The next request, which must be the operator's server-side apply of ControlPlaneNode
+    /// `node`.
+    async fn next_cpn_apply(&mut self, node: &str) -> (Value, mock::Send) {
+        let uri = format!(
+            "/apis/kubeplane.io/v1alpha1/controlplanenodes/{node}?&force=true&fieldManager=kubeplane-operator"
         );
-        let bytes = req.into_body().collect_bytes().await.expect("body");
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).expect("JSON body")
-        };
-        (body, send)
+        self.next(Method::PATCH, &uri).await
+    }
+
+    /// The next request, which must be the operator's server-side apply of the config's
+    /// status.
+    async fn next_status_apply(&mut self) -> (Value, mock::Send) {
+        self.next(
+            Method::PATCH,
+            "/apis/kubeplane.io/v1alpha1/controlplaneconfigs/prod/status?&force=true&fieldManager=kubeplane-operator",
+        )
+        .await
     }
 
     async fn get_config(&mut self, world: &World) {
@@ -234,19 +228,16 @@ impl ApiServerVerifier {
     }
 
     async fn get_secret(&mut self, world: &World, r: &crate::api::SecretKeyRef) {
-        let ns = r.namespace.as_deref().unwrap_or("kube-system");
+        let ns = r
+            .namespace
+            .as_deref()
+            .unwrap_or(crate::render::defaults::ENCRYPTION_SECRET_NAMESPACE);
         let uri = format!("/api/v1/namespaces/{ns}/secrets/{}", r.name);
         let (_, send) = self.next(Method::GET, &uri).await;
         match &world.secret {
             None => send.send_response(not_found("secret")),
             Some(data) => {
-                let data: BTreeMap<&String, String> =
-                    data.iter().map(|(k, v)| (k, base64(v))).collect();
-                send.send_response(response(
-                    StatusCode::OK,
-                    &json!({"apiVersion": "v1", "kind": "Secret",
-                            "metadata": {"name": r.name, "namespace": ns}, "data": data}),
-                ));
+                send.send_response(response(StatusCode::OK, &mock::secret(ns, &r.name, data)));
             }
         }
     }
@@ -259,7 +250,7 @@ impl ApiServerVerifier {
         let selector = selection::node_selector(&world.cpc.spec);
         let uri = format!(
             "/api/v1/nodes?&labelSelector={}",
-            url_encode(&selection::label_selector(&selector))
+            mock::url_encode(&selection::label_selector(&selector))
         );
         let (_, send) = self.next(Method::GET, &uri).await;
         // Like the API server, answer only the Nodes the label selector matches.
@@ -303,7 +294,7 @@ impl ApiServerVerifier {
                     let lease = Lease {
                         metadata: kube::api::ObjectMeta {
                             name: Some(component.into()),
-                            namespace: Some("kube-system".into()),
+                            namespace: Some(super::reconcile::COMPONENT_LEASE_NAMESPACE.into()),
                             ..Default::default()
                         },
                         spec: Some(LeaseSpec {
@@ -327,25 +318,17 @@ impl ApiServerVerifier {
         for w in writes {
             match w {
                 Write::StartConflict(node) => {
-                    let uri = format!(
-                        "/apis/kubeplane.io/v1alpha1/controlplanenodes/{node}?&force=true&fieldManager=kubeplane-operator"
-                    );
-                    let (body, send) = self.next(Method::PATCH, &uri).await;
+                    let (body, send) = self.next_cpn_apply(node).await;
                     assert_eq!(body["spec"]["revision"], json!(revision));
                     assert!(body["metadata"]["resourceVersion"].is_string());
                     send.send_response(response(
                         StatusCode::CONFLICT,
-                        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
-                                "status": "Failure", "reason": "Conflict", "code": 409,
-                                "message": "the object has been modified"}),
+                        &mock::status(409, "Conflict", "the object has been modified"),
                     ));
                 }
                 Write::CreateEmpty(node) | Write::Start(node) => {
                     let starting = matches!(w, Write::Start(_));
-                    let uri = format!(
-                        "/apis/kubeplane.io/v1alpha1/controlplanenodes/{node}?&force=true&fieldManager=kubeplane-operator"
-                    );
-                    let (body, send) = self.next(Method::PATCH, &uri).await;
+                    let (body, send) = self.next_cpn_apply(node).await;
                     assert_json_subset(
                         &body,
                         &json!({
@@ -416,10 +399,7 @@ impl ApiServerVerifier {
                     send.send_response(response(StatusCode::OK, &body));
                 }
                 Write::StartChecked(node, check) => {
-                    let uri = format!(
-                        "/apis/kubeplane.io/v1alpha1/controlplanenodes/{node}?&force=true&fieldManager=kubeplane-operator"
-                    );
-                    let (body, send) = self.next(Method::PATCH, &uri).await;
+                    let (body, send) = self.next_cpn_apply(node).await;
                     assert_json_subset(
                         &body,
                         &json!({
@@ -458,12 +438,7 @@ impl ApiServerVerifier {
                     send.send_response(response(StatusCode::OK, &json!(cpn)));
                 }
                 Write::StatusConflict => {
-                    let (body, send) = self
-                        .next(
-                            Method::PATCH,
-                            "/apis/kubeplane.io/v1alpha1/controlplaneconfigs/prod/status?&force=true&fieldManager=kubeplane-operator",
-                        )
-                        .await;
+                    let (body, send) = self.next_status_apply().await;
                     assert_eq!(
                         body["metadata"]["resourceVersion"],
                         json!(world.cpc.metadata.resource_version),
@@ -471,18 +446,15 @@ impl ApiServerVerifier {
                     );
                     send.send_response(response(
                         StatusCode::CONFLICT,
-                        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
-                                "status": "Failure", "reason": "Conflict", "code": 409,
-                                "message": "Operation cannot be fulfilled on controlplaneconfigs.kubeplane.io \"prod\": the object has been modified; please apply your changes to the latest version and try again"}),
+                        &mock::status(
+                            409,
+                            "Conflict",
+                            "Operation cannot be fulfilled on controlplaneconfigs.kubeplane.io \"prod\": the object has been modified; please apply your changes to the latest version and try again",
+                        ),
                     ));
                 }
                 Write::Status(check) => {
-                    let (body, send) = self
-                        .next(
-                            Method::PATCH,
-                            "/apis/kubeplane.io/v1alpha1/controlplaneconfigs/prod/status?&force=true&fieldManager=kubeplane-operator",
-                        )
-                        .await;
+                    let (body, send) = self.next_status_apply().await;
                     assert_json_subset(
                         &body,
                         &json!({"apiVersion": "kubeplane.io/v1alpha1", "kind": "ControlPlaneConfig"}),
@@ -532,26 +504,6 @@ pub async fn finish(verifier: tokio::task::JoinHandle<()>) {
         .await
         .expect("scenario finished in time")
         .expect("scenario assertions held");
-}
-
-/// Percent-encoding of a label selector as kube's query builder writes it.
-fn url_encode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => {
-                out.push(b as char)
-            }
-            b' ' => out.push('+'),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
-
-fn base64(bytes: &[u8]) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 /// The config object as the Controller hands it to `reconcile`.

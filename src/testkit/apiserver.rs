@@ -13,6 +13,9 @@
 //! Used by the operator benchmark and `tests/operator_process.rs` (a real operator process
 //! against it), and by the agent idle benchmark (a real agent process).
 
+mod request;
+mod seed;
+
 use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -27,6 +30,12 @@ use axum::response::{IntoResponse, Response};
 use axum::serve::ListenerExt;
 use serde_json::{Value, json};
 use tokio::sync::watch;
+
+use self::request::{
+    Target, fields_match, kind_of, labels_match, merge, metadata_only, parse_path,
+};
+pub use self::seed::{complete, kubeconfig, seed};
+use super::mock;
 
 /// Key of a stored object: resource (plural), namespace (empty for cluster-scoped), name.
 type Key = (String, String, String);
@@ -79,25 +88,10 @@ pub struct Fake {
     agent_delay: Duration,
 }
 
-fn kind_of(resource: &str) -> (&'static str, &'static str) {
-    match resource {
-        "nodes" => ("v1", "Node"),
-        "pods" => ("v1", "Pod"),
-        "secrets" => ("v1", "Secret"),
-        "leases" => ("coordination.k8s.io/v1", "Lease"),
-        "events" => ("events.k8s.io/v1", "Event"),
-        "controlplaneconfigs" => ("kubeplane.io/v1alpha1", "ControlPlaneConfig"),
-        "controlplanenodes" => ("kubeplane.io/v1alpha1", "ControlPlaneNode"),
-        _ => ("v1", "Unknown"),
-    }
-}
-
 fn status_error(code: u16, reason: &str, message: &str) -> Response {
-    let body = json!({"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure",
-                      "message": message, "reason": reason, "code": code});
     json_response(
         StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        &body,
+        &mock::status(code, reason, message),
     )
 }
 
@@ -108,131 +102,6 @@ fn json_response(code: StatusCode, body: &Value) -> Response {
         body.to_string(),
     )
         .into_response()
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' if i + 2 < b.len() => {
-                let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("");
-                out.push(u8::from_str_radix(hex, 16).unwrap_or(b'?'));
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn query(uri: &Uri) -> BTreeMap<String, String> {
-    uri.query()
-        .unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect()
-}
-
-/// Label selector terms: `k=v`, `k==v`, `k!=v`, `k`, `!k`.
-fn labels_match(selector: &str, obj: &Value) -> bool {
-    let labels = obj["metadata"]["labels"].as_object();
-    let get = |k: &str| labels.and_then(|l| l.get(k)).and_then(Value::as_str);
-    selector.split(',').filter(|t| !t.is_empty()).all(|term| {
-        if let Some((k, v)) = term.split_once("!=") {
-            get(k) != Some(v)
-        } else if let Some((k, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
-            get(k) == Some(v)
-        } else if let Some(k) = term.strip_prefix('!') {
-            get(k).is_none()
-        } else {
-            get(term).is_some()
-        }
-    })
-}
-
-fn fields_match(selector: &str, obj: &Value) -> bool {
-    selector
-        .split(',')
-        .filter(|t| !t.is_empty())
-        .all(|term| match term.split_once('=') {
-            Some(("metadata.name", v)) => obj["metadata"]["name"] == v,
-            Some(("metadata.namespace", v)) => obj["metadata"]["namespace"] == v,
-            _ => true,
-        })
-}
-
-/// JSON merge patch (RFC 7386): objects merge, `null` deletes, everything else replaces.
-fn merge(target: &mut Value, patch: &Value) {
-    match (target, patch) {
-        (Value::Object(t), Value::Object(p)) => {
-            for (k, v) in p {
-                if v.is_null() {
-                    t.remove(k);
-                } else {
-                    merge(t.entry(k.clone()).or_insert(Value::Null), v);
-                }
-            }
-        }
-        (t, p) => *t = p.clone(),
-    }
-}
-
-fn metadata_only(obj: &Value) -> Value {
-    json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": obj["metadata"]})
-}
-
-struct Target {
-    resource: String,
-    namespace: String,
-    name: Option<String>,
-    status: bool,
-}
-
-fn parse_path(path: &str) -> Option<Target> {
-    let seg: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let rest = match *seg.first()? {
-        "api" => seg.get(2..)?,
-        "apis" => seg.get(3..)?,
-        _ => return None,
-    };
-    let (namespace, rest) = match rest {
-        ["namespaces", ns, rest @ ..] if !rest.is_empty() => (ns.to_string(), rest),
-        _ => (String::new(), rest),
-    };
-    match rest {
-        [resource] => Some(Target {
-            resource: resource.to_string(),
-            namespace,
-            name: None,
-            status: false,
-        }),
-        [resource, name] => Some(Target {
-            resource: resource.to_string(),
-            namespace,
-            name: Some(name.to_string()),
-            status: false,
-        }),
-        [resource, name, "status"] => Some(Target {
-            resource: resource.to_string(),
-            namespace,
-            name: Some(name.to_string()),
-            status: true,
-        }),
-        _ => None,
-    }
 }
 
 impl Fake {
@@ -570,7 +439,7 @@ impl Fake {
         let Some(t) = parse_path(uri.path()) else {
             return status_error(404, "NotFound", &format!("no route {}", uri.path()));
         };
-        let q = query(&uri);
+        let q = mock::query(uri.query().unwrap_or(""));
         let meta = headers
             .get("accept")
             .and_then(|v| v.to_str().ok())
@@ -725,98 +594,4 @@ impl Fake {
         });
         addr
     }
-}
-
-/// Seeds a cluster: config `prod` (kubeadm defaults, v1.36.2), `nodes` control-plane Nodes
-/// `cp-N` with their ControlPlaneNodes (facts reported, no revision yet) and 3 workers, and
-/// the component Leases held by cp-1 and cp-2.
-pub fn seed(fake: &Fake, nodes: usize) {
-    fake.put(
-        "controlplaneconfigs",
-        "",
-        json!({"metadata": {"name": "prod"},
-               "spec": {"kubernetesVersion": "v1.36.2", "rollout": {"minReadySeconds": 0}}}),
-    );
-    for i in 1..=nodes + 3 {
-        let control_plane = i <= nodes;
-        let name = if control_plane {
-            format!("cp-{i}")
-        } else {
-            format!("worker-{i}")
-        };
-        let mut labels = json!({
-            "kubernetes.io/hostname": name,
-            "kubernetes.io/os": "linux",
-            "kubernetes.io/arch": "amd64",
-            "beta.kubernetes.io/os": "linux",
-            "beta.kubernetes.io/arch": "amd64",
-        });
-        if control_plane {
-            labels["node-role.kubernetes.io/control-plane"] = json!("");
-            labels["node.kubernetes.io/exclude-from-external-load-balancers"] = json!("");
-        }
-        fake.put(
-            "nodes",
-            "",
-            json!({"metadata": {"name": name, "labels": labels,
-                                "annotations": {"node.alpha.kubernetes.io/ttl": "0",
-                                                "volumes.kubernetes.io/controller-managed-attach-detach": "true"}},
-                   "spec": {"podCIDR": format!("10.244.{i}.0/24")},
-                   "status": {"addresses": [{"type": "InternalIP", "address": format!("10.0.0.{}", 10 + i)},
-                                            {"type": "Hostname", "address": name}]}}),
-        );
-        if control_plane {
-            fake.put(
-                "controlplanenodes",
-                "",
-                json!({"metadata": {"name": name, "labels": {"kubeplane.io/config": "prod"}},
-                       "spec": {"configName": "prod", "revision": "", "manifests": []},
-                       "status": {"phase": "Pending",
-                                  "nodeFacts": {"nodeName": name,
-                                                "advertiseAddress": format!("10.0.0.{}", 10 + i),
-                                                "addresses": [format!("InternalIP=10.0.0.{}", 10 + i)],
-                                                "hostCaDirectories": ["/etc/ca-certificates", "/usr/local/share/ca-certificates", "/usr/share/ca-certificates"],
-                                                "manifestDir": "/etc/kubernetes/manifests",
-                                                "stateDir": "/etc/kubernetes/kubeplane"}}}),
-            );
-        }
-    }
-    for (lease, holder) in [
-        ("kube-controller-manager", "cp-1_3b9c0f0e"),
-        ("kube-scheduler", "cp-2_7d2e1a4b"),
-    ] {
-        fake.put(
-            "leases",
-            "kube-system",
-            json!({"metadata": {"name": lease},
-                   "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15, "leaseTransitions": 3,
-                            "acquireTime": "2026-01-01T00:00:00.000000Z", "renewTime": "2026-01-01T00:00:00.000000Z"}}),
-        );
-    }
-}
-
-/// Whether config `prod` reports `Ready=True` at its current generation.
-pub fn complete(fake: &Fake) -> bool {
-    let Some(cpc) = fake.get("controlplaneconfigs", "", "prod") else {
-        return false;
-    };
-    let current = cpc["status"]["observedGeneration"] == cpc["metadata"]["generation"];
-    let ready = cpc["status"]["conditions"].as_array().is_some_and(|cs| {
-        cs.iter()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True")
-    });
-    current && ready
-}
-
-/// Writes a kubeconfig for the server at `addr` into `dir`.
-pub fn kubeconfig(dir: &std::path::Path, addr: SocketAddr) -> std::path::PathBuf {
-    let path = dir.join("kubeconfig");
-    std::fs::write(
-        &path,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://{addr}\nusers:\n- name: test\n  user:\n    token: test\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: test\ncurrent-context: fake\n"
-        ),
-    )
-    .expect("kubeconfig");
-    path
 }

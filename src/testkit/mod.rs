@@ -5,10 +5,18 @@
 //!
 //! - [`apiserver`]: the fake Kubernetes API server (in-memory objects, list/watch, patches,
 //!   an outage), served over HTTP or handed to a `kube::Client` in-process;
+//! - `cluster` (unit tests only): one node's view of the API for the agent's tests, behind a
+//!   [`mock`] client;
+//! - [`mock`]: the mocked API of the unit tests (a `kube::Client` over `tower_test`, in the
+//!   controller-rs style) and the wire pieces every fake shares (query strings, `Status`,
+//!   Secrets);
 //! - [`tls`]: the self-signed HTTPS endpoint (health checks, the fake kubelet's probes);
 //! - [`crate::agent::runtime::fake`]: the fake container runtime (CRI) and fake kubelet;
 //! - [`builders`]: objects and files the tests share.
 
 pub mod apiserver;
 pub mod builders;
+#[cfg(test)]
+pub mod cluster;
+pub mod mock;
 pub mod tls;

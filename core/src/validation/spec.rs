@@ -1,12 +1,14 @@
 //! Structural checks of a spec: versions, names, paths, networks, and the shape of each
 //! field. Flag knowledge (unknown, removed, mistyped flags) lives in the flag checks.
 
+mod network;
+
 use std::net::IpAddr;
 
-use ipnet::IpNet;
-
+use self::network::{check_external_etcd, check_networking};
+pub use self::network::{parse_cidr_list, parse_port_range_flag};
 use super::{Problem, Report};
-use crate::api::{Audit, CommonSettings, Component, ControlPlaneConfigSpec, ExternalEtcd, bounds};
+use crate::api::{Audit, CommonSettings, Component, ControlPlaneConfigSpec, bounds};
 use crate::flags::KubeVersion;
 use crate::render::{is_managed, settings};
 
@@ -154,181 +156,6 @@ fn check_image_repository(repo: &str, r: &mut Report) {
                 .fix("give the registry and path only, without tag or trailing slash, like registry.k8s.io or registry.example.com:5000/k8s"),
         );
     }
-}
-
-fn check_networking(spec: &ControlPlaneConfigSpec, r: &mut Report) {
-    let Some(net) = &spec.networking else { return };
-    // Overlap of the Pod and Service ranges is a cross-component check (cross.rs), made on
-    // the values the components really get.
-    if let Some(s) = &net.service_subnet {
-        parse_cidrs("spec.networking.serviceSubnet", s, r);
-    }
-    if let Some(s) = &net.pod_subnet {
-        parse_cidrs("spec.networking.podSubnet", s, r);
-    }
-    if let Some(d) = &net.dns_domain
-        && !is_dns_subdomain(d)
-    {
-        r.push(
-            Problem::error("spec.networking.dnsDomain", "not a DNS domain")
-                .value(d)
-                .fix("use a lower-case DNS name like cluster.local"),
-        );
-    }
-    if let Some(range) = &net.service_node_port_range
-        && parse_port_range(range).is_none()
-    {
-        r.push(
-            Problem::error(
-                "spec.networking.serviceNodePortRange",
-                "not a port range FIRST-LAST with 1 <= FIRST <= LAST <= 65535",
-            )
-            .value(range)
-            .fix("write it like 30000-32767"),
-        );
-    }
-}
-
-/// Parses one CIDR or a dual-stack pair; pushes an error and returns `None` when invalid.
-pub(super) fn parse_cidrs(field: &str, value: &str, r: &mut Report) -> Option<Vec<IpNet>> {
-    match parse_cidr_list(value) {
-        Ok(nets) => Some(nets),
-        Err((message, fix)) => {
-            r.push(Problem::error(field, message).value(value).fix(fix));
-            None
-        }
-    }
-}
-
-/// One CIDR, or one IPv4 and one IPv6 CIDR for dual-stack, comma-separated, without host
-/// bits. The error is what is wrong and how to fix it.
-pub fn parse_cidr_list(value: &str) -> Result<Vec<IpNet>, (String, String)> {
-    let mut nets = Vec::new();
-    for p in value.split(',').map(str::trim) {
-        match p.parse::<IpNet>() {
-            Ok(n) if n.network() == n.addr() => nets.push(n),
-            Ok(n) => {
-                return Err((
-                    format!("{p} has host bits set"),
-                    format!("use the network address: {}", n.trunc()),
-                ));
-            }
-            Err(_) => {
-                return Err((
-                    format!("{p:?} is not a CIDR"),
-                    "write an address and prefix length, like 10.96.0.0/12".to_string(),
-                ));
-            }
-        }
-    }
-    let dual_ok = nets.len() == 1
-        || (nets.len() == 2
-            && matches!(
-                (&nets[0], &nets[1]),
-                (IpNet::V4(_), IpNet::V6(_)) | (IpNet::V6(_), IpNet::V4(_))
-            ));
-    if !dual_ok {
-        return Err((
-            "give one CIDR, or one IPv4 and one IPv6 CIDR for dual-stack".to_string(),
-            "write it like 10.96.0.0/12 or 10.96.0.0/12,fd00:10:96::/112".to_string(),
-        ));
-    }
-    Ok(nets)
-}
-
-/// `FIRST-LAST` with 1 <= FIRST <= LAST <= 65535.
-pub fn parse_port_range(s: &str) -> Option<(u16, u16)> {
-    let (a, b) = s.split_once('-')?;
-    let (a, b): (u16, u16) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
-    (a >= 1 && a <= b).then_some((a, b))
-}
-
-/// A port range as kube-apiserver's `--service-node-port-range` parses it: `FIRST-LAST`,
-/// `FIRST+SIZE` (FIRST to FIRST+SIZE) or a single port, within 1..=65535.
-pub fn parse_port_range_flag(s: &str) -> Option<(u16, u16)> {
-    let s = s.trim();
-    if let Some((a, n)) = s.split_once('+') {
-        let a: u16 = a.trim().parse().ok()?;
-        let n: u16 = n.trim().parse().ok()?;
-        let b = a.checked_add(n)?;
-        return (a >= 1).then_some((a, b));
-    }
-    if s.contains('-') {
-        return parse_port_range(s);
-    }
-    let p: u16 = s.parse().ok()?;
-    (p >= 1).then_some((p, p))
-}
-
-fn check_external_etcd(ext: &ExternalEtcd, r: &mut Report) {
-    let f = "spec.etcd.external";
-    if ext.endpoints.is_empty() {
-        r.push(
-            Problem::error(format!("{f}.endpoints"), "no endpoints")
-                .fix("list the client URLs of the etcd members, like https://10.0.0.21:2379"),
-        );
-    }
-    let mut any_https = false;
-    for (i, e) in ext.endpoints.iter().enumerate() {
-        let field = format!("{f}.endpoints[{i}]");
-        match parse_url_host_port(e) {
-            Some((scheme, _, _)) => any_https |= scheme == "https",
-            None => r.push(
-                Problem::error(field, "not an etcd client URL")
-                    .value(&**e)
-                    .fix("write scheme, host and port, like https://10.0.0.21:2379"),
-            ),
-        }
-    }
-    for (name, v) in [
-        ("caFile", &ext.ca_file),
-        ("certFile", &ext.cert_file),
-        ("keyFile", &ext.key_file),
-    ] {
-        if let Some(p) = v {
-            check_abs_path(&format!("{f}.{name}"), p, r);
-        }
-    }
-    if ext.cert_file.is_some() != ext.key_file.is_some() {
-        r.push(
-            Problem::error(f, "certFile and keyFile go together")
-                .fix("set both the client certificate and its key, or neither"),
-        );
-    }
-    if any_https && ext.ca_file.is_none() {
-        r.push(
-            Problem::warning(format!("{f}.caFile"), "https endpoints without a CA file: kube-apiserver verifies etcd against the system trust store")
-                .fix("set caFile to the CA that signed the etcd serving certificates"),
-        );
-    }
-}
-
-/// Splits `scheme://host:port[/]` (host may be a bracketed IPv6 address).
-pub fn parse_url_host_port(url: &str) -> Option<(&str, &str, u16)> {
-    let (scheme, rest) = url.split_once("://")?;
-    if !matches!(scheme, "http" | "https") {
-        return None;
-    }
-    let rest = rest.strip_suffix('/').unwrap_or(rest);
-    if rest.contains('/') || rest.contains('@') {
-        return None;
-    }
-    let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
-        let (h, p) = v6.split_once("]:")?;
-        h.parse::<std::net::Ipv6Addr>().ok()?;
-        (h, p)
-    } else {
-        rest.rsplit_once(':')?
-    };
-    if host.is_empty()
-        || !host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b".-:".contains(&b))
-    {
-        return None;
-    }
-    let port: u16 = port.parse().ok()?;
-    (port > 0).then_some((scheme, host, port))
 }
 
 fn check_common(c: Component, s: CommonSettings<'_>, r: &mut Report) {
@@ -565,6 +392,34 @@ fn check_nodes(spec: &ControlPlaneConfigSpec, r: &mut Report) {
     }
 }
 
+/// Splits `scheme://host:port[/]` (host may be a bracketed IPv6 address).
+pub fn parse_url_host_port(url: &str) -> Option<(&str, &str, u16)> {
+    let (scheme, rest) = url.split_once("://")?;
+    if !matches!(scheme, "http" | "https") {
+        return None;
+    }
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.contains('/') || rest.contains('@') {
+        return None;
+    }
+    let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+        let (h, p) = v6.split_once("]:")?;
+        h.parse::<std::net::Ipv6Addr>().ok()?;
+        (h, p)
+    } else {
+        rest.rsplit_once(':')?
+    };
+    if host.is_empty()
+        || !host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:".contains(&b))
+    {
+        return None;
+    }
+    let port: u16 = port.parse().ok()?;
+    (port > 0).then_some((scheme, host, port))
+}
+
 /// Pushes an error unless `p` is an absolute path without `..` or empty components.
 pub(super) fn check_abs_path(field: &str, p: &str, r: &mut Report) {
     if !is_clean_abs_path(p) {
@@ -656,86 +511,4 @@ pub fn is_quantity(q: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn quantities() {
-        for ok in ["250m", "1", "0.5", "512Mi", "2Gi", "1e3", "100k"] {
-            assert!(is_quantity(ok), "{ok}");
-        }
-        for bad in ["", "m", "1.2.3", "12 Mi", "1GB", "abc", "--1"] {
-            assert!(!is_quantity(bad), "{bad}");
-        }
-    }
-
-    #[test]
-    fn url_host_port() {
-        assert_eq!(
-            parse_url_host_port("https://10.0.0.21:2379"),
-            Some(("https", "10.0.0.21", 2379))
-        );
-        assert_eq!(
-            parse_url_host_port("https://[fd00::1]:2379/"),
-            Some(("https", "fd00::1", 2379))
-        );
-        for bad in [
-            "10.0.0.21:2379",
-            "https://10.0.0.21",
-            "ftp://a:1",
-            "https://a:0",
-            "https://a:1/x",
-        ] {
-            assert_eq!(parse_url_host_port(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
-    fn names_and_paths() {
-        assert!(is_dns_label("cp-1"));
-        assert!(!is_dns_label("CP-1"));
-        assert!(!is_dns_label("-a"));
-        assert!(is_dns_subdomain("cluster.local"));
-        assert!(!is_dns_subdomain("a..b"));
-        assert!(is_clean_abs_path("/etc/kubernetes/pki"));
-        for bad in ["etc", "/etc/../x", "/a//b", "/a/./b", ""] {
-            assert!(!is_clean_abs_path(bad), "{bad}");
-        }
-        assert!(is_label_key("node-role.kubernetes.io/control-plane"));
-        assert!(!is_label_key("/x"));
-        assert!(is_label_value(""));
-        assert!(!is_label_value("-x"));
-    }
-
-    #[test]
-    fn port_ranges() {
-        assert_eq!(parse_port_range("30000-32767"), Some((30000, 32767)));
-        for bad in ["0-10", "10-5", "1-70000", "30000", "a-b"] {
-            assert_eq!(parse_port_range(bad), None, "{bad}");
-        }
-        assert_eq!(parse_port_range_flag("30000+2767"), Some((30000, 32767)));
-        assert_eq!(parse_port_range_flag("30000"), Some((30000, 30000)));
-        assert_eq!(parse_port_range_flag(" 30000-32767 "), Some((30000, 32767)));
-        for bad in ["", "0", "65535+1", "10-5", "x+1", "1+-1"] {
-            assert_eq!(parse_port_range_flag(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
-    fn cidr_lists() {
-        assert_eq!(parse_cidr_list("10.96.0.0/12").unwrap().len(), 1);
-        assert_eq!(
-            parse_cidr_list("fd00::/108, 10.96.0.0/12").unwrap().len(),
-            2
-        );
-        for bad in [
-            "",
-            "10.96.0.1/12",
-            "10.96.0.0/12,10.97.0.0/16",
-            "x",
-            "10.0.0.0/8,fd00::/64,10.1.0.0/16",
-        ] {
-            assert!(parse_cidr_list(bad).is_err(), "{bad}");
-        }
-    }
-}
+mod tests;

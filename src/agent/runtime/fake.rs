@@ -171,7 +171,7 @@ fn to_cri(c: &ContainerSeen) -> cri::Container {
             (CONTAINER_NAME_LABEL.to_string(), c.name.clone()),
             (
                 "io.kubernetes.pod.namespace".to_string(),
-                "kube-system".to_string(),
+                crate::render::defaults::NAMESPACE.to_string(),
             ),
         ]),
         ..Default::default()
