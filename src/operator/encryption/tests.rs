@@ -487,3 +487,52 @@ async fn key_material_never_reaches_the_log() {
         assert!(!serde_json::to_string(&status).unwrap().contains(s.as_str()));
     }
 }
+
+/// An operator that restarts between writing a step to the keys Secret and writing status
+/// (status lost or older) goes on from the Secret: it neither adds a second new key nor goes
+/// back a step.
+#[tokio::test]
+async fn a_restart_between_the_secret_and_the_status_resumes_from_the_secret() {
+    let store = Store::default();
+    let ctx = context(store.clone());
+    let selected = vec!["cp-1".to_string()];
+    let managed = ManagedEncryption::default();
+    let first = reconcile(
+        &ctx,
+        &cpc_with(managed.clone(), None),
+        &managed,
+        &selected,
+        &BTreeMap::new(),
+    )
+    .await
+    .unwrap();
+    let sha = first.digest.clone().unwrap();
+    let ours = BTreeMap::from([("cp-1".to_string(), node("cp-1", DEFAULT, &sha, true))]);
+    // KeyPrimary is written, then the operator dies before its status write.
+    reconcile(
+        &ctx,
+        &cpc_with(managed.clone(), Some(first.status.clone())),
+        &managed,
+        &selected,
+        &ours,
+    )
+    .await
+    .unwrap();
+    let written = stored_state(&store);
+    assert_eq!(written.step, Step::KeyPrimary);
+    // The next operator reads the old status (KeyAdded) or none at all.
+    for status in [Some(first.status.clone()), None] {
+        let p = reconcile(
+            &ctx,
+            &cpc_with(managed.clone(), status),
+            &managed,
+            &selected,
+            &ours,
+        )
+        .await
+        .unwrap();
+        assert_eq!(stored_state(&store), written, "nothing rewritten");
+        assert_eq!(p.status.step.as_deref(), Some("KeyPrimary"));
+        assert_eq!(p.status.health.as_deref(), Some("Progressing"));
+    }
+}
