@@ -197,28 +197,26 @@ def main():
         "data": {"ca.crt": b64file(a.etcd_ca), "tls.crt": b64file(a.etcd_cert), "tls.key": b64file(a.etcd_key)}}))
     managed = {"provider": "secretbox", "rotation": {"generation": 0},
                "verification": {"etcd": {"secretName": "kubeplane-etcd-verify", "endpoints": [a.etcd]}}}
-    patch = {"spec": {"apiServer": {"encryption": {"managed": managed}}}}
-    c.kubectl("patch", "controlplaneconfig", a.config, "--type=merge", "-p", json.dumps(patch))
-    print("turning encryption on:")
-    on_s, enc = wait_rest(c, a.config, None, a.timeout)
-    first = enc["activeKey"]
-    after_on = c.etcd_prefixes(names)
-    print(f"turned on in {on_s:.1f} s, key {first}; etcd: {summary(after_on)}; verification {enc.get('verification')}")
-    want = f"k8s:enc:secretbox:v1:{first}"
-    if any(v != want for v in after_on.values()):
-        failures.append(f"after turn-on not every value carries {want}: {summary(after_on)}")
 
+    def step(what, previous_key):
+        """Applies `managed`, waits for rest at a new key, checks every value in etcd."""
+        patch = {"spec": {"apiServer": {"encryption": {"managed": managed}}}}
+        c.kubectl("patch", "controlplaneconfig", a.config, "--type=merge", "-p", json.dumps(patch))
+        print(f"{what}:")
+        seconds, enc = wait_rest(c, a.config, previous_key, a.timeout)
+        key = enc["activeKey"]
+        found = c.etcd_prefixes(names)
+        print(f"{what}: {seconds:.1f} s, key {key}; etcd: {summary(found)}; verification {enc.get('verification')}")
+        want = f"k8s:enc:secretbox:v1:{key}"
+        if any(v != want for v in found.values()):
+            failures.append(f"{what}: not every value carries {want}: {summary(found)}")
+        return key, found
+
+    # 2b. On.
+    first, _ = step("turning encryption on", None)
     # 3. One rotation.
     managed["rotation"]["generation"] = 1
-    c.kubectl("patch", "controlplaneconfig", a.config, "--type=merge", "-p", json.dumps(patch))
-    print("rotating:")
-    rot_s, enc = wait_rest(c, a.config, first, a.timeout)
-    second = enc["activeKey"]
-    after_rot = c.etcd_prefixes(names)
-    print(f"rotated in {rot_s:.1f} s, key {second}; etcd: {summary(after_rot)}; verification {enc.get('verification')}")
-    want = f"k8s:enc:secretbox:v1:{second}"
-    if any(v != want for v in after_rot.values()):
-        failures.append(f"after rotation not every value carries {want}: {summary(after_rot)}")
+    second, after_rot = step("rotating", first)
     if any(first in v for v in after_rot.values()):
         failures.append(f"values still carry the old key {first}")
 

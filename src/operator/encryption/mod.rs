@@ -160,16 +160,6 @@ pub async fn reconcile(
         .map_err(kube_err(format!("get Secret {NAMESPACE}/{name}")))?;
 
     let mut status = previous.clone().unwrap_or_default();
-    let halt = |status: &mut EncryptionStatus, message: String| {
-        status.health = Some("Degraded".into());
-        status.message = Some(message.clone());
-        Prepared {
-            digest: None,
-            status: status.clone(),
-            requeue: None,
-            event: Some((true, REASON_HALTED, message)),
-        }
-    };
 
     let state: Option<KeyState> = match &found {
         None => None,
@@ -179,13 +169,13 @@ pub async fn reconcile(
                 let m = format!(
                     "Secret {NAMESPACE}/{name} key {STATE_KEY} cannot be read ({e}); nothing is changed; restore the Secret from a backup"
                 );
-                return Ok(halt(&mut status, m));
+                return Ok(halted(status, m, None, None, &[]));
             }
             None => {
                 let m = format!(
                     "Secret {NAMESPACE}/{name} has no key {STATE_KEY}: it was not written by kubeplane; nothing is changed; rename spec.apiServer.encryption.managed.secretName or move that Secret away"
                 );
-                return Ok(halt(&mut status, m));
+                return Ok(halted(status, m, None, None, &[]));
             }
         },
     };
@@ -195,7 +185,7 @@ pub async fn reconcile(
         let m = format!(
             "{foreign}: managed encryption cannot take over keys it did not generate (objects encrypted with them would become unreadable); keep spec.apiServer.encryption.secretRef, or first turn that configuration's encryption off and rewrite the objects"
         );
-        return Ok(halt(&mut status, m));
+        return Ok(halted(status, m, None, None, &[]));
     }
     let stored_sha = found
         .as_ref()
@@ -333,16 +323,13 @@ pub async fn reconcile(
                     let m = format!(
                         "{message}: {e}; every key is still in the configuration, nothing is lost; the rewrite resumes when the cause is fixed (the operator needs list and update on the resources: chart value rbac.managedEncryption)"
                     );
-                    let mut p = halt(&mut status, m);
-                    p.digest = stored_sha;
-                    p.requeue = Some(Duration::from_secs(30));
-                    p.status = fill(
-                        p.status,
+                    return Ok(halted(
+                        status,
+                        m,
+                        stored_sha,
                         current_state.as_ref(),
                         &views,
-                        p.digest.as_deref(),
-                    );
-                    return Ok(p);
+                    ));
                 }
             }
         }
@@ -355,18 +342,10 @@ pub async fn reconcile(
             }
             let same =
                 previous.as_ref().and_then(|p| p.message.as_deref()) == Some(message.as_str());
-            let mut p = halt(&mut status, message);
+            let mut p = halted(status, message, stored_sha, current_state.as_ref(), &views);
             if same {
                 p.event = None;
             }
-            p.digest = stored_sha;
-            p.requeue = Some(Duration::from_secs(30));
-            p.status = fill(
-                p.status,
-                current_state.as_ref(),
-                &views,
-                p.digest.as_deref(),
-            );
             return Ok(p);
         }
         Outcome::Stable(message) => {
@@ -384,6 +363,25 @@ pub async fn reconcile(
         prepared.digest.as_deref(),
     );
     Ok(prepared)
+}
+
+/// A halt: `Degraded` with the message (which says what is safe), a Warning Event, and a
+/// look again in 30 s.
+fn halted(
+    mut status: EncryptionStatus,
+    message: String,
+    digest: Option<String>,
+    state: Option<&KeyState>,
+    views: &[NodeView],
+) -> Prepared {
+    status.health = Some("Degraded".into());
+    status.message = Some(message.clone());
+    Prepared {
+        status: fill(status, state, views, digest.as_deref()),
+        digest,
+        requeue: Some(Duration::from_secs(30)),
+        event: Some((true, REASON_HALTED, message)),
+    }
 }
 
 /// The status fields that follow from the state and the nodes.

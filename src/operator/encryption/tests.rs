@@ -415,7 +415,7 @@ fn a_node_counts_only_when_healthy_at_its_revision_with_the_digest() {
     );
 }
 
-/// Everything a subscriber at TRACE level prints while the operator walks a whole rotation
+/// Everything a subscriber at TRACE level for kubeplane's own crates prints while the operator walks a whole rotation
 /// (creation, both roll-outs, the rewrite's bookkeeping, retirement with backup): no key
 /// material in it.
 #[tokio::test]
@@ -434,10 +434,13 @@ async fn key_material_never_reaches_the_log() {
     let buf = Buf::default();
     let writer = buf.clone();
     let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
+        .with_env_filter("kubeplane=trace,kubeplane_core=trace")
         .with_writer(move || writer.clone())
         .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    // The process-wide subscriber (no other unit test sets one): a thread-scoped one misses
+    // events whose callsite interest another test thread cached meanwhile.
+    tracing::subscriber::set_global_default(subscriber)
+        .expect("no other test sets the global subscriber");
 
     let store = Store::default();
     let ctx = context(store.clone());
