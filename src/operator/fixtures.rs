@@ -49,6 +49,8 @@ pub struct World {
     pub leases: BTreeMap<&'static str, String>,
     /// Data of the encryption Secret, when it exists.
     pub secret: Option<BTreeMap<String, Vec<u8>>>,
+    /// Nodes whose `Ready` condition is `Unknown` (kubelet stopped posting status).
+    pub unreachable: Vec<String>,
 }
 
 impl World {
@@ -68,6 +70,7 @@ impl World {
             cpns: Vec::new(),
             leases: BTreeMap::new(),
             secret: None,
+            unreachable: Vec::new(),
         }
     }
 
@@ -259,13 +262,19 @@ impl ApiServerVerifier {
             .iter()
             .filter(|(_, labels)| selection::matches(&selector, labels))
             .map(|(name, labels)| {
-                json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
-                       "metadata": {"name": name, "labels": labels}})
+                let ready = if world.unreachable.contains(name) {
+                    "Unknown"
+                } else {
+                    "True"
+                };
+                json!({"apiVersion": "v1", "kind": "Node",
+                       "metadata": {"name": name, "labels": labels},
+                       "status": {"conditions": [{"type": "Ready", "status": ready}]}})
             })
             .collect();
         send.send_response(response(
             StatusCode::OK,
-            &json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList",
+            &json!({"apiVersion": "v1", "kind": "NodeList",
                     "metadata": {"resourceVersion": "200"}, "items": items}),
         ));
 

@@ -236,9 +236,16 @@ async fn reconcile_inner(name: &str, ctx: &Context) -> Result<Action> {
     let selector = selection::node_selector(&cpc.spec);
     let nodes: Api<Node> = Api::all(ctx.client.clone());
     let node_list = nodes
-        .list_metadata(&ListParams::default().labels(&selection::label_selector(&selector)))
+        .list(&ListParams::default().labels(&selection::label_selector(&selector)))
         .await
         .map_err(kube_err("list Nodes"))?;
+    // Nodes whose kubelet stopped posting status (Ready Unknown): down or cut off.
+    let unreachable: BTreeSet<String> = node_list
+        .items
+        .iter()
+        .filter(|n| selection::unreachable(n))
+        .map(|n| n.name_any())
+        .collect();
     let mut selected: Vec<String> = node_list
         .items
         .iter()
@@ -395,8 +402,11 @@ async fn reconcile_inner(name: &str, ctx: &Context) -> Result<Action> {
     let views: Vec<NodeView> = selected
         .iter()
         .map(|n| {
-            ours.get(n)
-                .map_or_else(|| NodeView::without_cpn(n), NodeView::from_cpn)
+            let mut v = ours
+                .get(n)
+                .map_or_else(|| NodeView::without_cpn(n), NodeView::from_cpn);
+            v.unreachable = unreachable.contains(n);
+            v
         })
         .collect();
 

@@ -68,6 +68,10 @@ pub struct NodeView {
     /// Whether the agent restores the last known-good revision now (`status.rollingBack`, or
     /// reason `RollingBack`).
     pub rolling_back: bool,
+    /// Whether the Node's `Ready` condition is `Unknown`: its kubelet stopped posting status
+    /// (the node is down or cut off), so what its `ControlPlaneNode` says is stale. Such a node
+    /// is not ready, and no other node is taken down while it is.
+    pub unreachable: bool,
 }
 
 impl NodeView {
@@ -87,6 +91,7 @@ impl NodeView {
             rolling_back: st.is_some_and(|s| {
                 s.rolling_back == Some(true) || s.reason.as_deref() == Some("RollingBack")
             }),
+            unreachable: false,
         }
     }
 
@@ -143,7 +148,9 @@ impl NodeView {
 
     /// Whether the node runs `revision` with every component healthy.
     pub fn ready(&self, revision: &str) -> bool {
-        self.updated(revision) && self.settled_at(revision) == Some(NodePhase::Healthy)
+        !self.unreachable
+            && self.updated(revision)
+            && self.settled_at(revision) == Some(NodePhase::Healthy)
     }
 
     /// The phase as shown to users: what the agent reports for the spec revision, `Pending`
@@ -430,7 +437,14 @@ pub fn decide(input: &RolloutInput<'_>) -> Decision {
             && !failed_here(n)
             && (!n.in_flight() || n.retargetable())
     };
-    let start = if halted.is_some() || input.paused {
+    // A node whose kubelet stopped posting status is already unavailable: starting another
+    // would take a second API server down.
+    let unreachable: Vec<String> = ordered
+        .iter()
+        .filter(|n| n.unreachable)
+        .map(|n| n.name.clone())
+        .collect();
+    let start = if halted.is_some() || input.paused || !unreachable.is_empty() {
         None
     } else if let Some(claimed) = pending_claim {
         let others = in_flight.iter().any(|n| n.name != claimed.name);
@@ -507,6 +521,7 @@ pub fn decide(input: &RolloutInput<'_>) -> Decision {
         start.as_deref(),
         &in_flight,
         &waiting_for_facts,
+        &unreachable,
         input.paused,
     );
     let mut events = events(

@@ -1027,3 +1027,34 @@ async fn a_minor_upgrade_with_a_gate_the_target_locks_degrades_before_any_node()
     )
     .await;
 }
+
+/// A node lost (its Node's Ready condition Unknown) while its ControlPlaneNode still says
+/// Healthy: the status does not count it ready, names it, and the new revision starts nowhere
+/// (a second API server is not taken down).
+#[tokio::test]
+async fn an_unreachable_node_is_named_and_no_other_node_starts() {
+    let mut world = World::new(config(2, valid_spec()), &["cp-1", "cp-2", "cp-3"]);
+    world = world.with_cpns(vec![
+        cpn("cp-1", "r-old", Healthy),
+        cpn("cp-2", "r-old", Healthy),
+        cpn("cp-3", "r-old", Healthy),
+    ]);
+    world.unreachable = vec!["cp-3".into()];
+    let check = with_check(status_says(None, false, true, false), move |s| {
+        let p = condition(s, "Progressing");
+        assert_eq!(p["reason"], "NodeUnreachable", "{p}");
+        assert!(
+            p["message"]
+                .as_str()
+                .unwrap()
+                .contains("node cp-3 unreachable"),
+            "{p}"
+        );
+        assert_eq!(s["readyNodes"], 0);
+    });
+    play(
+        world.clone(),
+        Scenario::Reconcile(world, vec![Write::Status(check)]),
+    )
+    .await;
+}

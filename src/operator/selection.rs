@@ -158,3 +158,48 @@ mod tests {
         assert_eq!(holder_node("_x", &nodes), None);
     }
 }
+
+/// Whether a Node's `Ready` condition is `Unknown`: the node lifecycle controller sets it when
+/// the kubelet stops posting status for `--node-monitor-grace-period` (the node is down or cut
+/// off). `False` (a kubelet that runs and reports a problem, such as no CNI yet) is not
+/// unreachable: its static Pods still run and its agent still works.
+pub fn unreachable(node: &k8s_openapi::api::core::v1::Node) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+        .is_some_and(|c| c.status == "Unknown")
+}
+
+#[cfg(test)]
+mod unreachable_tests {
+    use k8s_openapi::api::core::v1::{Node, NodeCondition, NodeStatus};
+
+    fn node(ready: Option<&str>) -> Node {
+        Node {
+            status: Some(NodeStatus {
+                conditions: ready.map(|r| {
+                    vec![NodeCondition {
+                        type_: "Ready".into(),
+                        status: r.into(),
+                        ..Default::default()
+                    }]
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_a_ready_condition_of_unknown_is_unreachable() {
+        assert!(super::unreachable(&node(Some("Unknown"))));
+        assert!(!super::unreachable(&node(Some("True"))));
+        assert!(
+            !super::unreachable(&node(Some("False"))),
+            "a kubelet reporting a problem runs"
+        );
+        assert!(!super::unreachable(&node(None)), "a node not reporting yet");
+        assert!(!super::unreachable(&Node::default()));
+    }
+}

@@ -86,6 +86,7 @@ pub(super) fn conditions(
     start: Option<&str>,
     in_flight: &[&NodeView],
     waiting: &[String],
+    unreachable: &[String],
     paused: bool,
 ) -> Vec<ConditionValue> {
     let healthy = format!(
@@ -97,6 +98,8 @@ pub(super) fn conditions(
         RolloutPhase::Progressing => {
             let p = if start.is_some() || !in_flight.is_empty() {
                 "NodeUpdating"
+            } else if !unreachable.is_empty() {
+                "NodeUnreachable"
             } else if !waiting.is_empty() {
                 "WaitingForAgents"
             } else {
@@ -154,6 +157,16 @@ pub(super) fn conditions(
                 c.total
             );
         }
+    }
+    if !unreachable.is_empty() && phase != RolloutPhase::Halted {
+        progress.push_str(&format!(
+            "; {} unreachable (the Node's Ready condition is Unknown: its kubelet stopped posting status): no other node is taken down until it is back, or its Node is deleted",
+            unreachable
+                .iter()
+                .map(|n| format!("node {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
     }
     if paused && phase == RolloutPhase::Progressing && (start.is_some() || !in_flight.is_empty()) {
         progress.push_str("; paused: no further node starts after this one");

@@ -18,6 +18,7 @@ fn at(name: &str, rev: &str, phase: NodePhase) -> NodeView {
         message: None,
         has_facts: true,
         rolling_back: false,
+        unreachable: false,
     }
 }
 
@@ -473,6 +474,7 @@ fn arb_node(name: String) -> impl Strategy<Value = NodeView> {
             message: None,
             has_facts: facts,
             rolling_back: rb % 4 == 0,
+            unreachable: false,
         })
 }
 
@@ -1005,4 +1007,39 @@ fn a_failed_revision_is_remembered_and_never_retried_on_that_node() {
     let d = decide_with(&nodes, "newer", false, &[], &prev);
     assert_eq!(d.start.as_deref(), Some("cp-1"));
     assert_eq!(d.failed_revisions, prev.failed);
+}
+
+/// A node whose kubelet stopped posting status (a node lost): its ControlPlaneNode still says
+/// Healthy, but it is not counted ready, and no other node is started while it is down.
+#[test]
+fn an_unreachable_node_is_not_ready_and_holds_every_other_start() {
+    let mut down = at("cp-3", "r1", Healthy);
+    down.unreachable = true;
+    let nodes = vec![at("cp-1", "r1", Healthy), at("cp-2", "r1", Healthy), down];
+    let d = decide_with(&nodes, "r1", false, &[], &Previous::default());
+    assert_eq!(d.ready, 2, "its stale Healthy is not believed");
+    assert_ne!(d.phase, RolloutPhase::Complete);
+    let progressing = d
+        .conditions
+        .iter()
+        .find(|c| c.type_ == condition::PROGRESSING)
+        .unwrap();
+    assert_eq!(progressing.reason, "NodeUnreachable");
+    assert!(
+        progressing.message.contains("node cp-3 unreachable"),
+        "{}",
+        progressing.message
+    );
+
+    // A new revision: cp-1 would be next, but cp-3 is down.
+    let d = decide_with(&nodes, "r2", false, &[], &Previous::default());
+    assert_eq!(d.start, None, "a second API server is not taken down");
+    let mut back = nodes.clone();
+    back[2].unreachable = false;
+    let d = decide_with(&back, "r2", false, &[], &Previous::default());
+    assert_eq!(
+        d.start.as_deref(),
+        Some("cp-1"),
+        "starts once the node is back"
+    );
 }
