@@ -520,8 +520,10 @@ pub fn decide(input: &RolloutInput<'_>) -> Decision {
         halted.as_ref(),
         start.as_deref(),
         &in_flight,
-        &waiting_for_facts,
-        &unreachable,
+        report::Blocked {
+            waiting: &waiting_for_facts,
+            unreachable: &unreachable,
+        },
         input.paused,
     );
     let mut events = events(

@@ -79,16 +79,28 @@ pub(super) fn waiting_line(waiting: &[String]) -> String {
     }
 }
 
+/// Nodes that hold the rollout without being in flight.
+#[derive(Clone, Copy)]
+pub(super) struct Blocked<'a> {
+    /// Nodes whose agent has not reported facts.
+    pub waiting: &'a [String],
+    /// Nodes whose kubelet stopped posting status.
+    pub unreachable: &'a [String],
+}
+
 pub(super) fn conditions(
     phase: RolloutPhase,
     c: &Counts<'_>,
     halted: Option<&Halt>,
     start: Option<&str>,
     in_flight: &[&NodeView],
-    waiting: &[String],
-    unreachable: &[String],
+    blocked: Blocked<'_>,
     paused: bool,
 ) -> Vec<ConditionValue> {
+    let Blocked {
+        waiting,
+        unreachable,
+    } = blocked;
     let healthy = format!(
         "{} of {} nodes healthy at revision {}",
         c.ready, c.total, c.rev
