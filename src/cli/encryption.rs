@@ -96,8 +96,9 @@ pub fn format_status(managed: bool, status: Option<&EncryptionStatus>) -> (Strin
     }
     for n in &s.nodes {
         t.push_str(&format!(
-            "node {:<20} {}\n",
+            "node {:<20} revision {:<12} {}\n",
             n.node,
+            n.revision.as_deref().unwrap_or("-"),
             if n.current {
                 "runs this step's configuration"
             } else {
@@ -160,7 +161,7 @@ mod tests {
             nodes: vec![
                 NodeEncryption {
                     node: "cp1".into(),
-                    revision: None,
+                    revision: Some("abc123".into()),
                     current: true,
                 },
                 NodeEncryption {
@@ -188,6 +189,7 @@ mod tests {
         assert_eq!(code, 2);
         assert!(text.contains("active key: key2-9 (secretbox)"), "{text}");
         assert!(text.contains("cp2") && text.contains("NOT YET"), "{text}");
+        assert!(text.contains("revision abc123"), "{text}");
         assert!(
             text.contains("120 objects rewritten to key2-9, 0 failed, now secrets"),
             "{text}"

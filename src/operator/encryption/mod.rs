@@ -150,6 +150,23 @@ pub async fn reconcile(
     selected: &[String],
     ours: &BTreeMap<String, ControlPlaneNode>,
 ) -> Result<Prepared> {
+    let mut prepared = decide_and_act(ctx, cpc, managed, selected, ours).await?;
+    for n in &mut prepared.status.nodes {
+        n.revision = ours
+            .get(&n.node)
+            .and_then(|c| c.status.as_ref())
+            .and_then(|s| s.applied_revision.clone());
+    }
+    Ok(prepared)
+}
+
+async fn decide_and_act(
+    ctx: &Context,
+    cpc: &ControlPlaneConfig,
+    managed: &ManagedEncryption,
+    selected: &[String],
+    ours: &BTreeMap<String, ControlPlaneNode>,
+) -> Result<Prepared> {
     let desired = Desired::from_spec(managed);
     let previous = cpc.status.as_ref().and_then(|s| s.encryption.clone());
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), NAMESPACE);

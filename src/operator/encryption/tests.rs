@@ -211,6 +211,11 @@ async fn turning_on_creates_the_keys_secret_and_waits_for_every_node() {
         p.status.nodes.iter().map(|n| n.current).collect::<Vec<_>>(),
         vec![true, false]
     );
+    assert_eq!(
+        p.status.nodes[0].revision.as_deref(),
+        Some("r1"),
+        "applied revision"
+    );
 
     // Both read the new key: it becomes the write key, in the same Secret.
     let ours = BTreeMap::from([
