@@ -37,7 +37,9 @@ use crate::render::{self, RenderInput};
 use crate::validation;
 
 mod api;
+mod status;
 pub use api::*;
+use status::*;
 
 /// Field manager of everything the operator writes.
 pub const FIELD_MANAGER: &str = "kubeplane-operator";
@@ -288,30 +290,10 @@ async fn reconcile_inner(name: &str, ctx: &Context) -> Result<Action> {
     }
     // 3b. Managed encryption: the key lifecycle's step (operator::encryption), whose rendered
     // configuration goes into the revision like any side file.
-    let mut encryption_status = None;
-    let mut encryption_requeue = None;
+    let (mut encryption_status, mut encryption_requeue) = (None, None);
     if let Some(managed) = &managed_encryption {
-        let prepared = super::encryption::reconcile(ctx, &cpc, managed, &selected, &ours).await?;
-        digest = prepared.digest;
-        encryption_requeue = prepared.requeue;
-        if let Some((warning, reason, note)) = prepared.event {
-            publish(
-                ctx,
-                &cpc,
-                &PlannedEvent {
-                    kind: if warning {
-                        EventKind::Warning
-                    } else {
-                        EventKind::Normal
-                    },
-                    reason,
-                    note,
-                    node: None,
-                },
-            )
-            .await;
-        }
-        encryption_status = Some(prepared.status);
+        let p = super::encryption::stage(ctx, &cpc, managed, &selected, &ours).await?;
+        (digest, encryption_status, encryption_requeue) = (p.digest, Some(p.status), p.requeue);
     }
     // The version-skew policy (kubernetes.io/releases/version-skew-policy) against the versions
     // each node was last given (every manifest's image tag): more than one minor forward, or a
@@ -553,72 +535,6 @@ async fn reconcile_inner(name: &str, ctx: &Context) -> Result<Action> {
     Ok(Action::requeue(
         encryption_requeue.map_or(ctx.resync, |r| r.min(ctx.resync)),
     ))
-}
-
-fn observed_generation(cpc: &ControlPlaneConfig) -> Option<i64> {
-    cpc.status.as_ref().and_then(|s| s.observed_generation)
-}
-
-fn degraded_reason(cpc: &ControlPlaneConfig) -> Option<String> {
-    let st = cpc.status.as_ref()?;
-    let c = find_condition(&st.conditions, condition::DEGRADED)?;
-    c.is_true().then(|| c.reason.clone())
-}
-
-fn previous(cpc: &ControlPlaneConfig) -> Previous {
-    let st = cpc.status.as_ref();
-    Previous {
-        revision: st.and_then(|s| s.revision.clone()),
-        node_in_flight: st.and_then(|s| s.node_in_flight.clone()),
-        ready: st
-            .and_then(|s| find_condition(&s.conditions, condition::READY))
-            .is_some_and(|c| c.is_true()),
-        degraded_reason: degraded_reason(cpc),
-        in_flight_revision: st.and_then(|s| s.node_in_flight_revision.clone()),
-        in_flight_since: st
-            .and_then(|s| s.node_in_flight_since.as_ref())
-            .map(|t| t.0),
-        failed: st.map(|s| s.failed_revisions.clone()).unwrap_or_default(),
-    }
-}
-
-/// The previous conditions with the new values set; transition times kept where the status
-/// did not change.
-fn merge_conditions(
-    cpc: &ControlPlaneConfig,
-    values: &[ConditionValue],
-    generation: Option<i64>,
-) -> Vec<crate::api::Condition> {
-    let mut conditions = cpc
-        .status
-        .as_ref()
-        .map(|s| s.conditions.clone())
-        .unwrap_or_default();
-    let now = Time(Timestamp::now());
-    for v in values {
-        set_condition(
-            &mut conditions,
-            crate::api::Condition {
-                type_: v.type_.to_string(),
-                status: if v.status { "True" } else { "False" }.into(),
-                reason: v.reason.clone(),
-                message: v.message.clone(),
-                last_transition_time: now.clone(),
-                observed_generation: generation,
-            },
-        );
-    }
-    conditions.sort_by_key(|c| {
-        [
-            condition::READY,
-            condition::PROGRESSING,
-            condition::DEGRADED,
-        ]
-        .iter()
-        .position(|t| *t == c.type_)
-        .unwrap_or(usize::MAX)
-    });
-    conditions
 }
 
 #[cfg(test)]

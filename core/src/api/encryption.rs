@@ -8,7 +8,6 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::date_time_schema;
-use super::config::SecretKeyRef;
 
 /// Encryption at rest: exactly one of `secretRef` (you keep the EncryptionConfiguration) and
 /// `managed` (kubeplane generates, rotates and retires the keys).
@@ -294,4 +293,21 @@ pub struct KeyCount {
     pub key: String,
     /// The number of stored objects.
     pub count: i64,
+}
+
+/// A key of a Secret.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Namespace of the Secret. Default: `kube-system`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: Option<String>,
+    /// Key in the Secret's data. Default: `config.yaml`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: Option<String>,
 }

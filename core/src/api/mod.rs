@@ -1,6 +1,7 @@
 //! The kubeplane API: `ControlPlaneConfig` and `ControlPlaneNode` (group `kubeplane.io`,
 //! version `v1alpha1`, cluster-scoped). Pure types: no I/O.
 
+mod audit;
 pub mod bounds;
 mod common;
 mod component;
@@ -8,6 +9,8 @@ mod config;
 mod document;
 mod encryption;
 mod node;
+mod rollout;
+mod status;
 mod upgrade;
 
 pub use common::{Condition, find_condition, set_condition};

@@ -27,6 +27,7 @@ use kube::api::{Api, PostParams};
 use tracing::{info, warn};
 
 use super::reconcile::{Context, Error, FIELD_MANAGER, Result};
+use super::rollout::{EventKind, PlannedEvent};
 use crate::api::{
     Component, ControlPlaneConfig, ControlPlaneNode, EncryptionStatus, FileSource, KeyCount,
     ManagedEncryption, NodeEncryption, NodePhase, VerificationStatus,
@@ -140,6 +141,32 @@ fn data(secret: &Secret, key: &str) -> Option<Vec<u8>> {
         .as_ref()
         .and_then(|d| d.get(key))
         .map(|b| b.0.clone())
+}
+
+/// The reconcile's managed-encryption stage: [`reconcile`], then its Event published.
+pub async fn stage(
+    ctx: &Context,
+    cpc: &ControlPlaneConfig,
+    managed: &ManagedEncryption,
+    selected: &[String],
+    ours: &BTreeMap<String, ControlPlaneNode>,
+) -> Result<Prepared> {
+    let prepared = reconcile(ctx, cpc, managed, selected, ours).await?;
+    if let Some((warning, reason, note)) = prepared.event.clone() {
+        let kind = if warning {
+            EventKind::Warning
+        } else {
+            EventKind::Normal
+        };
+        let event = PlannedEvent {
+            kind,
+            reason,
+            note,
+            node: None,
+        };
+        super::reconcile::publish(ctx, cpc, &event).await;
+    }
+    Ok(prepared)
 }
 
 /// One reconcile of managed encryption. See the module documentation.

@@ -237,7 +237,7 @@ pub(super) fn truncate(s: &str, max: usize) -> String {
 }
 
 /// Publishes an Event on the config; a failure is logged, not fatal (Events are best effort).
-pub(super) async fn publish(ctx: &Context, cpc: &ControlPlaneConfig, ev: &PlannedEvent) {
+pub(crate) async fn publish(ctx: &Context, cpc: &ControlPlaneConfig, ev: &PlannedEvent) {
     let event = Event {
         type_: match ev.kind {
             EventKind::Normal => EventType::Normal,
