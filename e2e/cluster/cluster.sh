@@ -18,6 +18,9 @@ CNI_BIN_DIR=${KUBEPLANE_CLUSTER_CNI_BIN_DIR:-/usr/lib/cni}
 NET_PREFIX=${KUBEPLANE_CLUSTER_NET_PREFIX:-10.88.0}   # /24 on the host bridge
 BRIDGE=${KUBEPLANE_CLUSTER_BRIDGE:-kpbr0}
 TIMEOUT=${KUBEPLANE_CLUSTER_TIMEOUT:-300}
+# Where kubeplane's agent answers haproxy's agent check on each node (chart value
+# agent.loadBalancer.agentCheckPort; e2e/ha/values-cluster.yaml sets the same).
+AGENT_CHECK_PORT=${KUBEPLANE_CLUSTER_AGENT_CHECK_PORT:-6445}
 NODE_PREFIX="cp"
 VIP=${NET_PREFIX}.1
 ETCD_URL=https://${VIP}:2379
@@ -63,7 +66,8 @@ environment:
   KUBEPLANE_CLUSTER_DIR         state (default /var/lib/kubeplane-cluster)
   KUBEPLANE_CLUSTER_CNI_BIN_DIR CNI plugins bridge, host-local, loopback (default /usr/lib/cni)
   KUBEPLANE_CLUSTER_VERSION, KUBEPLANE_CLUSTER_PAUSE_IMAGE, KUBEPLANE_CLUSTER_NET_PREFIX,
-  KUBEPLANE_CLUSTER_BRIDGE, KUBEPLANE_CLUSTER_TIMEOUT
+  KUBEPLANE_CLUSTER_BRIDGE, KUBEPLANE_CLUSTER_TIMEOUT, KUBEPLANE_CLUSTER_AGENT_CHECK_PORT
+                                (haproxy asks kubeplane's agent there; default 6445)
 EOF
 }
 
@@ -629,7 +633,10 @@ backend kube-apiservers
   default-server inter 2s fall 3 rise 2 on-marked-down shutdown-sessions
 EOF
     while read -r n; do
-      echo "  server $n $(node_ip "$n"):6443 check check-ssl verify none"
+      # agent-check: kubeplane's agent on the node answers `drain` before it restarts the
+      # node's kube-apiserver (chart value agent.loadBalancer.agentCheckPort); haproxy
+      # ignores the agent while none answers on that port.
+      echo "  server $n $(node_ip "$n"):6443 check check-ssl verify none agent-check agent-port $AGENT_CHECK_PORT agent-inter 1s"
     done < <(cluster_nodes)
   } >"$cfg.tmp"
   mv "$cfg.tmp" "$cfg"

@@ -27,9 +27,12 @@ impl Engine {
         wait: bool,
     ) -> Outcome {
         let span = tracing::info_span!("apply", node = %self.node, revision = %spec.revision);
-        self.apply_inner(spec, generation, wait)
+        let outcome = self
+            .apply_inner(spec, generation, wait)
             .instrument(span)
-            .await
+            .await;
+        self.back_in_pool();
+        outcome
     }
 
     async fn apply_inner(
@@ -250,6 +253,7 @@ impl Engine {
                         continue;
                     }
                     Action::Write => {
+                        self.drain_before_write(c).await;
                         let span = tracing::info_span!("write", component = %c);
                         let _g = span.enter();
                         // Write-ahead: the state says what is about to happen before it happens.
