@@ -31,6 +31,7 @@ pub mod lb_drain;
 pub mod local;
 pub mod metrics;
 pub mod plan;
+pub mod pull_auth;
 pub mod quarantine;
 pub mod runtime;
 pub mod state;

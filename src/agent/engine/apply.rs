@@ -206,7 +206,10 @@ impl Engine {
 
         // Images before restarts: kubelet runs no second instance of a static pod, so a pull
         // it starts after the write is downtime. Nothing is written until they are present.
-        if let Err(outcome) = self.pull_images(&rev, &steps).await {
+        if let Err(outcome) = self
+            .pull_images(&rev, &steps, &spec.image_pull_secrets)
+            .await
+        {
             return outcome;
         }
 

@@ -62,6 +62,8 @@ pub struct FakeImages {
     pub pull_time: Duration,
     /// Every pull asked for, in order.
     pub pulls: Vec<String>,
+    /// The user name of the credentials each pull carried (`None`: none), in order.
+    pub pull_users: Vec<Option<String>>,
 }
 
 impl FakeRuntime {
@@ -101,9 +103,10 @@ impl FakeRuntime {
         f(&mut self.images.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    async fn pull(&self, image: &str) -> Result<String, String> {
+    async fn pull(&self, image: &str, user: Option<&str>) -> Result<String, String> {
         let (wait, failing) = self.images(|i| {
             i.pulls.push(image.to_string());
+            i.pull_users.push(user.map(str::to_string));
             (i.pull_time, i.failing.get(image).cloned())
         });
         tokio::time::sleep(wait).await;
@@ -140,10 +143,12 @@ impl ContainerRuntime for FakeRuntime {
     fn pull_image<'a>(
         &'a self,
         image: &'a str,
+        auth: Option<&'a crate::agent::pull_auth::RegistryAuth>,
         timeout: Duration,
     ) -> BoxFuture<'a, Result<String, String>> {
         Box::pin(async move {
-            tokio::time::timeout(timeout, self.pull(image))
+            let user = auth.map(|a| a.username.as_str());
+            tokio::time::timeout(timeout, self.pull(image, user))
                 .await
                 .unwrap_or_else(|_| {
                     Err(format!(
@@ -274,8 +279,10 @@ impl ImageService for CriService {
         &self,
         request: Request<cri::PullImageRequest>,
     ) -> Result<Response<cri::PullImageResponse>, Status> {
-        let name = request.into_inner().image.unwrap_or_default().image;
-        match self.runtime.pull(&name).await {
+        let request = request.into_inner();
+        let name = request.image.unwrap_or_default().image;
+        let user = request.auth.map(|a| a.username);
+        match self.runtime.pull(&name, user.as_deref()).await {
             Ok(image_ref) => Ok(Response::new(cri::PullImageResponse { image_ref })),
             Err(why) => Err(Status::not_found(why)),
         }
