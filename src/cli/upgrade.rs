@@ -151,25 +151,77 @@ fn from_cluster(cfg: &ControlPlaneConfig) -> Result<From, CliError> {
             .list(&ListParams::default().labels(&format!("{CONFIG_LABEL}={name}")))
             .await
             .map_err(|e| refused(format!("--from-cluster: list ControlPlaneNodes of {name}: {e}")))?;
-        let mut nodes: Vec<PlanNode> = list
-            .items
-            .iter()
-            .map(|c| PlanNode {
-                name: c.name_any(),
-                versions: node_versions(&c.spec),
-            })
-            .collect();
-        nodes.sort_by(|a, b| a.name.cmp(&b.name));
-        let lowest = nodes
-            .iter()
-            .flat_map(|n| n.versions.iter())
-            .filter_map(|v| KubeVersion::parse_any(v).ok())
-            .min_by_key(|v| (v.minor, v.patch))
-            .map(|v| v.to_string());
-        Ok(From {
-            version: lowest.unwrap_or_else(|| live.spec.kubernetes_version.clone()),
-            image_repository: live.spec.image_repository.clone(),
-            nodes,
-        })
+        Ok(from_live(&live, &list.items))
     })
+}
+
+/// Where the cluster stands, from its live config and ControlPlaneNodes: the lowest version
+/// a node runs, the image repository the live spec uses (the default when it names none).
+fn from_live(live: &ControlPlaneConfig, cpns: &[ControlPlaneNode]) -> From {
+    let mut nodes: Vec<PlanNode> = cpns
+        .iter()
+        .map(|c| PlanNode {
+            name: c.name_any(),
+            versions: node_versions(&c.spec),
+        })
+        .collect();
+    nodes.sort_by(|a, b| a.name.cmp(&b.name));
+    let lowest = nodes
+        .iter()
+        .flat_map(|n| n.versions.iter())
+        .filter_map(|v| KubeVersion::parse_any(v).ok())
+        .min_by_key(|v| (v.minor, v.patch))
+        .map(|v| v.to_string());
+    From {
+        version: lowest.unwrap_or_else(|| live.spec.kubernetes_version.clone()),
+        // The live spec without imageRepository runs the default's images, whatever the new
+        // spec names.
+        image_repository: Some(
+            live.spec
+                .image_repository
+                .clone()
+                .unwrap_or_else(|| crate::render::defaults::IMAGE_REPOSITORY.to_string()),
+        ),
+        nodes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_live_spec_without_a_repository_runs_the_default_registry() {
+        let live = |repo: Option<&str>| ControlPlaneConfig {
+            metadata: Default::default(),
+            spec: crate::api::ControlPlaneConfigSpec {
+                kubernetes_version: "v1.35.6".into(),
+                image_repository: repo.map(str::to_string),
+                ..Default::default()
+            },
+            status: None,
+        };
+        let f = from_live(&live(None), &[]);
+        assert_eq!(f.version, "v1.35.6");
+        assert_eq!(f.image_repository.as_deref(), Some("registry.k8s.io"));
+        let f = from_live(&live(Some("mirror.example/k8s")), &[]);
+        assert_eq!(f.image_repository.as_deref(), Some("mirror.example/k8s"));
+        // The plan then shows the old images where they came from.
+        let mut new = live(Some("10.88.0.1:5000")).spec;
+        new.kubernetes_version = "v1.36.2".into();
+        let f = from_live(&live(None), &[]);
+        let p = plan(&PlanInput {
+            spec: &new,
+            from_version: &f.version,
+            from_image_repository: f.image_repository.as_deref(),
+            nodes: &f.nodes,
+        });
+        let text = p.to_text();
+        assert!(
+            text.contains(
+                "registry.k8s.io/kube-apiserver:v1.35.6 → 10.88.0.1:5000/kube-apiserver:v1.36.2"
+            ),
+            "{text}"
+        );
+    }
 }
