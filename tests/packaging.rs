@@ -114,6 +114,24 @@ fn a_bad_argument_is_refused_by_the_check() {
     assert!(matches!(accepted(&good), Some(Ok(()))));
 }
 
+#[test]
+fn the_load_balancer_drain_flags_are_checked_by_the_binary() {
+    let agent = |extra: &[&str]| -> Vec<String> {
+        ["agent", "--node=cp1"]
+            .iter()
+            .chain(extra)
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let on = agent(&["--lb-agent-check-addr=0.0.0.0:6445", "--lb-drain-seconds=3"]);
+    assert!(matches!(accepted(&on), Some(Ok(()))), "{on:?}");
+    let too_long = agent(&["--lb-drain-seconds=301"]);
+    assert!(
+        matches!(accepted(&too_long), Some(Err(e)) if e.contains("--lb-drain-seconds") && e.contains("301")),
+        "{too_long:?}"
+    );
+}
+
 /// The dependency graph of `kubeplane` as `cargo tree` prints it, with `edges` (e.g.
 /// `normal,build,features`).
 fn cargo_tree(edges: &str) -> String {

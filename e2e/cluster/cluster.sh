@@ -18,6 +18,12 @@ CNI_BIN_DIR=${KUBEPLANE_CLUSTER_CNI_BIN_DIR:-/usr/lib/cni}
 NET_PREFIX=${KUBEPLANE_CLUSTER_NET_PREFIX:-10.88.0}   # /24 on the host bridge
 BRIDGE=${KUBEPLANE_CLUSTER_BRIDGE:-kpbr0}
 TIMEOUT=${KUBEPLANE_CLUSTER_TIMEOUT:-300}
+# Where kubeplane's agent answers haproxy's agent check on each node (chart value
+# agent.loadBalancer.agentCheckPort; e2e/ha/values-cluster.yaml sets the same).
+AGENT_CHECK_PORT=${KUBEPLANE_CLUSTER_AGENT_CHECK_PORT:-6445}
+# A plain-HTTP image registry on the host side of the bridge (`registry`, `push-image`):
+# every node's containerd pulls from it (hosts.toml under config_path).
+REGISTRY_PORT=${KUBEPLANE_CLUSTER_REGISTRY_PORT:-5000}
 NODE_PREFIX="cp"
 VIP=${NET_PREFIX}.1
 ETCD_URL=https://${VIP}:2379
@@ -51,6 +57,11 @@ usage: $PROG COMMAND
   start NODE          start a stopped node again
   exec NODE -- CMD... run CMD in NODE's network, mount and UTS namespaces
   load-image ARCHIVE [NODE...]
+  registry            start an image registry (Debian docker-registry, distribution v2) at
+                      VIP:$REGISTRY_PORT (plain HTTP; every node's containerd may pull from it)
+  push-image ARCHIVE  push an archive's images to that registry as VIP:PORT/<name>:<tag>
+                      (the name without its registry: registry.k8s.io/kube-apiserver:v1 ->
+                      VIP:PORT/kube-apiserver:v1); prints the pushed references
                       import a docker-archive/oci-archive into every (given) node's
                       containerd (namespace k8s.io) and check its refs are there after
   kubeconfig          print the path of the admin kubeconfig (server: the haproxy VIP)
@@ -63,7 +74,8 @@ environment:
   KUBEPLANE_CLUSTER_DIR         state (default /var/lib/kubeplane-cluster)
   KUBEPLANE_CLUSTER_CNI_BIN_DIR CNI plugins bridge, host-local, loopback (default /usr/lib/cni)
   KUBEPLANE_CLUSTER_VERSION, KUBEPLANE_CLUSTER_PAUSE_IMAGE, KUBEPLANE_CLUSTER_NET_PREFIX,
-  KUBEPLANE_CLUSTER_BRIDGE, KUBEPLANE_CLUSTER_TIMEOUT
+  KUBEPLANE_CLUSTER_BRIDGE, KUBEPLANE_CLUSTER_TIMEOUT, KUBEPLANE_CLUSTER_AGENT_CHECK_PORT
+                                (haproxy asks kubeplane's agent there; default 6445)
 EOF
 }
 
@@ -438,6 +450,8 @@ state = "$d/run/containerd"
     stream_server_port = "0"
   [plugins.'io.containerd.cri.v1.images']
     snapshotter = "overlayfs"
+    [plugins.'io.containerd.cri.v1.images'.registry]
+      config_path = "$d/containerd/certs.d"
     [plugins.'io.containerd.cri.v1.images'.pinned_images]
       sandbox = "$PAUSE_IMAGE"
   [plugins.'io.containerd.cri.v1.runtime']
@@ -455,6 +469,14 @@ state = "$d/run/containerd"
           BinaryName = "$BIN_DIR/runc"
           Root = "$d/run/runc"
           SystemdCgroup = false
+EOF
+  # The launcher's registry (`registry`): plain HTTP, so containerd is told so per host
+  # (containerd docs/hosts.md: certs.d/<host:port>/hosts.toml).
+  mkdir -p "$d/containerd/certs.d/$VIP:$REGISTRY_PORT"
+  cat >"$d/containerd/certs.d/$VIP:$REGISTRY_PORT/hosts.toml" <<EOF
+server = "http://$VIP:$REGISTRY_PORT"
+[host."http://$VIP:$REGISTRY_PORT"]
+  capabilities = ["pull", "resolve"]
 EOF
   cat >"$d/cni/net.d/10-kubeplane.conflist" <<EOF
 {
@@ -629,7 +651,10 @@ backend kube-apiservers
   default-server inter 2s fall 3 rise 2 on-marked-down shutdown-sessions
 EOF
     while read -r n; do
-      echo "  server $n $(node_ip "$n"):6443 check check-ssl verify none"
+      # agent-check: kubeplane's agent on the node answers `drain` before it restarts the
+      # node's kube-apiserver (chart value agent.loadBalancer.agentCheckPort); haproxy
+      # ignores the agent while none answers on that port.
+      echo "  server $n $(node_ip "$n"):6443 check check-ssl verify none agent-check agent-port $AGENT_CHECK_PORT agent-inter 1s"
     done < <(cluster_nodes)
   } >"$cfg.tmp"
   mv "$cfg.tmp" "$cfg"
@@ -974,6 +999,50 @@ cmd_load_image() { # ARCHIVE [NODE...]: import into every (given) node's contain
   ((failed == 0)) || die "load-image: an image is missing on a node after the import"
 }
 
+cmd_registry() { # start the image registry at VIP:REGISTRY_PORT
+  local d=$CLUSTER_DIR/registry
+  command -v docker-registry >/dev/null || die "registry: docker-registry not found (Debian: apt-get install docker-registry)"
+  mkdir -p "$d/data"
+  if pid_alive "$d/registry.pid"; then
+    log "registry: already running (pid $(cat "$d/registry.pid")) at http://$VIP:$REGISTRY_PORT"
+    return
+  fi
+  # distribution's configuration reference (docs/configuration.md): filesystem storage, one
+  # listener, deletes allowed (a test can remove a tag), no auth (the bridge is host-local).
+  cat >"$d/config.yml" <<EOF
+version: 0.1
+log:
+  level: info
+storage:
+  filesystem:
+    rootdirectory: $d/data
+  delete:
+    enabled: true
+http:
+  addr: $VIP:$REGISTRY_PORT
+EOF
+  setsid docker-registry serve "$d/config.yml" </dev/null >>"$d/registry.log" 2>&1 &
+  echo $! >"$d/registry.pid"
+  wait_for 30 "the registry at http://$VIP:$REGISTRY_PORT/v2/" curl -sf -o /dev/null "http://$VIP:$REGISTRY_PORT/v2/"
+  log "registry: http://$VIP:$REGISTRY_PORT (data $d/data, log $d/registry.log)"
+}
+
+cmd_push_image() { # ARCHIVE: push its images to the registry
+  local archive=${1:-} refs r name
+  [[ -f $archive ]] || die "push-image: usage: push-image ARCHIVE (a docker-archive or oci-archive file)"
+  command -v skopeo >/dev/null || die "push-image: skopeo not found (Debian: apt-get install skopeo)"
+  curl -sf -o /dev/null "http://$VIP:$REGISTRY_PORT/v2/" || die "push-image: no registry at http://$VIP:$REGISTRY_PORT (run: $PROG registry)"
+  refs=$(archive_refs "$archive") || die "push-image: cannot read $archive"
+  [[ -n $refs ]] || die "push-image: $archive names no image"
+  while read -r r; do
+    name=$r
+    [[ ${r%%/*} == *.* || ${r%%/*} == *:* || ${r%%/*} == localhost ]] && name=${r#*/}
+    skopeo copy -q --dest-tls-verify=false "docker-archive:$archive:$r" "docker://$VIP:$REGISTRY_PORT/$name" ||
+      die "push-image: skopeo could not push $r"
+    echo "$VIP:$REGISTRY_PORT/$name"
+  done <<<"$refs"
+}
+
 pss_mib() { # PIDS...: summed proportional set size
   local p kb=0 v
   for p in "$@"; do
@@ -1035,6 +1104,8 @@ main() {
     start) cmd_start "$@" ;;
     exec) cmd_exec "$@" ;;
     load-image) cmd_load_image "$@" ;;
+    registry) cmd_registry ;;
+    push-image) cmd_push_image "$@" ;;
     kubeconfig)
       [[ -f $CLUSTER_DIR/admin.conf ]] || die "no cluster in $CLUSTER_DIR (run: $PROG up)"
       echo "$CLUSTER_DIR/admin.conf"

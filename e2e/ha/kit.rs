@@ -480,16 +480,41 @@ pub fn timeline(history: &[Seen]) -> String {
 
 // ------------------------------------------------------------------ /readyz through the VIP
 
-/// Samples `GET /readyz` through the VIP every 100 ms (each request at most 2 s).
+/// Samples `GET /readyz` through the VIP every 100 ms (each request at most 2 s), and with
+/// each request haproxy's view of the API servers (`show stat` on the launcher's admin
+/// socket): which were seen in `DRAIN` (kubeplane's agent check).
 pub struct Sampler {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<(usize, Vec<String>)>>,
+    drained: Arc<Mutex<std::collections::BTreeSet<String>>>,
+}
+
+/// haproxy's servers of the API backend with their status (`UP`, `DOWN`, `DRAIN`, …), read
+/// from its stats socket; empty when the socket cannot be read.
+pub fn haproxy_servers(cluster_dir: &Path) -> Vec<(String, String)> {
+    use std::io::Read;
+    let Ok(mut sock) =
+        std::os::unix::net::UnixStream::connect(cluster_dir.join("haproxy/admin.sock"))
+    else {
+        return Vec::new();
+    };
+    let _ = sock.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut text = String::new();
+    if sock.write_all(b"show stat\n").is_err() || sock.read_to_string(&mut text).is_err() {
+        return Vec::new();
+    }
+    text.lines()
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .filter(|f| f.len() > 17 && f[0] == "kube-apiservers" && f[1] != "BACKEND")
+        .map(|f| (f[1].to_string(), f[17].to_string()))
+        .collect()
 }
 
 impl Sampler {
     pub fn start(env: &Env) -> Sampler {
         let stop = Arc::new(AtomicBool::new(false));
-        let (e, st) = (env.clone(), stop.clone());
+        let drained: Arc<Mutex<std::collections::BTreeSet<String>>> = Arc::default();
+        let (e, st, dr) = (env.clone(), stop.clone(), drained.clone());
         let ca = env.cluster_dir.join("pki/ca.crt");
         let thread = thread::spawn(move || {
             let url = format!("{}/readyz", e.server.trim_end_matches('/'));
@@ -520,6 +545,11 @@ impl Sampler {
                     let exit = out.map(|o| o.status.code().unwrap_or(-1)).unwrap_or(-1);
                     failures.push(format!("{sent:.1}s: HTTP {code} (curl exit {exit})"));
                 }
+                for (server, status) in haproxy_servers(&e.cluster_dir) {
+                    if status.contains("DRAIN") {
+                        dr.lock().unwrap().insert(server);
+                    }
+                }
                 let next = t0 + Duration::from_millis(100) * n as u32;
                 if let Some(d) = next.checked_duration_since(Instant::now()) {
                     thread::sleep(d);
@@ -530,7 +560,13 @@ impl Sampler {
         Sampler {
             stop,
             thread: Some(thread),
+            drained,
         }
+    }
+
+    /// The API servers haproxy showed in `DRAIN` so far.
+    pub fn drained(&self) -> Vec<String> {
+        self.drained.lock().unwrap().iter().cloned().collect()
     }
 
     /// Requests sent and the failed ones.

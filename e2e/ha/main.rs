@@ -103,17 +103,27 @@ fn a_apiserver_audit_rolls_one_node_at_a_time_leaders_last_vip_never_fails() {
         let done = env.wait_rolled_out(generation, ROLLOUT_TIMEOUT);
         let t_done = env.t();
         let (requests, failures) = sampler.stop();
+        let drained = sampler.drained();
         let history = rec.stop();
         env.log(&format!("history:\n{}", timeline(&history)));
         done?;
         let ord = check_one_at_a_time(&history, &rev, env.nodes().len())?;
         let times = order(&history, &rev);
         env.log(&format!(
-            "FIGURES a: order {:?}; rollout {:.1} s; /readyz through the VIP: {requests} requests, {} failed",
+            "FIGURES a: order {:?}; rollout {:.1} s; /readyz through the VIP: {requests} requests, {} failed; haproxy showed DRAIN for {drained:?}",
             times,
             t_done - t_apply,
             failures.len()
         ));
+        // With the agents answering haproxy's agent check (chart value
+        // agent.loadBalancer.agentCheckPort), every node was drained before its restart.
+        let agent = env.get(&["-n", &env.namespace, "daemonset", "kubeplane-agent"])?;
+        let args = agent["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+        if args.contains("--lb-agent-check-addr") {
+            check(drained.len() == env.nodes().len(), || {
+                format!("haproxy showed DRAIN only for {drained:?}, not for every node")
+            })?;
+        }
         for f in &failures {
             env.log(&format!("  failed: {f}"));
         }

@@ -15,6 +15,7 @@
 //! - [`health`]: the local HTTPS endpoint check;
 //! - [`drift`], [`quarantine`], [`desired`]: hand edits healed, strays moved out;
 //! - [`certs`]: certificate expiry and restarts on renewal;
+//! - [`lb_drain`]: out of the load balancer (haproxy agent check) before kube-apiserver restarts;
 //! - [`status`]: `ControlPlaneNode/status` by server-side apply, and Events;
 //! - [`local`]: `kubeplane apply`.
 
@@ -26,9 +27,11 @@ pub mod files;
 pub mod health;
 pub mod history;
 pub mod kubelet_wait;
+pub mod lb_drain;
 pub mod local;
 pub mod metrics;
 pub mod plan;
+pub mod pull_auth;
 pub mod quarantine;
 pub mod runtime;
 pub mod state;
@@ -85,6 +88,11 @@ pub struct AgentConfig {
     pub metrics_addr: String,
     /// The container runtime's CRI socket; `none` turns local evidence off.
     pub container_runtime_endpoint: String,
+    /// Where to answer the load balancer's agent checks (`ADDR:PORT`); `None`: no drain
+    /// before kube-apiserver restarts ([`lb_drain`]).
+    pub lb_agent_check_addr: Option<String>,
+    /// Seconds between a load balancer hearing `drain` and the kube-apiserver restart.
+    pub lb_drain_seconds: u64,
 }
 
 /// The container runtime named by `--container-runtime-endpoint` (`none`: no runtime).
@@ -134,6 +142,16 @@ pub enum AgentError {
     /// The HTTP server could not start.
     #[error(transparent)]
     Telemetry(#[from] TelemetryError),
+    /// The load balancer's agent-check address cannot be listened on.
+    #[error(
+        "cannot listen for load balancer agent checks on {addr} (--lb-agent-check-addr): {source}"
+    )]
+    AgentCheck {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 async fn shutdown() {
@@ -200,6 +218,18 @@ pub async fn run_with(
         board: board.clone(),
         desired: desired.clone(),
     })?;
+    if let Some(addr) = &args.lb_agent_check_addr {
+        let listener = tokio::net::TcpListener::bind(addr.as_str())
+            .await
+            .map_err(|source| AgentError::AgentCheck {
+                addr: addr.clone(),
+                source,
+            })?;
+        let lb = lb_drain::LoadBalancerDrain::new(Duration::from_secs(args.lb_drain_seconds));
+        tracing::info!(addr = %addr, drain_seconds = args.lb_drain_seconds, "answering load balancer agent checks: drained before kube-apiserver restarts");
+        tokio::spawn(lb.clone().serve(listener));
+        engine.set_load_balancer(lb);
+    }
     let node_ip = std::env::var(crate::facts::NODE_IP_ENV).ok();
     let report_facts = |board: &StatusBoard| {
         let f = crate::facts::collect(

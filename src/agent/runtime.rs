@@ -23,12 +23,14 @@ use hyper_util::rt::TokioIo;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::{
-    Container, ContainerFilter, ContainerState, ContainerStatusRequest, ImageSpec,
+    AuthConfig, Container, ContainerFilter, ContainerState, ContainerStatusRequest, ImageSpec,
     ImageStatusRequest, ListContainersRequest, PullImageRequest,
 };
 use tokio::net::UnixStream;
 use tokio::sync::Mutex;
 use tonic::transport::{Channel, Endpoint, Uri};
+
+use super::pull_auth::RegistryAuth;
 
 #[cfg(any(test, feature = "testkit"))]
 pub mod fake;
@@ -108,15 +110,16 @@ pub trait ContainerRuntime: Send + Sync {
         Box::pin(async { Err("this runtime has no image service".to_string()) })
     }
 
-    /// Pulls `image` (CRI `PullImage`, without credentials: registries that need them are
-    /// pulled by kubelet with its own), waiting at most `timeout`. Ok = the image reference
-    /// the runtime reports.
+    /// Pulls `image` (CRI `PullImage`), with `auth` when a Secret of `spec.imagePullSecrets`
+    /// holds credentials for its registry (else the runtime's own configuration applies),
+    /// waiting at most `timeout`. Ok = the image reference the runtime reports.
     fn pull_image<'a>(
         &'a self,
         image: &'a str,
+        auth: Option<&'a RegistryAuth>,
         timeout: Duration,
     ) -> BoxFuture<'a, Result<String, String>> {
-        let _ = (image, timeout);
+        let _ = (image, auth, timeout);
         Box::pin(async { Err("this runtime has no image service".to_string()) })
     }
 }
@@ -412,13 +415,19 @@ impl ContainerRuntime for CriRuntime {
     fn pull_image<'a>(
         &'a self,
         image: &'a str,
+        auth: Option<&'a RegistryAuth>,
         timeout: Duration,
     ) -> BoxFuture<'a, Result<String, String>> {
         Box::pin(async move {
             let mut client = ImageServiceClient::new(self.channel().await);
             let request = PullImageRequest {
                 image: Some(image_spec(image)),
-                auth: None,
+                auth: auth.map(|a| AuthConfig {
+                    username: a.username.clone(),
+                    password: a.password.clone(),
+                    server_address: a.server.clone(),
+                    ..Default::default()
+                }),
                 sandbox_config: None,
             };
             match tokio::time::timeout(timeout, client.pull_image(request)).await {

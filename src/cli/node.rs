@@ -90,6 +90,16 @@ pub struct AgentArgs {
         env = "KUBEPLANE_METRICS_ADDR"
     )]
     pub metrics_addr: String,
+    /// Answer the load balancer's agent checks (haproxy `agent-check`) on this address
+    /// (`ADDR:PORT`, e.g. `0.0.0.0:6445`): `ready`, or `drain` from before a kube-apiserver
+    /// manifest is written until the new kube-apiserver is healthy. Off when unset.
+    #[arg(long, value_name = "ADDR", env = "KUBEPLANE_LB_AGENT_CHECK_ADDR")]
+    pub lb_agent_check_addr: Option<String>,
+    /// Seconds from a load balancer hearing `drain` to the kube-apiserver restart: at least
+    /// the agent-check interval of every load balancer (haproxy `agent-inter`, default 2 s).
+    #[arg(long, value_name = "SECONDS", default_value_t = crate::agent::lb_drain::DEFAULT_DRAIN_SECONDS,
+          value_parser = clap::value_parser!(u64).range(0..=300))]
+    pub lb_drain_seconds: u64,
 }
 
 impl AgentArgs {
@@ -108,6 +118,8 @@ impl AgentArgs {
             host_root: n.host_root.clone(),
             metrics_addr: self.metrics_addr.clone(),
             container_runtime_endpoint: n.container_runtime_endpoint.clone(),
+            lb_agent_check_addr: self.lb_agent_check_addr.clone().filter(|a| !a.is_empty()),
+            lb_drain_seconds: self.lb_drain_seconds,
         }
     }
 }

@@ -148,6 +148,7 @@ pub fn wave1_spec(
         files,
         certificates,
         min_ready_seconds: full.min_ready_seconds,
+        image_pull_secrets: full.image_pull_secrets.clone(),
     }
 }
 

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 pub use super::audit::Audit;
 pub use super::encryption::{Encryption, SecretKeyRef};
+use super::images::ImagePullSecretRef;
 pub use super::rollout::*;
 pub use super::status::*;
 
@@ -80,6 +81,16 @@ pub struct ControlPlaneConfigSpec {
     /// Default: `IfNotPresent`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_pull_policy: Option<PullPolicy>,
+
+    /// Secrets with registry credentials for the control-plane images (docker config JSON:
+    /// type `kubernetes.io/dockerconfigjson` or `kubernetes.io/dockercfg`). Static Pods cannot
+    /// name imagePullSecrets — kubelet pulls their images with its own credentials — so these
+    /// are for the agent, which pulls a revision's new images through the container runtime
+    /// before it restarts anything. The agent needs `get` on them (chart value
+    /// `rbac.imagePullSecrets`). At most 8.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub image_pull_secrets: Vec<ImagePullSecretRef>,
 
     /// Name of the cluster, passed to kube-controller-manager as `--cluster-name`.
     /// Default: `kubernetes`.

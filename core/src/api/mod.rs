@@ -8,6 +8,7 @@ mod component;
 mod config;
 mod document;
 mod encryption;
+mod images;
 mod node;
 mod rollout;
 mod status;
@@ -21,6 +22,7 @@ pub use encryption::{
     EncryptionProvider, EncryptionStatus, EtcdAccess, KeyCount, KeyRotation, ManagedEncryption,
     Migration, MigrationStatus, NodeEncryption, Verification, VerificationStatus,
 };
+pub use images::ImagePullSecretRef;
 pub use node::*;
 pub use upgrade::UpgradePolicy;
 

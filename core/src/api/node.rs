@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::common::{Condition, date_time_schema};
 use super::component::Component;
 use super::config::SecretKeyRef;
+use super::images::ImagePullSecretRef;
 
 /// The files one node should hold for one revision of a `ControlPlaneConfig`, written by the
 /// operator, and what the node's agent observed, written by the agent. Its name is the node's
@@ -55,6 +56,11 @@ pub struct ControlPlaneNodeSpec {
     /// renewal.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub certificates: Vec<CertificateRef>,
+    /// Secrets with registry credentials the agent uses to pull this revision's images
+    /// before it writes a manifest (`ControlPlaneConfig` `spec.imagePullSecrets`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub image_pull_secrets: Vec<ImagePullSecretRef>,
     /// Seconds each component must stay healthy before it counts as updated.
     #[serde(default)]
     pub min_ready_seconds: i32,

@@ -289,6 +289,7 @@ pub fn node_spec(
         files: rendered.files.clone(),
         certificates: rendered.certificates.clone(),
         min_ready_seconds: min_ready_seconds(spec),
+        image_pull_secrets: spec.image_pull_secrets.clone(),
     }
 }
 

@@ -21,6 +21,7 @@ pub(super) fn check(spec: &ControlPlaneConfigSpec, r: &mut Report) {
     if let Some(repo) = &spec.image_repository {
         check_image_repository(repo, r);
     }
+    check_image_pull_secrets(spec, r);
     if let Some(name) = &spec.cluster_name
         && !is_dns_label(name)
     {
@@ -136,6 +137,47 @@ pub(super) fn check(spec: &ControlPlaneConfigSpec, r: &mut Report) {
                     .fix(format!("use at least {longest} seconds, or leave it unset")),
                 );
             }
+        }
+    }
+}
+
+/// `spec.imagePullSecrets`: valid names, each Secret once, at most 8.
+fn check_image_pull_secrets(spec: &ControlPlaneConfigSpec, r: &mut Report) {
+    let refs = &spec.image_pull_secrets;
+    if refs.len() > 8 {
+        r.push(
+            Problem::error(
+                "spec.imagePullSecrets",
+                format!("{} Secrets named", refs.len()),
+            )
+            .fix("name at most 8 Secrets; one docker config JSON can hold many registries"),
+        );
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, s) in refs.iter().enumerate() {
+        let f = format!("spec.imagePullSecrets[{i}]");
+        if !is_dns_subdomain(&s.name) {
+            r.push(
+                Problem::error(format!("{f}.name"), "not a valid Secret name")
+                    .value(&s.name)
+                    .fix("use a DNS subdomain: lower-case letters, digits, '-' and '.'"),
+            );
+        }
+        if let Some(ns) = &s.namespace
+            && !is_dns_label(ns)
+        {
+            r.push(
+                Problem::error(format!("{f}.namespace"), "not a valid namespace name")
+                    .value(ns)
+                    .fix("use a DNS label, like kube-system"),
+            );
+        }
+        if !seen.insert((s.namespace(), s.name.as_str())) {
+            r.push(
+                Problem::error(f, "the same Secret is named twice")
+                    .value(format!("{}/{}", s.namespace(), s.name))
+                    .fix("name each Secret once"),
+            );
         }
     }
 }

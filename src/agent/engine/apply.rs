@@ -27,9 +27,12 @@ impl Engine {
         wait: bool,
     ) -> Outcome {
         let span = tracing::info_span!("apply", node = %self.node, revision = %spec.revision);
-        self.apply_inner(spec, generation, wait)
+        let outcome = self
+            .apply_inner(spec, generation, wait)
             .instrument(span)
-            .await
+            .await;
+        self.back_in_pool();
+        outcome
     }
 
     async fn apply_inner(
@@ -203,7 +206,10 @@ impl Engine {
 
         // Images before restarts: kubelet runs no second instance of a static pod, so a pull
         // it starts after the write is downtime. Nothing is written until they are present.
-        if let Err(outcome) = self.pull_images(&rev, &steps).await {
+        if let Err(outcome) = self
+            .pull_images(&rev, &steps, &spec.image_pull_secrets)
+            .await
+        {
             return outcome;
         }
 
@@ -250,6 +256,7 @@ impl Engine {
                         continue;
                     }
                     Action::Write => {
+                        self.drain_before_write(c).await;
                         let span = tracing::info_span!("write", component = %c);
                         let _g = span.enter();
                         // Write-ahead: the state says what is about to happen before it happens.

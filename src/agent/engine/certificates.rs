@@ -70,6 +70,7 @@ impl Engine {
                     continue;
                 }
             };
+            self.drain_before_write(c).await;
             let span = tracing::info_span!("certificate_restart", component = %c);
             let _g = span.enter();
             self.board.event(AgentEvent::normal(
@@ -145,6 +146,7 @@ impl Engine {
                     ));
                 }
             }
+            self.back_in_pool();
             restarted.push(c);
         }
         restarted

@@ -49,10 +49,11 @@ use super::files::{FileError, NodeDirs};
 use super::health::HealthCheck;
 use super::history::{History, HistoryError};
 use super::kubelet_wait::MirrorPods;
+use super::lb_drain::{Drained, LoadBalancerDrain};
 use super::runtime::ContainerRuntime;
 use super::state::{AgentState, Lifecycle, StateError, StateStore};
 use super::status::{AgentEvent, StatusBoard};
-use crate::api::ControlPlaneNodeSpec;
+use crate::api::{Component, ControlPlaneNodeSpec};
 use crate::render::{self, sha256_hex};
 
 /// The node spec last applied, under the state directory (a restart without the API resumes
@@ -163,6 +164,9 @@ pub struct Engine {
     generation: Option<i64>,
     /// Digests of newer node specs as they arrive (the agent's ControlPlaneNode watch).
     newer: Option<tokio::sync::watch::Receiver<Option<String>>>,
+    /// The load balancer's view of this node (`--lb-agent-check-addr`): drained before
+    /// kube-apiserver restarts.
+    lb: Option<LoadBalancerDrain>,
 }
 
 fn now() -> Time {
@@ -238,10 +242,43 @@ impl Engine {
             spec: None,
             generation: None,
             newer: None,
+            lb: None,
         };
         engine.restore_desired();
         engine.publish();
         Ok(engine)
+    }
+
+    /// Drains this node from the load balancer before kube-apiserver restarts (see
+    /// [`super::lb_drain`]); back in the pool when the apply, restore or restart is over.
+    pub fn set_load_balancer(&mut self, lb: LoadBalancerDrain) {
+        self.lb = Some(lb);
+    }
+
+    /// Before a manifest of `c` is written: when it is kube-apiserver's, out of the load
+    /// balancer first.
+    async fn drain_before_write(&self, c: Component) {
+        let (Component::ApiServer, Some(lb)) = (c, &self.lb) else {
+            return;
+        };
+        match lb.drain().await {
+            Drained::Heard => tracing::info!(
+                "drained from the load balancer: no new connections reach this kube-apiserver"
+            ),
+            Drained::Already => {}
+            Drained::Unasked => tracing::warn!(
+                "no load balancer asked for this node's state (agent check) in time; restarting kube-apiserver without a drain"
+            ),
+        }
+    }
+
+    /// Back in the load balancer's pool (its health check still decides when traffic comes).
+    fn back_in_pool(&self) {
+        if let Some(lb) = &self.lb
+            && lb.ready()
+        {
+            tracing::info!("back in the load balancer's pool");
+        }
     }
 
     /// Resume first: finishes what the state file says was under way when the agent (or
@@ -250,6 +287,12 @@ impl Engine {
     /// state, history, the saved node spec and local evidence: no API needed. `None` when
     /// nothing was under way.
     pub async fn resume(&mut self) -> Option<Outcome> {
+        let outcome = self.resume_inner().await;
+        self.back_in_pool();
+        outcome
+    }
+
+    async fn resume_inner(&mut self) -> Option<Outcome> {
         match self.state.lifecycle.clone() {
             Lifecycle::RollingBack { .. } => {
                 tracing::warn!("resuming an interrupted rollback");

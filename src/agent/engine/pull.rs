@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use super::{Engine, Outcome, parse_pod};
 use crate::agent::plan::{Action, Step};
+use crate::agent::pull_auth::{RegistryAuth, auth_for, parse_docker_config};
 use crate::agent::state::FailureReason;
-use crate::api::{Component, NodePhase};
+use crate::api::{Component, ImagePullSecretRef, NodePhase, SecretKeyRef};
 
 impl Engine {
     /// Pulls, through the container runtime, every image a manifest about to be written
@@ -15,7 +16,12 @@ impl Engine {
     /// (`ImagePullFailed`) before any file is written. Without a runtime, or one that cannot
     /// say whether it has an image, nothing is pulled ahead (kubelet pulls, as before). An
     /// `imagePullPolicy: Never` image that is missing is left to kubelet, which reports it.
-    pub(super) async fn pull_images(&mut self, rev: &str, steps: &[Step]) -> Result<(), Outcome> {
+    pub(super) async fn pull_images(
+        &mut self,
+        rev: &str,
+        steps: &[Step],
+        pull_secrets: &[ImagePullSecretRef],
+    ) -> Result<(), Outcome> {
         let Some(runtime) = self.runtime.clone() else {
             return Ok(());
         };
@@ -38,6 +44,24 @@ impl Engine {
                 }
             }
         }
+        // Registry credentials, read only when something is to be pulled.
+        let credentials = if missing.is_empty() || pull_secrets.is_empty() {
+            Vec::new()
+        } else {
+            match self.registry_credentials(pull_secrets).await {
+                Ok(c) => c,
+                Err(e) => {
+                    let c = missing[0].0;
+                    return Err(self.fail(
+                        FailureReason::ImagePullFailed,
+                        Some(c),
+                        format!(
+                            "{e}; nothing was written, the node runs what it ran: fix the Secret or spec.imagePullSecrets (the agent needs `get` on it: chart value rbac.imagePullSecrets), then change the ControlPlaneConfig for a new revision"
+                        ),
+                    ));
+                }
+            }
+        };
         let total = missing.len();
         for (i, (c, image)) in missing.into_iter().enumerate() {
             let message = format!(
@@ -47,7 +71,11 @@ impl Engine {
             tracing::info!(%image, component = %c, "pulling the image before the write");
             self.set_phase(NodePhase::Pending, "PullingImage", message);
             let started = std::time::Instant::now();
-            if let Err(e) = runtime.pull_image(&image, IMAGE_PULL_TIMEOUT).await {
+            let auth = auth_for(&image, &credentials);
+            if let Some(a) = auth {
+                tracing::info!(%image, registry = %a.server, "pulling with the credentials of spec.imagePullSecrets");
+            }
+            if let Err(e) = runtime.pull_image(&image, auth, IMAGE_PULL_TIMEOUT).await {
                 return Err(self.fail(
                     FailureReason::ImagePullFailed,
                     Some(c),
@@ -59,6 +87,35 @@ impl Engine {
             tracing::info!(%image, seconds = started.elapsed().as_secs_f64(), "image pulled");
         }
         Ok(())
+    }
+}
+
+impl Engine {
+    /// The registry credentials of every Secret `refs` names (`.dockerconfigjson`, else the
+    /// legacy `.dockercfg`). Err names the Secret and why; never its content.
+    async fn registry_credentials(
+        &self,
+        refs: &[ImagePullSecretRef],
+    ) -> Result<Vec<RegistryAuth>, String> {
+        let mut out = Vec::new();
+        for r in refs {
+            let key = |k: &str| SecretKeyRef {
+                name: r.name.clone(),
+                namespace: Some(r.namespace().to_string()),
+                key: Some(k.to_string()),
+            };
+            let bytes = match self.secrets.get(&key(".dockerconfigjson")).await {
+                Ok(b) => b,
+                Err(first) => self
+                    .secrets
+                    .get(&key(".dockercfg"))
+                    .await
+                    .map_err(|_| first)?,
+            };
+            let source = format!("Secret {}/{}", r.namespace(), r.name);
+            out.extend(parse_docker_config(&bytes, &source)?);
+        }
+        Ok(out)
     }
 }
 

@@ -196,6 +196,9 @@ impl Engine {
                 Restore::Write { bytes, uid } => {
                     let sha = sha256_hex(&bytes);
                     let disk = self.dirs.read_manifest(c.manifest_file()).ok().flatten();
+                    if disk.as_deref() != Some(bytes.as_slice()) {
+                        self.drain_before_write(c).await;
+                    }
                     let result = {
                         let mut g = self.desired.lock();
                         g.set(c, bytes.clone());

@@ -312,11 +312,14 @@ async fn images_are_asked_for_and_pulled_over_cri() {
             .unwrap()
     );
     assert!(!rt.image_present(api).await.unwrap());
-    let got = rt.pull_image(api, Duration::from_secs(5)).await.unwrap();
+    let got = rt
+        .pull_image(api, None, Duration::from_secs(5))
+        .await
+        .unwrap();
     assert!(got.starts_with("sha256:"), "{got}");
     assert!(rt.image_present(api).await.unwrap());
     let e = rt
-        .pull_image("registry.example/broken:v1", Duration::from_secs(5))
+        .pull_image("registry.example/broken:v1", None, Duration::from_secs(5))
         .await
         .unwrap_err();
     assert!(
@@ -325,7 +328,7 @@ async fn images_are_asked_for_and_pulled_over_cri() {
     );
     fake.images(|i| i.pull_time = Duration::from_secs(5));
     let e = rt
-        .pull_image("registry.k8s.io/slow:v1", Duration::from_millis(200))
+        .pull_image("registry.k8s.io/slow:v1", None, Duration::from_millis(200))
         .await
         .unwrap_err();
     assert!(
@@ -335,6 +338,23 @@ async fn images_are_asked_for_and_pulled_over_cri() {
     assert_eq!(
         fake.images(|i| i.pulls.clone()),
         [api, "registry.example/broken:v1", "registry.k8s.io/slow:v1"]
+    ); // Credentials travel in the CRI request (PullImageRequest.auth).
+    let auth = crate::agent::pull_auth::RegistryAuth {
+        server: "registry.example:5000".into(),
+        username: "puller".into(),
+        password: "s3cret".into(),
+    };
+    fake.images(|i| i.pull_time = Duration::ZERO);
+    rt.pull_image(
+        "registry.example:5000/private:v1",
+        Some(&auth),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        fake.images(|i| i.pull_users.clone()),
+        [None, None, None, Some("puller".to_string())]
     );
 }
 

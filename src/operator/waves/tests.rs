@@ -143,6 +143,10 @@ fn spec_at(version: &str, revision: &str) -> ControlPlaneNodeSpec {
             .map(|c| cert(*c, &format!("/{}-{version}.crt", c.name())))
             .collect(),
         min_ready_seconds: 7,
+        image_pull_secrets: vec![crate::api::ImagePullSecretRef {
+            name: format!("pull-{version}"),
+            namespace: None,
+        }],
     }
 }
 
@@ -174,6 +178,10 @@ fn wave_1_takes_kube_apiserver_from_the_new_spec_and_the_rest_from_the_node() {
     assert_eq!(
         (w.kubernetes_version.as_str(), w.min_ready_seconds),
         ("v1.36.2", 7)
+    );
+    assert_eq!(
+        w.image_pull_secrets[0].name, "pull-v1.36.2",
+        "the new version's credentials pull the new images"
     );
     // A node that never got a revision: kube-apiserver only.
     let bare = wave1_spec(&new, None);

@@ -80,3 +80,45 @@ fn cidr_lists() {
         assert!(parse_cidr_list(bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn image_pull_secrets_name_valid_secrets_once() {
+    use crate::api::ImagePullSecretRef;
+    let with = |refs: &[(&str, Option<&str>)]| {
+        let spec = ControlPlaneConfigSpec {
+            kubernetes_version: "v1.36.2".into(),
+            image_pull_secrets: refs
+                .iter()
+                .map(|(n, ns)| ImagePullSecretRef {
+                    name: n.to_string(),
+                    namespace: ns.map(str::to_string),
+                })
+                .collect(),
+            ..Default::default()
+        };
+        crate::validation::validate(&spec).error_messages()
+    };
+    assert!(with(&[("regcred", None), ("regcred", Some("infra"))]).is_empty());
+    let e = with(&[("RegCred", Some("Kube_System"))]);
+    assert!(
+        e.iter()
+            .any(|m| m.contains("spec.imagePullSecrets[0].name") && m.contains("RegCred")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter()
+            .any(|m| m.contains("spec.imagePullSecrets[0].namespace") && m.contains("Kube_System")),
+        "{e:?}"
+    );
+    let e = with(&[("regcred", None), ("regcred", Some("kube-system"))]);
+    assert!(
+        e.iter().any(|m| m.contains("spec.imagePullSecrets[1]")
+            && m.contains("kube-system/regcred")
+            && m.contains("twice")),
+        "{e:?}"
+    );
+    let nine: Vec<String> = (0..9).map(|i| format!("s{i}")).collect();
+    let nine: Vec<(&str, Option<&str>)> = nine.iter().map(|n| (n.as_str(), None)).collect();
+    let e = with(&nine);
+    assert!(e.iter().any(|m| m.contains("9 Secrets named")), "{e:?}");
+}

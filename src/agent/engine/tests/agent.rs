@@ -116,6 +116,8 @@ fn agent_args(env: &Env) -> crate::agent::AgentConfig {
         host_root: root,
         metrics_addr: "127.0.0.1:0".into(),
         container_runtime_endpoint: "none".into(),
+        lb_agent_check_addr: None,
+        lb_drain_seconds: 4,
     }
 }
 
@@ -305,4 +307,29 @@ fn node_watch_events_tell_present_and_absent() {
     );
     let m = crate::agent::unmanaged_message(NODE, None, None);
     assert!(m.contains("no ControlPlaneConfig selects node cp-1"), "{m}");
+}
+
+#[tokio::test]
+async fn an_agent_check_address_in_use_stops_the_agent_naming_it() {
+    let env = env();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let mut args = agent_args(&env);
+    args.lb_agent_check_addr = Some(addr.clone());
+    let health = Arc::new(FakeHealth(env.kubelet.clone()));
+    let err = crate::agent::run_with(
+        args,
+        env.client.clone(),
+        health,
+        std::future::pending(),
+        crate::telemetry::Health::new(),
+        crate::agent::status::StatusBoard::new(),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains(&addr) && err.contains("--lb-agent-check-addr"),
+        "{err}"
+    );
 }

@@ -27,9 +27,10 @@ impl crate::agent::runtime::ContainerRuntime for WithImages {
     fn pull_image<'a>(
         &'a self,
         image: &'a str,
+        auth: Option<&'a crate::agent::pull_auth::RegistryAuth>,
         timeout: Duration,
     ) -> futures::future::BoxFuture<'a, Result<String, String>> {
-        self.images.pull_image(image, timeout)
+        self.images.pull_image(image, auth, timeout)
     }
 }
 
@@ -165,4 +166,83 @@ spec:
         ]
     );
     assert!(crate::agent::engine::images_to_pull(b"not yaml: [").is_empty());
+}
+
+/// The test's spec from `repo`, with `spec.imagePullSecrets` naming `secrets`.
+fn node_spec_with_pull_secrets(repo: &str, secrets: &[&str], env: &Env) -> ControlPlaneNodeSpec {
+    let mut spec = node_spec_from(repo, &[], env);
+    spec.image_pull_secrets = secrets
+        .iter()
+        .map(|n| crate::api::ImagePullSecretRef {
+            name: n.to_string(),
+            namespace: None,
+        })
+        .collect();
+    spec
+}
+
+#[tokio::test(start_paused = true)]
+async fn pulls_carry_the_credentials_of_the_matching_pull_secret() {
+    use base64::Engine as _;
+    let env = env();
+    let (images, mut engine) = healthy_with_every_image(&env).await;
+    let auth = base64::engine::general_purpose::STANDARD.encode("puller:s3cret-token");
+    let other = base64::engine::general_purpose::STANDARD.encode("someone:else");
+    env.cluster.set_secret(
+        "kube-system",
+        "regcred",
+        ".dockerconfigjson",
+        format!(
+            r#"{{"auths": {{"registry.example:5000": {{"auth": "{auth}"}}, "ghcr.io": {{"auth": "{other}"}}}}}}"#
+        )
+        .as_bytes(),
+    );
+    let next = node_spec_with_pull_secrets("registry.example:5000/k8s", &["regcred"], &env);
+    assert_eq!(engine.apply(&next, None, true).await, Outcome::Healthy);
+    assert_eq!(
+        images.images(|i| i.pull_users.clone()),
+        vec![Some("puller".to_string()); 3],
+        "every pull from registry.example:5000 with its entry's user"
+    );
+    // An image from a registry the Secret has no entry for: no credentials.
+    let third = node_spec_with_pull_secrets("quay.example/k8s", &["regcred"], &env);
+    assert_eq!(engine.apply(&third, None, true).await, Outcome::Healthy);
+    assert_eq!(
+        images.images(|i| i.pull_users[3..].to_vec()),
+        [None, None, None]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unreadable_pull_secret_writes_nothing_and_never_shows_its_content() {
+    let env = env();
+    let (images, mut engine) = healthy_with_every_image(&env).await;
+    let before = COMPONENTS.map(|c| (env.manifest(c), env.inode(c)));
+    // Missing: the revision fails naming the Secret.
+    let next = node_spec_with_pull_secrets("registry.example:5000/k8s", &["absent"], &env);
+    let out = engine.apply(&next, None, true).await;
+    let message = failed(&out, "ImagePullFailed").to_string();
+    assert!(
+        message.contains("kube-system/absent") && message.contains("nothing was written"),
+        "{message}"
+    );
+    // Not docker config JSON: refused without quoting it.
+    env.cluster.set_secret(
+        "kube-system",
+        "garbled",
+        ".dockerconfigjson",
+        b"user=admin password=hunter2",
+    );
+    let next = node_spec_with_pull_secrets("registry.example:6000/k8s", &["garbled"], &env);
+    let out = engine.apply(&next, None, true).await;
+    let message = failed(&out, "ImagePullFailed").to_string();
+    assert!(
+        message.contains("Secret kube-system/garbled: not docker config JSON"),
+        "{message}"
+    );
+    assert!(!message.contains("hunter2"), "{message}");
+    let status = env.last_status().await.to_string();
+    assert!(!status.contains("hunter2"), "{status}");
+    assert!(images.images(|i| i.pulls.is_empty()), "nothing pulled");
+    assert_eq!(COMPONENTS.map(|c| (env.manifest(c), env.inode(c))), before);
 }

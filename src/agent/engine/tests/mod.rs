@@ -5,6 +5,7 @@
 mod adopt;
 mod agent;
 mod certificates;
+mod drain;
 mod forward;
 mod images;
 mod resume;

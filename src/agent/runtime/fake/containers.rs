@@ -26,6 +26,8 @@ pub struct FakeImages {
     pub pull_time: Duration,
     /// Every pull asked for, in order.
     pub pulls: Vec<String>,
+    /// The user name of the credentials each pull carried (`None`: none), in order.
+    pub pull_users: Vec<Option<String>>,
 }
 
 impl FakeRuntime {
@@ -65,9 +67,10 @@ impl FakeRuntime {
         f(&mut self.images.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    pub(super) async fn pull(&self, image: &str) -> Result<String, String> {
+    pub(super) async fn pull(&self, image: &str, user: Option<&str>) -> Result<String, String> {
         let (wait, failing) = self.images(|i| {
             i.pulls.push(image.to_string());
+            i.pull_users.push(user.map(str::to_string));
             (i.pull_time, i.failing.get(image).cloned())
         });
         tokio::time::sleep(wait).await;
@@ -104,10 +107,12 @@ impl ContainerRuntime for FakeRuntime {
     fn pull_image<'a>(
         &'a self,
         image: &'a str,
+        auth: Option<&'a crate::agent::pull_auth::RegistryAuth>,
         timeout: Duration,
     ) -> BoxFuture<'a, Result<String, String>> {
         Box::pin(async move {
-            tokio::time::timeout(timeout, self.pull(image))
+            let user = auth.map(|a| a.username.as_str());
+            tokio::time::timeout(timeout, self.pull(image, user))
                 .await
                 .unwrap_or_else(|_| {
                     Err(format!(

@@ -132,8 +132,10 @@ impl ImageService for CriService {
         &self,
         request: Request<cri::PullImageRequest>,
     ) -> Result<Response<cri::PullImageResponse>, Status> {
-        let name = request.into_inner().image.unwrap_or_default().image;
-        match self.runtime.pull(&name).await {
+        let request = request.into_inner();
+        let name = request.image.unwrap_or_default().image;
+        let user = request.auth.map(|a| a.username);
+        match self.runtime.pull(&name, user.as_deref()).await {
             Ok(image_ref) => Ok(Response::new(cri::PullImageResponse { image_ref })),
             Err(why) => Err(Status::not_found(why)),
         }
