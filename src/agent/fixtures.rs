@@ -1,6 +1,6 @@
-//! Test fixtures: the test kit's mocked cluster ([`crate::testkit::cluster`]) with a fake
-//! kubelet behind it that reads the real manifest directory of a test and moves mirror pods
-//! accordingly, and the container runtime and endpoint health that kubelet gives.
+//! Test fixtures: the test kit's API server as one node sees it ([`crate::testkit::cluster`])
+//! with a fake kubelet behind it that reads the real manifest directory of a test and moves
+//! mirror pods accordingly, and the container runtime and endpoint health that kubelet gives.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -1,9 +1,8 @@
 //! The mocked API of the unit tests, in the style of kube-rs/controller-rs `fixtures.rs`: a
 //! `kube::Client` over a `tower_test::mock` pair, whose other end a test answers request by
-//! request (the operator's scenario verifier, the agent's status reporter tests) or hands to a
-//! stateful responder (the agent's mock cluster). Also the pieces of the wire every fake API
-//! server of the kit speaks — query strings, `Status` objects, Secrets — shared with the HTTP
-//! server of [`super::apiserver`].
+//! request (the operator's scenario verifier, the agent's status reporter tests). Also the
+//! pieces of the wire the kit's fake API server ([`super::apiserver`]) speaks — query strings,
+//! `Status` objects, Secrets.
 //!
 //! The client side (`pair`, `expect`, `json_response`) exists for the crate's unit tests only:
 //! `tower-test` is a dev-dependency.
@@ -91,21 +90,16 @@ mod client {
     use kube::Client;
     use serde_json::Value;
 
-    /// The test's end of the mocked API, answering with body type `B`.
-    pub type Handle<B = kube::client::Body> =
-        tower_test::mock::Handle<Request<kube::client::Body>, Response<B>>;
+    /// The test's end of the mocked API.
+    pub type Handle =
+        tower_test::mock::Handle<Request<kube::client::Body>, Response<kube::client::Body>>;
 
     /// Where the answer to one request goes.
-    pub type Send<B = kube::client::Body> = tower_test::mock::SendResponse<Response<B>>;
+    pub type Send = tower_test::mock::SendResponse<Response<kube::client::Body>>;
 
     /// A client whose requests arrive at the returned handle.
-    pub fn pair<B>() -> (Client, Handle<B>)
-    where
-        B: hyper::body::Body<Data = hyper::body::Bytes> + std::marker::Send + 'static,
-        B::Error: Into<tower::BoxError>,
-    {
-        let (service, handle) =
-            tower_test::mock::pair::<Request<kube::client::Body>, Response<B>>();
+    pub fn pair() -> (Client, Handle) {
+        let (service, handle) = tower_test::mock::pair();
         (Client::new(service, "default"), handle)
     }
 

@@ -3,12 +3,13 @@
 //! itself; the shipped binary never has it — `tests/packaging.rs` checks the `dist` build's
 //! dependency graph):
 //!
-//! - [`apiserver`]: the fake Kubernetes API server (in-memory objects, list/watch, patches,
-//!   an outage), served over HTTP or handed to a `kube::Client` in-process;
-//! - `cluster` (unit tests only): one node's view of the API for the agent's tests, behind a
-//!   [`mock`] client;
+//! - [`apiserver`]: the one fake Kubernetes API server (in-memory objects, list/watch, patches,
+//!   an outage, every request recorded), served over HTTP or handed to a `kube::Client`
+//!   in-process;
+//! - `cluster` (unit tests only): one node's view of that server for the agent's tests (mirror
+//!   pods, its `ControlPlaneNode`, Secrets, what the agent wrote), in virtual time;
 //! - [`mock`]: the mocked API of the unit tests (a `kube::Client` over `tower_test`, in the
-//!   controller-rs style) and the wire pieces every fake shares (query strings, `Status`,
+//!   controller-rs style) and the wire pieces the fake shares (query strings, `Status`,
 //!   Secrets);
 //! - [`tls`]: the self-signed HTTPS endpoint (health checks, the fake kubelet's probes);
 //! - [`crate::agent::runtime::fake`]: the fake container runtime (CRI) and fake kubelet;

@@ -138,6 +138,8 @@ async fn an_unselected_agent_is_ready_and_a_deleted_control_plane_node_releases_
     // `helm install --wait` failed on a fresh install; and a deleted ControlPlaneNode went
     // unnoticed.
     let env = env();
+    // No ControlPlaneConfig selects the node yet.
+    env.cluster.delete_cpn();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let readiness = crate::telemetry::Health::new();
     let agent = tokio::spawn(crate::agent::run_with(

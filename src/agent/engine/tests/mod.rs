@@ -49,6 +49,12 @@ fn env() -> Env {
     let dirs = NodeDirs::new(tmp.path().join("manifests"), tmp.path().join("kubeplane"));
     std::fs::create_dir(dirs.manifest_dir()).unwrap();
     let cluster = Cluster::new();
+    // The operator's first write for a selected node: the status has somewhere to go.
+    cluster.set_cpn(
+        NODE,
+        1,
+        serde_json::json!({"configName": "test", "revision": ""}),
+    );
     let client = cluster.client();
     let kubelet = Kubelet::new(cluster.clone(), dirs.manifest_dir().to_path_buf(), NODE);
     tokio::spawn(kubelet.clone().run());
