@@ -26,6 +26,21 @@ struct Help {
 /// `(minor, component, data)` for every captured `--help`.
 const CAPTURED: &[(u32, Component, &str)] = &[
     (
+        35,
+        Component::ApiServer,
+        include_str!("../core/src/flags/data/help/1.35/kube-apiserver.yaml"),
+    ),
+    (
+        35,
+        Component::ControllerManager,
+        include_str!("../core/src/flags/data/help/1.35/kube-controller-manager.yaml"),
+    ),
+    (
+        35,
+        Component::Scheduler,
+        include_str!("../core/src/flags/data/help/1.35/kube-scheduler.yaml"),
+    ),
+    (
         36,
         Component::ApiServer,
         include_str!("../core/src/flags/data/help/1.36/kube-apiserver.yaml"),
