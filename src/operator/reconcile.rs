@@ -532,10 +532,19 @@ async fn reconcile_inner(name: &str, ctx: &Context) -> Result<Action> {
     // 10. Metrics.
     record_metrics(ctx, name, &decision, &views, &ours);
     debug!(phase = decision.phase.as_str(), in_flight = ?decision.node_in_flight, "reconciled");
-    Ok(Action::requeue(
-        encryption_requeue.map_or(ctx.resync, |r| r.min(ctx.resync)),
-    ))
+    // A selected node whose Node is Ready=Unknown holds the rollout; Node watches carry
+    // metadata only (status heartbeats would reconcile every config on every node), so its
+    // return is noticed by looking again soon.
+    let mut requeue = encryption_requeue.map_or(ctx.resync, |r| r.min(ctx.resync));
+    if selected.iter().any(|n| unreachable.contains(n)) {
+        requeue = requeue.min(UNREACHABLE_RECHECK);
+    }
+    Ok(Action::requeue(requeue))
 }
+
+/// How soon a config with an unreachable node is reconciled again: the rollout resumes within
+/// this of the Node's Ready condition coming back.
+pub const UNREACHABLE_RECHECK: Duration = Duration::from_secs(5);
 
 #[cfg(test)]
 mod tests {
